@@ -1,0 +1,245 @@
+//! A small owned XML element tree: what the framer releases and what the server builds.
+//!
+//! Names are local names with their namespace already resolved, so code matches on
+//! `(name, ns)` and never on prefixes the peer happened to choose.
+
+use crate::ns;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Element(Element),
+    Text(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Element {
+    /// Local name, without any prefix.
+    pub name: String,
+    /// Resolved namespace URI; empty when the element is in no namespace.
+    pub ns: String,
+    /// Attributes other than namespace declarations, values unescaped. Prefixed
+    /// attributes keep their qualified name (`xml:lang`).
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Node>,
+}
+
+impl Element {
+    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+        Element {
+            name: name.into(),
+            ns: ns.into(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Builder: set an attribute.
+    pub fn with_attr(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.set_attr(key, value);
+        self
+    }
+
+    /// Builder: set an attribute only when a value is present.
+    pub fn with_opt_attr(mut self, key: impl Into<String>, value: Option<impl Into<String>>) -> Self {
+        if let Some(v) = value {
+            self.set_attr(key, v);
+        }
+        self
+    }
+
+    /// Builder: append a child element.
+    pub fn with_child(mut self, child: Element) -> Self {
+        self.children.push(Node::Element(child));
+        self
+    }
+
+    /// Builder: append text.
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.children.push(Node::Text(text.into()));
+        self
+    }
+
+    pub fn is(&self, name: &str, ns: &str) -> bool {
+        self.name == name && self.ns == ns
+    }
+
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_attr(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        match self.attrs.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.attrs.push((key, value)),
+        }
+    }
+
+    pub fn remove_attr(&mut self, key: &str) -> Option<String> {
+        let pos = self.attrs.iter().position(|(k, _)| k == key)?;
+        Some(self.attrs.remove(pos).1)
+    }
+
+    pub fn push_child(&mut self, child: Element) {
+        self.children.push(Node::Element(child));
+    }
+
+    /// Child elements, skipping text.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    pub fn elements_mut(&mut self) -> impl Iterator<Item = &mut Element> {
+        self.children.iter_mut().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    pub fn get_child(&self, name: &str, ns: &str) -> Option<&Element> {
+        self.elements().find(|e| e.is(name, ns))
+    }
+
+    pub fn get_child_mut(&mut self, name: &str, ns: &str) -> Option<&mut Element> {
+        self.elements_mut().find(|e| e.is(name, ns))
+    }
+
+    pub fn has_child(&self, name: &str, ns: &str) -> bool {
+        self.get_child(name, ns).is_some()
+    }
+
+    /// Concatenated direct text content.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+
+    /// Serialize, declaring `xmlns` only where the namespace differs from the parent's.
+    /// Top-level stanzas pass the stream's default namespace (`jabber:client`, ...) so
+    /// they go out without a redundant declaration.
+    pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        let prefix = ns::stream_prefix(&self.ns);
+        out.push(b'<');
+        if let Some(p) = prefix {
+            out.extend_from_slice(p.as_bytes());
+            out.push(b':');
+        }
+        out.extend_from_slice(self.name.as_bytes());
+        if prefix.is_none() && self.ns != parent_ns {
+            out.extend_from_slice(b" xmlns='");
+            escape_into(out, &self.ns);
+            out.push(b'\'');
+        }
+        for (k, v) in &self.attrs {
+            out.push(b' ');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"='");
+            escape_into(out, v);
+            out.push(b'\'');
+        }
+        if self.children.is_empty() {
+            out.extend_from_slice(b"/>");
+            return;
+        }
+        out.push(b'>');
+        // Children of a prefixed element inherit the default namespace of the parent's
+        // parent, because the prefix does not change the default namespace.
+        let child_parent_ns = if prefix.is_some() { parent_ns } else { self.ns.as_str() };
+        for n in &self.children {
+            match n {
+                Node::Element(e) => e.write_to(out, child_parent_ns),
+                Node::Text(t) => escape_into(out, t),
+            }
+        }
+        out.extend_from_slice(b"</");
+        if let Some(p) = prefix {
+            out.extend_from_slice(p.as_bytes());
+            out.push(b':');
+        }
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'>');
+    }
+
+    pub fn to_bytes(&self, parent_ns: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.write_to(&mut out, parent_ns);
+        out
+    }
+
+    /// Serialization as a standalone document fragment (always declares its namespace).
+    pub fn to_xml(&self) -> String {
+        String::from_utf8(self.to_bytes("")).unwrap_or_default()
+    }
+}
+
+/// Escape the five predefined entities; enough for both text and single-quoted attributes.
+pub fn escape_into(out: &mut Vec<u8>, s: &str) {
+    for b in s.bytes() {
+        match b {
+            b'&' => out.extend_from_slice(b"&amp;"),
+            b'<' => out.extend_from_slice(b"&lt;"),
+            b'>' => out.extend_from_slice(b"&gt;"),
+            b'\'' => out.extend_from_slice(b"&apos;"),
+            b'"' => out.extend_from_slice(b"&quot;"),
+            _ => out.push(b),
+        }
+    }
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    escape_into(&mut out, s);
+    // Escaping only replaces ASCII bytes, so UTF-8 validity is preserved.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_minimal_namespace_declarations() {
+        let iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", "a'b")
+            .with_child(
+                Element::new("query", ns::ROSTER).with_child(Element::new("item", ns::ROSTER).with_attr("jid", "x@y")),
+            );
+        let xml = String::from_utf8(iq.to_bytes(ns::CLIENT)).unwrap();
+        assert_eq!(
+            xml,
+            "<iq type='result' id='a&apos;b'><query xmlns='jabber:iq:roster'><item jid='x@y'/></query></iq>"
+        );
+    }
+
+    #[test]
+    fn stream_namespace_uses_prefix_and_children_keep_their_own() {
+        let err = Element::new("error", ns::STREAM)
+            .with_child(Element::new("policy-violation", ns::STREAMS_ERROR))
+            .with_child(Element::new("text", ns::STREAMS_ERROR).with_text("a<b & c"));
+        let xml = String::from_utf8(err.to_bytes(ns::CLIENT)).unwrap();
+        assert_eq!(
+            xml,
+            "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>a&lt;b &amp; c</text></stream:error>"
+        );
+    }
+
+    #[test]
+    fn attribute_helpers() {
+        let mut e = Element::new("message", ns::CLIENT).with_attr("to", "a@b");
+        e.set_attr("to", "c@d");
+        assert_eq!(e.attr("to"), Some("c@d"));
+        assert_eq!(e.remove_attr("to").as_deref(), Some("c@d"));
+        assert_eq!(e.attr("to"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! XMPP without I/O.
+//!
+//! Everything here is pure: bytes in, typed values out, and typed values back to bytes.
+//! No socket, no clock, no tokio. The daemon's connection tasks own the I/O and feed
+//! this crate; that keeps every parser testable byte by byte and fuzzable.
+
+pub mod element;
+pub mod error;
+pub mod framer;
+pub mod jid;
+pub mod ns;
+
+pub use element::{Element, Node};
+pub use error::{StanzaError, StanzaErrorCondition, StanzaErrorType, StreamError, StreamErrorCondition};
+pub use framer::{FramerConfig, StreamEvent, StreamFramer, StreamHeader};
+pub use jid::{Jid, JidError};

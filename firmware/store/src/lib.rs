@@ -1,0 +1,1 @@
+//! Typed configuration and account store on sled: schema version, migrations, flush on commit

@@ -1,0 +1,3 @@
+//! The Switchboard daemon: composition root wiring store, server and admin
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! XMPP load generator: logins, message throughput, latency, per-session memory
+
+fn main() {}

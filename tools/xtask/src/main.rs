@@ -1,0 +1,3 @@
+//! The single entry point: run, test, image, qemu, bench
+
+fn main() {}
