@@ -1,0 +1,209 @@
+//! The admin socket: `DIR/mmp.sock`, mode 0600. One JSON [`Command`] per line in, one JSON
+//! [`Reply`] per line out, as many as the client likes on one connection.
+
+use crate::{Admin, Command, Reply};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+pub const SOCKET_NAME: &str = "mmp.sock";
+
+/// The longest request line; a command is a few hundred bytes.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The longest reply line a client accepts; `xmpp status` lists every session, so it can be big.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a client waits for a reply; generous, a command does disk writes and key generation.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 16;
+
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join(SOCKET_NAME)
+}
+
+/// Bind `DIR/mmp.sock` with mode 0600, replacing a stale socket file left by a dead daemon.
+/// Refuses (`AddrInUse`) when another process still answers on it. Call inside the runtime.
+pub fn bind(dir: &Path) -> io::Result<UnixListener> {
+    let path = socket_path(dir);
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another process answers on {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serve admin requests until the task is dropped or aborted.
+pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let admin = Arc::clone(&admin);
+                tokio::spawn(async move {
+                    if let Err(err) = serve_connection(stream, admin).await {
+                        log::debug!("admin connection ended: {err}");
+                    }
+                    drop(slot);
+                });
+            }
+            Err(err) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                log::warn!("admin socket accept: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: UnixStream, admin: Arc<Admin>) -> io::Result<()> {
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read_half);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
+        let read = (&mut reader).take(limit).read_until(b'\n', &mut line).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        let too_long = !line.ends_with(b"\n") && line.len() > MAX_REQUEST_BYTES;
+        let reply = if too_long {
+            Reply::failure(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        } else {
+            match serde_json::from_slice::<Command>(line.trim_ascii()) {
+                Ok(command) => execute(&admin, command).await,
+                // The parser's message may quote the request, which may hold a secret: it goes
+                // back to the client only, never to the log.
+                Err(err) => Reply::failure(format!("bad request: {err}")),
+            }
+        };
+        let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+        out.push(b'\n');
+        write_half.write_all(&out).await?;
+        if too_long {
+            // The rest of the oversized line cannot be told from the next request.
+            return Ok(());
+        }
+    }
+}
+
+async fn execute(admin: &Arc<Admin>, command: Command) -> Reply {
+    let admin = Arc::clone(admin);
+    match tokio::task::spawn_blocking(move || admin.execute(command)).await {
+        Ok(reply) => reply,
+        Err(err) => {
+            log::error!("admin command failed: {err}");
+            Reply::failure("internal error (see the daemon's log)")
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no daemon answers on {path}: {source}")]
+    NotRunning { path: String, source: io::Error },
+    #[error("admin socket {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("the daemon did not answer within {} s", CLIENT_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("the daemon closed the connection")]
+    Closed,
+    #[error("reply longer than {MAX_REPLY_BYTES} bytes")]
+    ReplyTooLong,
+    #[error("unreadable reply from the daemon: {0}")]
+    BadReply(serde_json::Error),
+}
+
+impl ClientError {
+    /// Nothing listens on the socket: work on the store directly.
+    pub fn is_not_running(&self) -> bool {
+        matches!(self, ClientError::NotRunning { .. })
+    }
+}
+
+/// A blocking connection to the admin socket, for many requests.
+pub struct Client {
+    path: String,
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Client {
+    pub fn connect(socket_path: &Path) -> Result<Client, ClientError> {
+        let path = socket_path.display().to_string();
+        let stream = std::os::unix::net::UnixStream::connect(socket_path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+                path: path.clone(),
+                source,
+            },
+            _ => ClientError::Io {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let io_error = |source| ClientError::Io {
+            path: path.clone(),
+            source,
+        };
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io_error)?;
+        stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io_error)?;
+        let writer = stream.try_clone().map_err(io_error)?;
+        Ok(Client {
+            path,
+            reader: BufReader::new(stream),
+            writer,
+        })
+    }
+
+    pub fn request(&mut self, command: &Command) -> Result<Reply, ClientError> {
+        let mut line = serde_json::to_vec(command).map_err(|e| self.io_error(io::Error::other(e)))?;
+        line.push(b'\n');
+        self.writer.write_all(&line).map_err(|e| self.io_error(e))?;
+        let mut answer = Vec::new();
+        let limit = u64::try_from(MAX_REPLY_BYTES).unwrap_or(u64::MAX) + 1;
+        let read = (&mut self.reader)
+            .take(limit)
+            .read_until(b'\n', &mut answer)
+            .map_err(|e| self.io_error(e))?;
+        if read == 0 {
+            return Err(ClientError::Closed);
+        }
+        if !answer.ends_with(b"\n") && answer.len() > MAX_REPLY_BYTES {
+            return Err(ClientError::ReplyTooLong);
+        }
+        serde_json::from_slice(answer.trim_ascii()).map_err(ClientError::BadReply)
+    }
+
+    fn io_error(&self, source: io::Error) -> ClientError {
+        match source.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
+            _ => ClientError::Io {
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+}
+
+/// One request on a fresh connection.
+pub fn request(socket_path: &Path, command: &Command) -> Result<Reply, ClientError> {
+    Client::connect(socket_path)?.request(command)
+}

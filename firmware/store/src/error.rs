@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value that no longer decodes. The value itself is never quoted: it may be a
+    /// secret.
+    #[error("store: record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error(
+        "store: schema version {found} was written by a newer Switchboard (this one supports up to {supported}); \
+         refusing to open it rather than risk damaging it"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("store: {path} is in use by another process (is xmppd running?)")]
+    Locked { path: PathBuf },
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    #[error("no such user '{0}'")]
+    UserNotFound(String),
+    #[error("offline message queue of '{user}' is full ({limit} messages)")]
+    OfflineQueueFull { user: String, limit: u32 },
+    #[error("store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Unwrap sled's transaction error: our own aborts come back as themselves.
+impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
+    fn from(err: sled::transaction::TransactionError<StoreError>) -> Self {
+        match err {
+            sled::transaction::TransactionError::Abort(inner) => inner,
+            sled::transaction::TransactionError::Storage(inner) => StoreError::Sled(inner),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Schema versioning: new stores get the current version, older ones are migrated, newer
+//! ones are refused untouched. The raw layout used here (tree `meta`, key
+//! `schema_version`, u32 big-endian) is the store's on-disk contract.
+
+use sb_store::{SCHEMA_VERSION, Store, StoreError};
+use std::path::Path;
+
+fn raw_version(dir: &Path) -> Option<u32> {
+    let db = sled::open(dir.join("store")).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    meta.get("schema_version")
+        .unwrap()
+        .map(|raw| u32::from_be_bytes(raw.as_ref().try_into().unwrap()))
+}
+
+fn write_raw_version(dir: &Path, version: u32) {
+    let db = sled::open(dir.join("store")).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert("schema_version", &version.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+}
+
+#[test]
+fn new_store_records_the_current_version() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert_eq!(raw_version(dir.path()), Some(SCHEMA_VERSION));
+}
+
+#[test]
+fn unversioned_store_is_migrated_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A store as an older build might have left it: data, no version key.
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.open_tree("settings")
+            .unwrap()
+            .insert("kept", "42".as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(raw_version(dir.path()), None);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.get_setting::<u32>("kept").unwrap(), Some(42));
+}
+
+#[test]
+fn newer_schema_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.put_setting("marker", &"before").unwrap();
+    drop(store);
+    write_raw_version(dir.path(), SCHEMA_VERSION + 1);
+
+    match Store::open(dir.path()) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, SCHEMA_VERSION + 1);
+            assert_eq!(supported, SCHEMA_VERSION);
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let message = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(message.contains("newer"), "{message}");
+    assert_eq!(raw_version(dir.path()), Some(SCHEMA_VERSION + 1));
+}
+
+#[test]
+fn corrupt_version_is_reported_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "x".as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "meta/schema_version"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
