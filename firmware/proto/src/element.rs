@@ -127,7 +127,15 @@ impl Element {
     /// Top-level stanzas pass the stream's default namespace (`jabber:client`, ...) so
     /// they go out without a redundant declaration.
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
-        let prefix = ns::stream_prefix(&self.ns);
+        self.write_element(out, parent_ns, true);
+    }
+
+    fn write_element(&self, out: &mut Vec<u8>, parent_ns: &str, top_level: bool) {
+        // Every stream header declares the `stream` prefix, but only server-to-server
+        // headers declare `db`: a nested element in the dialback namespace (which a client
+        // can put in any stanza) carries its own declaration, or the recipient would get
+        // an unbound prefix and lose its stream.
+        let prefix = ns::stream_prefix(&self.ns).filter(|p| top_level || *p == "stream");
         out.push(b'<');
         if let Some(p) = prefix {
             out.extend_from_slice(p.as_bytes());
@@ -136,14 +144,14 @@ impl Element {
         out.extend_from_slice(self.name.as_bytes());
         if prefix.is_none() && self.ns != parent_ns {
             out.extend_from_slice(b" xmlns='");
-            escape_into(out, &self.ns);
+            escape_attr_into(out, &self.ns);
             out.push(b'\'');
         }
         for (k, v) in &self.attrs {
             out.push(b' ');
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"='");
-            escape_into(out, v);
+            escape_attr_into(out, v);
             out.push(b'\'');
         }
         if self.children.is_empty() {
@@ -156,8 +164,8 @@ impl Element {
         let child_parent_ns = if prefix.is_some() { parent_ns } else { self.ns.as_str() };
         for n in &self.children {
             match n {
-                Node::Element(e) => e.write_to(out, child_parent_ns),
-                Node::Text(t) => escape_into(out, t),
+                Node::Element(e) => e.write_element(out, child_parent_ns, false),
+                Node::Text(t) => escape_text_into(out, t),
             }
         }
         out.extend_from_slice(b"</");
@@ -181,7 +189,9 @@ impl Element {
     }
 }
 
-/// Escape the five predefined entities; enough for both text and single-quoted attributes.
+/// Escape the five predefined entities, nothing else. This is the exact transformation
+/// XEP-0114 hashes a component secret through; the serializer uses `escape_text_into` and
+/// `escape_attr_into`, which also protect characters a parser would not give back.
 pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     for b in s.bytes() {
         match b {
@@ -191,6 +201,39 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
             b'\'' => out.extend_from_slice(b"&apos;"),
             b'"' => out.extend_from_slice(b"&quot;"),
             _ => out.push(b),
+        }
+    }
+}
+
+/// Escape text content so a parser reads back exactly `s`: the five predefined entities,
+/// `\r` as a character reference (a parser would otherwise read it as a line end), and
+/// characters XML cannot carry at all (C0 controls, U+FFFE, U+FFFF) replaced by U+FFFD so
+/// the output is always well-formed.
+pub fn escape_text_into(out: &mut Vec<u8>, s: &str) {
+    escape_with(out, s, false);
+}
+
+/// Escape an attribute value: as `escape_text_into`, plus `\t` and `\n` as character
+/// references, since attribute-value normalization would turn them into spaces.
+pub fn escape_attr_into(out: &mut Vec<u8>, s: &str) {
+    escape_with(out, s, true);
+}
+
+fn escape_with(out: &mut Vec<u8>, s: &str, attribute: bool) {
+    for c in s.chars() {
+        match c {
+            '&' => out.extend_from_slice(b"&amp;"),
+            '<' => out.extend_from_slice(b"&lt;"),
+            '>' => out.extend_from_slice(b"&gt;"),
+            '\'' => out.extend_from_slice(b"&apos;"),
+            '"' => out.extend_from_slice(b"&quot;"),
+            '\r' => out.extend_from_slice(b"&#13;"),
+            '\t' if attribute => out.extend_from_slice(b"&#9;"),
+            '\n' if attribute => out.extend_from_slice(b"&#10;"),
+            '\t' | '\n' => out.push(c as u8),
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.extend_from_slice("\u{fffd}".as_bytes()),
+            c if c.is_ascii() => out.push(c as u8),
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
         }
     }
 }
@@ -231,6 +274,31 @@ mod tests {
             xml,
             "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
              <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>a&lt;b &amp; c</text></stream:error>"
+        );
+    }
+
+    #[test]
+    fn escaping_keeps_every_character_through_a_parser() {
+        let e = Element::new("message", ns::CLIENT)
+            .with_attr("a", "t\tn\nr\r&<>'\"")
+            .with_text("t\tn\nr\r\u{1}\u{fffe}\u{e9}");
+        assert_eq!(
+            String::from_utf8(e.to_bytes(ns::CLIENT)).unwrap(),
+            "<message a='t&#9;n&#10;r&#13;&amp;&lt;&gt;&apos;&quot;'>t\tn\nr&#13;\u{fffd}\u{fffd}\u{e9}</message>"
+        );
+    }
+
+    #[test]
+    fn nested_dialback_elements_declare_their_namespace() {
+        let top = Element::new("result", ns::DIALBACK).with_text("k");
+        assert_eq!(
+            String::from_utf8(top.to_bytes(ns::SERVER)).unwrap(),
+            "<db:result>k</db:result>"
+        );
+        let nested = Element::new("message", ns::CLIENT).with_child(Element::new("result", ns::DIALBACK));
+        assert_eq!(
+            String::from_utf8(nested.to_bytes(ns::CLIENT)).unwrap(),
+            "<message><result xmlns='jabber:server:dialback'/></message>"
         );
     }
 

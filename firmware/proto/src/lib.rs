@@ -4,13 +4,16 @@
 //! No socket, no clock, no tokio. The daemon's connection tasks own the I/O and feed
 //! this crate; that keeps every parser testable byte by byte and fuzzable.
 
+pub mod component;
+pub mod dialback;
 pub mod element;
 pub mod error;
 pub mod framer;
 pub mod jid;
 pub mod ns;
+pub mod sasl;
 
 pub use element::{Element, Node};
 pub use error::{StanzaError, StanzaErrorCondition, StanzaErrorType, StreamError, StreamErrorCondition};
-pub use framer::{FramerConfig, StreamEvent, StreamFramer, StreamHeader};
+pub use framer::{FramerConfig, STREAM_CLOSE, StreamEvent, StreamFramer, StreamHeader};
 pub use jid::{Jid, JidError};
