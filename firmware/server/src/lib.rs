@@ -1,1 +1,31 @@
-//! XMPP sessions and routing: c2s, roster, presence, messages, disco, ping, version
+//! XMPP sessions and routing: c2s, roster, presence, messages, disco, ping, version.
+//!
+//! One file per feature, Prosody style. [`Server`] is the entry point for the daemon;
+//! [`core::Core`] (reached through [`Server::core`]) is what other stream types
+//! (components, federation) use to register links on the [`router::Router`] and to hand
+//! stanzas in with [`core::Core::route`].
+
+pub mod bind;
+pub mod c2s;
+pub mod core;
+pub mod disco;
+pub mod iq;
+pub mod limits;
+pub mod message;
+pub mod offline;
+pub mod ping;
+pub mod presence;
+pub mod roster;
+pub mod router;
+pub mod routing;
+pub mod sasl;
+pub mod server;
+pub mod session;
+pub mod storage;
+pub mod tls;
+pub mod tuning;
+pub mod version;
+
+pub use router::{DeliveryError, Router, StanzaLink};
+pub use server::{ListenerState, Server, ServerError, ServerStatus, parse_listen_address};
+pub use tuning::ServerTuning;

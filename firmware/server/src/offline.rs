@@ -1,0 +1,116 @@
+//! Offline messages (XEP-0160): chat and normal messages for an account with no available
+//! resource are stored with a XEP-0203 delay stamp, delivered at the next initial presence
+//! with a non-negative priority, and then deleted. Each account's queue is capped; beyond
+//! the cap the sender gets `<resource-constraint/>` (type `wait`): the account exists and
+//! the condition is temporary, which `service-unavailable` would not tell.
+
+use crate::core::Core;
+use crate::storage::StorageError;
+use sb_proto::{Element, StanzaError, StanzaErrorCondition, ns};
+
+pub const FEATURES: &[&str] = &["msgoffline"];
+
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+
+/// Whether a message carries anything worth keeping: chat state notifications alone are
+/// not (XEP-0085 §5.6).
+pub fn worth_storing(message: &Element) -> bool {
+    message.elements().any(|child| child.ns != NS_CHATSTATES)
+}
+
+/// `2026-11-21T20:13:22Z` for a Unix time (XEP-0082 DateTime profile, UTC).
+pub fn xep0082_stamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm): exact for the whole u64/86400 range we
+    // can meet, without a date library.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// Store `message` for `user`, or answer the sender when it cannot be stored.
+pub async fn store(core: &Core, user: &str, mut message: Element) {
+    if !worth_storing(&message) {
+        return;
+    }
+    let settings = core.settings();
+    message.push_child(
+        Element::new("delay", ns::DELAY)
+            .with_attr("from", settings.domain.clone())
+            .with_attr("stamp", xep0082_stamp(crate::core::unix_now())),
+    );
+    let bytes = message.to_bytes(ns::CLIENT);
+    match core.storage.push_offline(user, bytes, settings.offline_limit).await {
+        Ok(()) => log::debug!("stored an offline message for {user}"),
+        Err(StorageError::OfflineQueueFull) => {
+            log::info!("offline queue of {user} is full; refusing a message");
+            strip_delay(&mut message);
+            core.bounce(
+                &message,
+                StanzaError::with_text(
+                    StanzaErrorCondition::ResourceConstraint,
+                    "the recipient is offline and its message store is full",
+                ),
+            )
+            .await;
+        }
+        Err(e) => {
+            log::error!("offline storage for {user}: {e}");
+            strip_delay(&mut message);
+            core.bounce(&message, StanzaError::new(StanzaErrorCondition::InternalServerError))
+                .await;
+        }
+    }
+}
+
+fn strip_delay(message: &mut Element) {
+    message
+        .children
+        .retain(|n| !matches!(n, sb_proto::Node::Element(e) if e.is("delay", ns::DELAY)));
+}
+
+/// Take every stored message of `user` for delivery (they are deleted from the store).
+pub async fn take(core: &Core, user: &str) -> Vec<Vec<u8>> {
+    match core.storage.take_offline(user).await {
+        Ok(messages) => messages,
+        Err(e) => {
+            log::error!("offline messages of {user}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(xep0082_stamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(xep0082_stamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(xep0082_stamp(1_795_292_002), "2026-11-21T20:13:22Z");
+    }
+
+    #[test]
+    fn chat_states_alone_are_not_stored() {
+        let composing = Element::new("message", ns::CLIENT).with_child(Element::new("composing", NS_CHATSTATES));
+        assert!(!worth_storing(&composing));
+        let body = composing
+            .clone()
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"));
+        assert!(worth_storing(&body));
+    }
+}

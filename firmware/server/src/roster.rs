@@ -1,0 +1,283 @@
+//! Roster management (RFC 6121 §2): get (with versioning), set, remove, and pushes to every
+//! interested resource.
+
+use crate::core::Core;
+use crate::storage::{Contact, StorageError, SubscriptionState};
+use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, ns};
+
+pub const FEATURES: &[&str] = &[ns::ROSTER];
+
+/// The session asking, so a roster get can mark it as interested in pushes.
+#[derive(Clone, Copy, Debug)]
+pub struct Requester<'a> {
+    pub user: &'a str,
+    pub resource: &'a str,
+    pub session: crate::router::SessionId,
+}
+
+fn internal(e: StorageError) -> StanzaError {
+    log::error!("roster: {e}");
+    StanzaError::new(StanzaErrorCondition::InternalServerError)
+}
+
+/// `<item/>` for a contact. `remove` writes `subscription='remove'` for a removal push.
+pub fn item_element(contact: &Contact, remove: bool) -> Element {
+    let mut item = Element::new("item", ns::ROSTER).with_attr("jid", contact.jid.clone());
+    if remove {
+        item.set_attr("subscription", "remove");
+        return item;
+    }
+    if let Some(name) = &contact.name {
+        item.set_attr("name", name.clone());
+    }
+    item.set_attr("subscription", contact.subscription.as_str());
+    if contact.ask_out {
+        item.set_attr("ask", "subscribe");
+    }
+    if contact.approved {
+        item.set_attr("approved", "true");
+    }
+    for group in &contact.groups {
+        item.push_child(Element::new("group", ns::ROSTER).with_text(group.clone()));
+    }
+    item
+}
+
+/// Answer a roster iq from the account's own session.
+pub async fn handle_iq(core: &Core, requester: Requester<'_>, iq: &Element) -> Result<Element, StanzaError> {
+    let Some(query) = iq.get_child("query", ns::ROSTER) else {
+        return Err(StanzaError::new(StanzaErrorCondition::BadRequest));
+    };
+    match iq.attr("type") {
+        Some("get") => get(core, requester, iq, query),
+        Some("set") => set(core, requester, iq, query).await,
+        _ => Err(StanzaError::new(StanzaErrorCondition::BadRequest)),
+    }
+}
+
+fn result_for(iq: &Element) -> Element {
+    Element::new("iq", ns::CLIENT)
+        .with_attr("type", "result")
+        .with_opt_attr("id", iq.attr("id"))
+}
+
+fn get(core: &Core, requester: Requester<'_>, iq: &Element, query: &Element) -> Result<Element, StanzaError> {
+    core.router
+        .set_roster_interested(requester.user, requester.resource, requester.session);
+    let version = core.storage.roster_version(requester.user).map_err(internal)?;
+    // RFC 6121 §2.6.3: an unchanged roster is answered with an empty result; the pushes
+    // that follow keep the client current.
+    if query.attr("ver") == Some(version.as_str()) {
+        return Ok(result_for(iq));
+    }
+    let mut answer = Element::new("query", ns::ROSTER).with_attr("ver", version);
+    for contact in core.storage.roster(requester.user).map_err(internal)? {
+        if contact.listed {
+            answer.push_child(item_element(&contact, false));
+        }
+    }
+    Ok(result_for(iq).with_child(answer))
+}
+
+/// Validate the single `<item/>` of a roster set (RFC 6121 §2.3.3).
+fn parse_set_item(query: &Element, own: &Jid) -> Result<(Jid, Option<String>, Vec<String>, bool), StanzaError> {
+    let mut items = query.elements().filter(|e| e.is("item", ns::ROSTER));
+    let (Some(item), None) = (items.next(), items.next()) else {
+        return Err(StanzaError::with_text(
+            StanzaErrorCondition::BadRequest,
+            "a roster set carries exactly one item",
+        ));
+    };
+    let jid = item
+        .attr("jid")
+        .ok_or_else(|| StanzaError::with_text(StanzaErrorCondition::BadRequest, "item without jid"))
+        .and_then(|j| Jid::parse(j).map_err(|_| StanzaError::new(StanzaErrorCondition::JidMalformed)))?
+        .to_bare();
+    if &jid == own {
+        return Err(StanzaError::with_text(
+            StanzaErrorCondition::NotAllowed,
+            "the account itself cannot be a contact",
+        ));
+    }
+    let remove = item.attr("subscription") == Some("remove");
+    let name = item.attr("name").filter(|n| !n.is_empty()).map(str::to_owned);
+    let mut groups: Vec<String> = Vec::new();
+    for group in item.elements().filter(|e| e.is("group", ns::ROSTER)) {
+        let text = group.text();
+        if text.is_empty() {
+            return Err(StanzaError::with_text(
+                StanzaErrorCondition::NotAcceptable,
+                "empty group name",
+            ));
+        }
+        if groups.contains(&text) {
+            return Err(StanzaError::with_text(
+                StanzaErrorCondition::BadRequest,
+                "duplicate group",
+            ));
+        }
+        groups.push(text);
+    }
+    Ok((jid, name, groups, remove))
+}
+
+async fn set(core: &Core, requester: Requester<'_>, iq: &Element, query: &Element) -> Result<Element, StanzaError> {
+    let domain = core.domain();
+    let own = Jid::from_parts(Some(requester.user), &domain, None)
+        .map_err(|_| StanzaError::new(StanzaErrorCondition::InternalServerError))?;
+    let (contact_jid, name, groups, remove) = parse_set_item(query, &own)?;
+    let _guard = core.roster_lock.lock().await;
+    let existing = core.storage.contact(requester.user, &contact_jid).map_err(internal)?;
+    if remove {
+        let Some(existing) = existing.filter(|c| c.listed || c.subscription != SubscriptionState::None) else {
+            return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
+        };
+        let version = core
+            .storage
+            .remove_contact(requester.user, &existing.jid)
+            .await
+            .map_err(internal)?;
+        drop(_guard);
+        // RFC 6121 §2.5.2: cancel both directions on the contact's side.
+        let cancel_theirs = existing.subscription.has_from() || existing.pending_in;
+        let cancel_ours = existing.subscription.has_to() || existing.ask_out;
+        for (kind, wanted) in [("unsubscribe", cancel_ours), ("unsubscribed", cancel_theirs)] {
+            if wanted {
+                let presence = Element::new("presence", ns::CLIENT)
+                    .with_attr("from", own.to_string())
+                    .with_attr("to", existing.jid.clone())
+                    .with_attr("type", kind);
+                core.route(presence).await;
+            }
+        }
+        if cancel_theirs {
+            crate::presence::send_unavailable_from_all(core, requester.user, &contact_jid).await;
+        }
+        push(core, requester.user, &existing, true, &version).await;
+        return Ok(result_for(iq));
+    }
+    let mut contact = existing.unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
+    contact.name = name;
+    contact.groups = groups;
+    contact.listed = true;
+    let version = core
+        .storage
+        .save_contact(requester.user, contact.clone())
+        .await
+        .map_err(internal)?;
+    drop(_guard);
+    push(core, requester.user, &contact, false, &version).await;
+    Ok(result_for(iq))
+}
+
+/// Send a roster push for `contact` to every interested resource of `user`
+/// (RFC 6121 §2.1.6).
+pub async fn push(core: &Core, user: &str, contact: &Contact, remove: bool, version: &str) {
+    if !remove && !contact.listed {
+        return;
+    }
+    let domain = core.domain();
+    for (resource, handle) in core.router.roster_interested(user) {
+        let push = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "set")
+            .with_attr("id", format!("push-{}", core.unique_id()))
+            .with_attr("to", format!("{user}@{domain}/{resource}"))
+            .with_child(
+                Element::new("query", ns::ROSTER)
+                    .with_attr("ver", version)
+                    .with_child(item_element(contact, remove)),
+            );
+        // A push that does not fit is lost for that session only; its next roster get
+        // (with the version it has) resynchronizes it.
+        if let Err(e) = handle.send(push) {
+            log::debug!("roster push to {user}/{resource} dropped: {e}");
+        }
+    }
+}
+
+/// Change one contact under the roster lock, persist it and push it when visible.
+/// `change` returns false when nothing changed (then nothing is written or pushed).
+pub async fn update_contact(
+    core: &Core,
+    user: &str,
+    contact_jid: &Jid,
+    change: impl FnOnce(&mut Contact) -> bool,
+) -> Result<Contact, StorageError> {
+    let _guard = core.roster_lock.lock().await;
+    let before = core.storage.contact(user, contact_jid)?;
+    let mut contact = before.clone().unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
+    if !change(&mut contact) {
+        return Ok(contact);
+    }
+    let version = core.storage.save_contact(user, contact.clone()).await?;
+    drop(_guard);
+    let was_listed = before.as_ref().is_some_and(|c| c.listed);
+    if contact.listed && contact.is_worth_keeping() {
+        push(core, user, &contact, false, &version).await;
+    } else if was_listed {
+        push(core, user, &contact, true, &version).await;
+    }
+    Ok(contact)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_serialization() {
+        let mut c = Contact::new("romeo@example.net");
+        c.name = Some("Romeo".into());
+        c.groups = vec!["Friends".into()];
+        c.subscription = SubscriptionState::From;
+        c.ask_out = true;
+        let xml = item_element(&c, false).to_xml();
+        assert_eq!(
+            xml,
+            "<item xmlns='jabber:iq:roster' jid='romeo@example.net' name='Romeo' subscription='from' \
+             ask='subscribe'><group>Friends</group></item>"
+        );
+        assert_eq!(
+            item_element(&c, true).to_xml(),
+            "<item xmlns='jabber:iq:roster' jid='romeo@example.net' subscription='remove'/>"
+        );
+    }
+
+    #[test]
+    fn set_item_validation() {
+        let own: Jid = "juliet@example.com".parse().unwrap();
+        let q = |items: Vec<Element>| {
+            let mut q = Element::new("query", ns::ROSTER);
+            for i in items {
+                q.push_child(i);
+            }
+            q
+        };
+        let item = |jid: &str| Element::new("item", ns::ROSTER).with_attr("jid", jid);
+        let cond = |r: Result<_, StanzaError>| r.err().map(|e| e.condition);
+        assert_eq!(
+            cond(parse_set_item(&q(vec![]), &own)),
+            Some(StanzaErrorCondition::BadRequest)
+        );
+        assert_eq!(
+            cond(parse_set_item(&q(vec![item("a@b"), item("c@d")]), &own)),
+            Some(StanzaErrorCondition::BadRequest)
+        );
+        assert_eq!(
+            cond(parse_set_item(&q(vec![item("juliet@example.com")]), &own)),
+            Some(StanzaErrorCondition::NotAllowed)
+        );
+        let dup = item("romeo@example.net")
+            .with_child(Element::new("group", ns::ROSTER).with_text("A"))
+            .with_child(Element::new("group", ns::ROSTER).with_text("A"));
+        assert_eq!(
+            cond(parse_set_item(&q(vec![dup]), &own)),
+            Some(StanzaErrorCondition::BadRequest)
+        );
+        let ok = item("romeo@example.net/orchard").with_attr("name", "R");
+        let (jid, name, groups, remove) = parse_set_item(&q(vec![ok]), &own).unwrap();
+        assert_eq!(jid.to_string(), "romeo@example.net");
+        assert_eq!(name.as_deref(), Some("R"));
+        assert!(groups.is_empty() && !remove);
+    }
+}

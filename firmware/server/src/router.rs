@@ -1,0 +1,514 @@
+//! The registry of bound sessions and of links to other domains.
+//!
+//! The router knows *where* a stanza can go: to a bound resource of a local account (through
+//! that session's bounded queue), or over a [`StanzaLink`] registered for a domain (Call
+//! Bridge components, issue 3) or the fallback link for every other domain (federation,
+//! issue 4). *What* to do with a stanza (RFC 6121 delivery rules, presence processing) lives
+//! in the feature modules, which use the router's lookups.
+//!
+//! Stanzas inside the server always carry the `jabber:client` namespace; a link to a stream
+//! with another default namespace (`jabber:component:accept`, `jabber:server`) translates at
+//! its edge with [`retarget_namespace`].
+
+use sb_proto::{Element, Node, StreamError, ns};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{Notify, mpsc};
+
+pub type SessionId = u64;
+
+/// What a session's writer receives from other tasks.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A stanza for this client; boxed so the queue's slots stay small.
+    Stanza(Box<Element>),
+    /// Bytes already serialized for a `jabber:client` stream, forwarded as they are.
+    /// A boxed slice keeps the queue's slots at two words.
+    Raw(Box<[u8]>),
+}
+
+/// Why a stanza could not be handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The receiver's queue is full: it is not reading fast enough.
+    #[error("recipient queue full")]
+    QueueFull,
+    /// The receiver went away.
+    #[error("recipient gone")]
+    Gone,
+}
+
+/// Out-of-band requests to a session task: close with a stream error.
+#[derive(Default)]
+pub struct SessionControl {
+    close: Mutex<Option<StreamError>>,
+    notify: Notify,
+}
+
+impl SessionControl {
+    pub fn request_close(&self, error: StreamError) {
+        let mut slot = self.close.lock().unwrap_or_else(|p| p.into_inner());
+        // The first reason wins: a conflict must not be turned into a shutdown notice.
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        drop(slot);
+        // notify_one stores a permit when the task is not waiting right now, so the request
+        // cannot be lost between two iterations of its loop.
+        self.notify.notify_one();
+    }
+
+    pub fn take_close(&self) -> Option<StreamError> {
+        self.close.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// The sending side of one session: cheap to clone, safe to hold after the session ended.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub id: SessionId,
+    tx: mpsc::Sender<Outbound>,
+    control: Arc<SessionControl>,
+}
+
+impl SessionHandle {
+    pub fn new(id: SessionId, tx: mpsc::Sender<Outbound>, control: Arc<SessionControl>) -> Self {
+        SessionHandle { id, tx, control }
+    }
+
+    /// Queue a stanza without waiting: a sender is never blocked by a slow receiver
+    /// (two sessions waiting on each other's full queues would deadlock).
+    pub fn send(&self, stanza: Element) -> Result<(), DeliveryError> {
+        self.send_outbound(Outbound::Stanza(Box::new(stanza)))
+    }
+
+    pub fn send_outbound(&self, item: Outbound) -> Result<(), DeliveryError> {
+        self.tx.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
+        })
+    }
+
+    pub fn close(&self, error: StreamError) {
+        self.control.request_close(error);
+    }
+}
+
+/// Facts about a session for status displays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub peer: SocketAddr,
+    pub since_unix: u64,
+    pub tls: bool,
+}
+
+/// One bound resource as other tasks see it.
+#[derive(Clone)]
+pub struct ResourceView {
+    pub resource: String,
+    pub handle: SessionHandle,
+    /// Last available presence the resource broadcast; `None` until initial presence and
+    /// after it went unavailable.
+    pub presence: Option<Arc<Element>>,
+    pub priority: i8,
+}
+
+struct ResourceEntry {
+    resource: String,
+    handle: SessionHandle,
+    presence: Option<Arc<Element>>,
+    priority: i8,
+    roster_interested: bool,
+    meta: SessionMeta,
+}
+
+impl ResourceEntry {
+    fn view(&self) -> ResourceView {
+        ResourceView {
+            resource: self.resource.clone(),
+            handle: self.handle.clone(),
+            presence: self.presence.clone(),
+            priority: self.priority,
+        }
+    }
+}
+
+/// A session that lost its resource to a newer one.
+pub struct Replaced {
+    pub handle: SessionHandle,
+    pub presence: Option<Arc<Element>>,
+}
+
+/// What a session leaves behind when it unbinds.
+pub struct Unbound {
+    pub presence: Option<Arc<Element>>,
+}
+
+/// A way out of this server for stanzas to another domain: a component connection or the
+/// federation subsystem. `send` must not block; the link owns its own bounded queue.
+pub trait StanzaLink: Send + Sync {
+    /// Hand over a stanza (in the internal `jabber:client` namespace). An error makes the
+    /// router bounce the stanza to its sender.
+    fn send(&self, stanza: Element) -> Result<(), DeliveryError>;
+    /// A short description for logs and status (`component cb1 from 127.0.0.1:40000`).
+    fn describe(&self) -> String;
+}
+
+/// Status line for one bound session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub jid: String,
+    pub meta: SessionMeta,
+}
+
+#[derive(Default)]
+pub struct Router {
+    /// Keyed by normalized localpart; few resources per account, so a Vec beats a map.
+    users: Mutex<HashMap<String, Vec<ResourceEntry>>>,
+    links: RwLock<HashMap<String, Arc<dyn StanzaLink>>>,
+    remote: RwLock<Option<Arc<dyn StanzaLink>>>,
+    next_session_id: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    pub fn next_session_id(&self) -> SessionId {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Bind `user/resource` to a session. An existing session on that resource is replaced
+    /// (RFC 6120 §7.7.2.2: the newer session wins) and returned so the caller can close it.
+    pub fn bind(&self, user: &str, resource: &str, handle: SessionHandle, meta: SessionMeta) -> Option<Replaced> {
+        let mut users = locked(&self.users);
+        let entries = users.entry(user.to_owned()).or_default();
+        let entry = ResourceEntry {
+            resource: resource.to_owned(),
+            handle,
+            presence: None,
+            priority: 0,
+            roster_interested: false,
+            meta,
+        };
+        match entries.iter_mut().find(|e| e.resource == resource) {
+            Some(slot) => {
+                let old = std::mem::replace(slot, entry);
+                Some(Replaced {
+                    handle: old.handle,
+                    presence: old.presence,
+                })
+            }
+            None => {
+                entries.push(entry);
+                None
+            }
+        }
+    }
+
+    /// Whether `user` has a session bound to `resource`.
+    pub fn is_bound(&self, user: &str, resource: &str) -> bool {
+        locked(&self.users)
+            .get(user)
+            .is_some_and(|entries| entries.iter().any(|e| e.resource == resource))
+    }
+
+    /// Remove the binding if it still belongs to session `id` (a replaced session must not
+    /// remove its successor).
+    pub fn unbind(&self, user: &str, resource: &str, id: SessionId) -> Option<Unbound> {
+        let mut users = locked(&self.users);
+        let entries = users.get_mut(user)?;
+        let pos = entries
+            .iter()
+            .position(|e| e.resource == resource && e.handle.id == id)?;
+        let entry = entries.swap_remove(pos);
+        if entries.is_empty() {
+            users.remove(user);
+        }
+        Some(Unbound {
+            presence: entry.presence,
+        })
+    }
+
+    /// Record the session's current presence (`None` = unavailable). Returns whether it
+    /// was available before, or `None` when the session is no longer bound.
+    pub fn set_presence(
+        &self,
+        user: &str,
+        resource: &str,
+        id: SessionId,
+        presence: Option<(Arc<Element>, i8)>,
+    ) -> Option<bool> {
+        let mut users = locked(&self.users);
+        let entry = users
+            .get_mut(user)?
+            .iter_mut()
+            .find(|e| e.resource == resource && e.handle.id == id)?;
+        let was_available = entry.presence.is_some();
+        match presence {
+            Some((stanza, priority)) => {
+                entry.presence = Some(stanza);
+                entry.priority = priority;
+            }
+            None => {
+                entry.presence = None;
+                entry.priority = 0;
+            }
+        }
+        Some(was_available)
+    }
+
+    /// Mark the session as one that asked for the roster and so gets roster pushes
+    /// (RFC 6121 §2.1.6 "interested resource").
+    pub fn set_roster_interested(&self, user: &str, resource: &str, id: SessionId) {
+        let mut users = locked(&self.users);
+        if let Some(entry) = users
+            .get_mut(user)
+            .and_then(|entries| entries.iter_mut().find(|e| e.resource == resource && e.handle.id == id))
+        {
+            entry.roster_interested = true;
+        }
+    }
+
+    pub fn resource(&self, user: &str, resource: &str) -> Option<ResourceView> {
+        locked(&self.users)
+            .get(user)
+            .and_then(|entries| entries.iter().find(|e| e.resource == resource))
+            .map(ResourceEntry::view)
+    }
+
+    /// Every bound resource of `user`, available or not.
+    pub fn resources(&self, user: &str) -> Vec<ResourceView> {
+        locked(&self.users)
+            .get(user)
+            .map(|entries| entries.iter().map(ResourceEntry::view).collect())
+            .unwrap_or_default()
+    }
+
+    /// Resources that sent available presence.
+    pub fn available_resources(&self, user: &str) -> Vec<ResourceView> {
+        locked(&self.users)
+            .get(user)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e.presence.is_some())
+                    .map(ResourceEntry::view)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Resources that get roster pushes, with their resource names.
+    pub fn roster_interested(&self, user: &str) -> Vec<(String, SessionHandle)> {
+        locked(&self.users)
+            .get(user)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e.roster_interested)
+                    .map(|e| (e.resource.clone(), e.handle.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn has_sessions(&self, user: &str) -> bool {
+        locked(&self.users).contains_key(user)
+    }
+
+    /// Ask every session of `user` to close; returns how many were asked.
+    pub fn close_user(&self, user: &str, error: &StreamError) -> usize {
+        let handles: Vec<SessionHandle> = locked(&self.users)
+            .get(user)
+            .map(|entries| entries.iter().map(|e| e.handle.clone()).collect())
+            .unwrap_or_default();
+        for handle in &handles {
+            handle.close(error.clone());
+        }
+        handles.len()
+    }
+
+    pub fn close_all(&self, error: &StreamError) {
+        let handles: Vec<SessionHandle> = locked(&self.users)
+            .values()
+            .flat_map(|entries| entries.iter().map(|e| e.handle.clone()))
+            .collect();
+        for handle in handles {
+            handle.close(error.clone());
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        locked(&self.users).values().map(Vec::len).sum()
+    }
+
+    pub fn sessions(&self, domain: &str) -> Vec<SessionStatus> {
+        let users = locked(&self.users);
+        let mut out: Vec<SessionStatus> = users
+            .iter()
+            .flat_map(|(user, entries)| {
+                entries.iter().map(move |e| SessionStatus {
+                    jid: format!("{user}@{domain}/{}", e.resource),
+                    meta: e.meta.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.jid.cmp(&b.jid));
+        out
+    }
+
+    /// Route stanzas for `domain` (a component's address) over `link`. Returns the link it
+    /// replaces, so the caller can close that connection with `<conflict/>`.
+    pub fn register_link(&self, domain: &str, link: Arc<dyn StanzaLink>) -> Option<Arc<dyn StanzaLink>> {
+        self.links
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain.to_ascii_lowercase(), link)
+    }
+
+    /// Remove the link for `domain` if it is still `link` (a replaced connection must not
+    /// remove its successor).
+    pub fn unregister_link(&self, domain: &str, link: &Arc<dyn StanzaLink>) -> bool {
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        let key = domain.to_ascii_lowercase();
+        if links.get(&key).is_some_and(|current| Arc::ptr_eq(current, link)) {
+            links.remove(&key);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn link(&self, domain: &str) -> Option<Arc<dyn StanzaLink>> {
+        self.links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&domain.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Domains served by registered links, sorted (for disco#items and status).
+    pub fn link_domains(&self) -> Vec<String> {
+        let mut domains: Vec<String> = self
+            .links
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        domains.sort();
+        domains
+    }
+
+    /// The link for every domain that is neither ours nor a registered link's (federation).
+    pub fn set_remote_link(&self, link: Option<Arc<dyn StanzaLink>>) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = link;
+    }
+
+    pub fn remote_link(&self) -> Option<Arc<dyn StanzaLink>> {
+        self.remote.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Rewrite the stanza-content namespace of `element` and its descendants from `from_ns` to
+/// `to_ns` (e.g. `jabber:client` to `jabber:component:accept` at a component link's edge).
+pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
+    if element.ns == from_ns {
+        element.ns = to_ns.to_owned();
+    }
+    for child in &mut element.children {
+        if let Node::Element(e) = child {
+            retarget_namespace(e, from_ns, to_ns);
+        }
+    }
+}
+
+/// Whether `ns` is one of the namespaces stanzas travel in on some stream.
+pub fn is_stanza_namespace(namespace: &str) -> bool {
+    matches!(namespace, ns::CLIENT | ns::SERVER | ns::COMPONENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(router: &Router) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(4);
+        (
+            SessionHandle::new(router.next_session_id(), tx, Arc::new(SessionControl::default())),
+            rx,
+        )
+    }
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since_unix: 0,
+            tls: true,
+        }
+    }
+
+    #[test]
+    fn newer_binding_replaces_older_and_older_cannot_unbind_it() {
+        let router = Router::new();
+        let (a, _ra) = handle(&router);
+        let (b, _rb) = handle(&router);
+        assert!(router.bind("juliet", "balcony", a.clone(), meta()).is_none());
+        let replaced = router.bind("juliet", "balcony", b.clone(), meta()).unwrap();
+        assert_eq!(replaced.handle.id, a.id);
+        assert!(router.unbind("juliet", "balcony", a.id).is_none());
+        assert_eq!(router.resource("juliet", "balcony").unwrap().handle.id, b.id);
+        assert!(router.unbind("juliet", "balcony", b.id).is_some());
+        assert!(!router.has_sessions("juliet"));
+    }
+
+    #[test]
+    fn presence_tracks_availability() {
+        let router = Router::new();
+        let (a, _ra) = handle(&router);
+        router.bind("romeo", "orchard", a.clone(), meta());
+        assert!(router.available_resources("romeo").is_empty());
+        let p = Arc::new(Element::new("presence", ns::CLIENT));
+        assert_eq!(router.set_presence("romeo", "orchard", a.id, Some((p, 5))), Some(false));
+        assert_eq!(router.available_resources("romeo")[0].priority, 5);
+        assert_eq!(router.set_presence("romeo", "orchard", a.id, None), Some(true));
+        assert!(router.available_resources("romeo").is_empty());
+        assert_eq!(router.set_presence("romeo", "orchard", a.id + 100, None), None);
+    }
+
+    #[test]
+    fn full_queue_is_reported_not_awaited() {
+        let router = Router::new();
+        let (tx, _rx) = mpsc::channel(1);
+        let h = SessionHandle::new(1, tx, Arc::new(SessionControl::default()));
+        assert_eq!(h.send(Element::new("message", ns::CLIENT)), Ok(()));
+        assert_eq!(
+            h.send(Element::new("message", ns::CLIENT)),
+            Err(DeliveryError::QueueFull)
+        );
+        drop(router);
+    }
+
+    #[test]
+    fn retargets_nested_namespaces() {
+        let mut m = Element::new("message", ns::CLIENT).with_child(Element::new("body", ns::CLIENT));
+        retarget_namespace(&mut m, ns::CLIENT, ns::COMPONENT);
+        assert_eq!(m.ns, ns::COMPONENT);
+        assert_eq!(
+            m.get_child("body", ns::COMPONENT).map(|b| b.name.as_str()),
+            Some("body")
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! Where a stanza goes (RFC 6120 §10): to this server, to a local account, over a link to
+//! a component, or out through federation; and errors back to the sender when it cannot.
+//!
+//! Everything that arrives here has a trustworthy `from`: c2s sessions stamp it, and
+//! component and s2s links must check it before handing a stanza over.
+
+use crate::core::Core;
+use crate::router::DeliveryError;
+use crate::{iq, message, presence};
+use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
+use std::future::Future;
+use std::pin::Pin;
+
+/// The kind of top-level stanza, with its `type` already interpreted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StanzaKind {
+    Message,
+    Presence,
+    Iq,
+}
+
+impl StanzaKind {
+    pub fn of(stanza: &Element) -> Option<StanzaKind> {
+        match stanza.name.as_str() {
+            "message" => Some(StanzaKind::Message),
+            "presence" => Some(StanzaKind::Presence),
+            "iq" => Some(StanzaKind::Iq),
+            _ => None,
+        }
+    }
+}
+
+/// Whether an error reply may be sent for this stanza: never for errors (no loops) and
+/// never for iq results.
+pub fn may_bounce(stanza: &Element) -> bool {
+    match stanza.attr("type") {
+        Some("error") => false,
+        Some("result") => stanza.name != "iq",
+        _ => true,
+    }
+}
+
+impl Core {
+    /// Deliver `stanza` according to its `to` (which must be set).
+    pub fn route(&self, stanza: Element) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let to = match stanza.attr("to").map(Jid::parse) {
+                Some(Ok(to)) => to,
+                Some(Err(_)) => {
+                    self.bounce(&stanza, StanzaError::new(StanzaErrorCondition::JidMalformed))
+                        .await;
+                    return;
+                }
+                None => {
+                    log::debug!("dropping a routed <{}/> without 'to'", stanza.name);
+                    return;
+                }
+            };
+            let domain = self.domain();
+            if to.domain() == domain {
+                match to.node() {
+                    Some(user) => {
+                        let user = user.to_owned();
+                        self.deliver_local(stanza, &to, &user).await
+                    }
+                    None => self.deliver_to_server(stanza).await,
+                }
+                return;
+            }
+            let link = self
+                .router
+                .link(to.domain())
+                .map(|l| (l, StanzaErrorCondition::ServiceUnavailable));
+            let link = link.or_else(|| {
+                self.router
+                    .remote_link()
+                    .map(|l| (l, StanzaErrorCondition::RemoteServerNotFound))
+            });
+            match link {
+                Some((link, condition)) => {
+                    let bounce_copy = may_bounce(&stanza).then(|| stanza.clone());
+                    if let Err(e) = link.send(stanza) {
+                        log::debug!("{} refused a stanza: {e}", link.describe());
+                        if let Some(original) = bounce_copy {
+                            let condition = match e {
+                                DeliveryError::QueueFull => StanzaErrorCondition::ResourceConstraint,
+                                DeliveryError::Gone => condition,
+                            };
+                            self.bounce(&original, StanzaError::new(condition)).await;
+                        }
+                    }
+                }
+                None => {
+                    self.bounce(
+                        &stanza,
+                        StanzaError::with_text(
+                            StanzaErrorCondition::RemoteServerNotFound,
+                            "this server does not federate with other domains",
+                        ),
+                    )
+                    .await
+                }
+            }
+        })
+    }
+
+    /// Answer `stanza` with `error`, routed back to its sender, unless it must not be answered.
+    pub async fn bounce(&self, stanza: &Element, error: StanzaError) {
+        if !may_bounce(stanza) || stanza.attr("from").is_none() {
+            return;
+        }
+        let reply = error.reply_to(stanza);
+        self.route(reply).await;
+    }
+
+    /// A stanza for a local account, by kind (RFC 6121 §8.5).
+    async fn deliver_local(&self, stanza: Element, to: &Jid, user: &str) {
+        if !self.router.has_sessions(user) && !self.storage.user_exists(user) {
+            // RFC 6121 §8.5.1: no such account.
+            match StanzaKind::of(&stanza) {
+                Some(StanzaKind::Presence) | None => {}
+                Some(StanzaKind::Message) | Some(StanzaKind::Iq) => {
+                    self.bounce(&stanza, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+                        .await
+                }
+            }
+            return;
+        }
+        match StanzaKind::of(&stanza) {
+            Some(StanzaKind::Message) => message::deliver_to_account(self, stanza, to, user).await,
+            Some(StanzaKind::Presence) => presence::inbound(self, stanza, to, user).await,
+            Some(StanzaKind::Iq) => iq::deliver_to_account(self, stanza, to, user).await,
+            None => {}
+        }
+    }
+
+    /// A stanza addressed to the server's own domain by someone other than a local client
+    /// session (those are answered directly on their stream).
+    async fn deliver_to_server(&self, stanza: Element) {
+        if stanza.name != "iq" {
+            return;
+        }
+        let Some(from) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            return;
+        };
+        if let Some(reply) = iq::handle_for_server(self, &from, None, &stanza).await {
+            self.route(reply).await;
+        }
+    }
+
+    /// Hand a stanza to one session, bouncing it to the sender when the session cannot take it.
+    pub async fn send_to_session(&self, handle: &crate::router::SessionHandle, stanza: Element) {
+        let bounce_copy = may_bounce(&stanza).then(|| stanza.clone());
+        if let Err(e) = handle.send(stanza) {
+            log::debug!("session {} did not take a stanza: {e}", handle.id);
+            if let Some(original) = bounce_copy {
+                let condition = match e {
+                    DeliveryError::QueueFull => StanzaErrorCondition::ResourceConstraint,
+                    DeliveryError::Gone => StanzaErrorCondition::RecipientUnavailable,
+                };
+                self.bounce(&original, StanzaError::new(condition)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sb_proto::ns;
+
+    #[test]
+    fn errors_and_iq_results_are_never_answered() {
+        let m = |t: Option<&str>| Element::new("message", ns::CLIENT).with_opt_attr("type", t);
+        assert!(may_bounce(&m(None)));
+        assert!(may_bounce(&m(Some("chat"))));
+        assert!(!may_bounce(&m(Some("error"))));
+        let iq = |t: &str| Element::new("iq", ns::CLIENT).with_attr("type", t);
+        assert!(may_bounce(&iq("get")));
+        assert!(!may_bounce(&iq("result")));
+        assert!(!may_bounce(&iq("error")));
+    }
+}

@@ -1,0 +1,296 @@
+//! SASL mechanisms on client streams (RFC 6120 §6): SCRAM-SHA-256, SCRAM-SHA-1 and PLAIN.
+//!
+//! This file runs one exchange over `sb_proto::sasl`; credentials come from a lookup the
+//! caller provides (the store in production), so the exchange itself is plain computation.
+//! Which mechanisms are offered when is the negotiation state machine's business.
+
+use crate::c2s::negotiation::Mechanism;
+use sb_proto::Jid;
+use sb_proto::sasl::{self, SaslError, ScramHash, ScramServer, UserCredentials};
+
+/// A running exchange between `<auth/>` and its `<success/>` or `<failure/>`.
+pub enum Exchange {
+    /// `<auth/>` came without an initial response; the client-first-message follows.
+    ScramAwaitingFirst(ScramServer),
+    ScramAwaitingFinal(ScramServer),
+    PlainAwaitingResponse,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Exchange::ScramAwaitingFirst(_) => "ScramAwaitingFirst",
+            Exchange::ScramAwaitingFinal(_) => "ScramAwaitingFinal",
+            Exchange::PlainAwaitingResponse => "PlainAwaitingResponse",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send `<challenge/>` with this payload and keep the exchange for the next response.
+    Challenge(Vec<u8>, Box<Exchange>),
+    /// Send `<success/>` with this additional data; `user` is the normalized localpart.
+    Success {
+        user: String,
+        additional: Vec<u8>,
+    },
+    Failure(SaslFailure),
+}
+
+/// A failed exchange: the condition for the client, and whether it was a wrong credential
+/// (counted against the connection's and the address' attempt limits) or a protocol slip.
+#[derive(Debug)]
+pub struct SaslFailure {
+    pub error: SaslError,
+    pub bad_credentials: bool,
+    /// The account the client tried, for the log; never sent to the peer.
+    pub user: Option<String>,
+}
+
+impl SaslFailure {
+    fn protocol(error: SaslError) -> Outcome {
+        Outcome::Failure(SaslFailure {
+            error,
+            bad_credentials: false,
+            user: None,
+        })
+    }
+
+    fn credentials(error: SaslError, user: Option<String>) -> Outcome {
+        Outcome::Failure(SaslFailure {
+            error,
+            bad_credentials: true,
+            user,
+        })
+    }
+}
+
+/// Where an exchange gets stored credentials and the per-process secret used to answer
+/// unknown users indistinguishably.
+pub struct AuthContext<'a> {
+    pub domain: &'a str,
+    pub lookup: &'a dyn Fn(&str) -> Result<Option<UserCredentials>, String>,
+    pub unknown_user_secret: &'a [u8],
+}
+
+/// The canonical localpart for what the client typed (RFC 7622 UsernameCaseMapped).
+pub fn normalize_user(name: &str, domain: &str) -> Option<String> {
+    Jid::from_parts(Some(name), domain, None)
+        .ok()
+        .and_then(|jid| jid.node().map(str::to_owned))
+}
+
+fn scram_hash(mechanism: Mechanism) -> Option<ScramHash> {
+    match mechanism {
+        Mechanism::ScramSha256 => Some(ScramHash::Sha256),
+        Mechanism::ScramSha1 => Some(ScramHash::Sha1),
+        Mechanism::Plain => None,
+    }
+}
+
+/// Start an exchange with the `<auth/>` element's text.
+pub fn start(ctx: &AuthContext<'_>, mechanism: Mechanism, payload: &str) -> Outcome {
+    let data = match sasl::decode_payload(payload) {
+        Ok(data) => data,
+        Err(e) => return SaslFailure::protocol(e),
+    };
+    match scram_hash(mechanism) {
+        Some(hash) => {
+            let nonce = match ScramServer::random_nonce() {
+                Ok(nonce) => nonce,
+                Err(e) => return SaslFailure::protocol(e),
+            };
+            let server = ScramServer::new(hash, nonce).with_domain(ctx.domain);
+            if data.is_empty() {
+                // RFC 6120 §6.4.2: no initial response; ask for it with an empty challenge.
+                Outcome::Challenge(Vec::new(), Box::new(Exchange::ScramAwaitingFirst(server)))
+            } else {
+                scram_first(ctx, server, &data)
+            }
+        }
+        None if data.is_empty() => Outcome::Challenge(Vec::new(), Box::new(Exchange::PlainAwaitingResponse)),
+        None => plain(ctx, &data),
+    }
+}
+
+/// Continue an exchange with a `<response/>` element's text.
+pub fn step(ctx: &AuthContext<'_>, exchange: Box<Exchange>, payload: &str) -> Outcome {
+    let data = match sasl::decode_payload(payload) {
+        Ok(data) => data,
+        Err(e) => return SaslFailure::protocol(e),
+    };
+    match *exchange {
+        Exchange::ScramAwaitingFirst(server) => scram_first(ctx, server, &data),
+        Exchange::ScramAwaitingFinal(mut server) => {
+            let user = server.username().and_then(|u| normalize_user(u, ctx.domain));
+            match server.client_final(&data) {
+                Ok(additional) => match user {
+                    Some(user) => Outcome::Success { user, additional },
+                    None => SaslFailure::credentials(SaslError::NotAuthorized("invalid username"), None),
+                },
+                Err(error @ SaslError::NotAuthorized(_)) => SaslFailure::credentials(error, user),
+                Err(error) => SaslFailure::protocol(error),
+            }
+        }
+        Exchange::PlainAwaitingResponse => plain(ctx, &data),
+    }
+}
+
+fn scram_first(ctx: &AuthContext<'_>, mut server: ScramServer, data: &[u8]) -> Outcome {
+    let name = match server.client_first(data) {
+        Ok(name) => name,
+        Err(e) => return SaslFailure::protocol(e),
+    };
+    let hash = server.hash();
+    let credentials = match normalize_user(&name, ctx.domain) {
+        Some(user) => match (ctx.lookup)(&user) {
+            Ok(found) => found,
+            Err(reason) => {
+                log::error!("credentials lookup failed: {reason}");
+                return SaslFailure::protocol(SaslError::TemporaryAuthFailure);
+            }
+        },
+        None => None,
+    };
+    let challenge = match credentials {
+        Some(creds) => server.server_first(creds.for_hash(hash)),
+        // Carry on with made-up parameters: the failure then comes at the proof, exactly as
+        // for a wrong password, so the exchange does not reveal which accounts exist.
+        None => server.server_first_unknown_user(ctx.unknown_user_secret),
+    };
+    match challenge {
+        Ok(challenge) => Outcome::Challenge(challenge, Box::new(Exchange::ScramAwaitingFinal(server))),
+        Err(e) => SaslFailure::protocol(e),
+    }
+}
+
+fn plain(ctx: &AuthContext<'_>, data: &[u8]) -> Outcome {
+    let (authzid, authcid, password) = match sasl::parse_plain(data) {
+        Ok(parts) => parts,
+        Err(e) => return SaslFailure::protocol(e),
+    };
+    if let Some(authzid) = &authzid
+        && !sasl::authzid_is_self(authzid, &authcid, Some(ctx.domain))
+    {
+        return SaslFailure::protocol(SaslError::InvalidAuthzid);
+    }
+    let Some(user) = normalize_user(&authcid, ctx.domain) else {
+        return SaslFailure::credentials(SaslError::NotAuthorized("invalid username"), None);
+    };
+    match (ctx.lookup)(&user) {
+        Ok(Some(creds)) if creds.verify_plain(&password) => Outcome::Success {
+            user,
+            additional: Vec::new(),
+        },
+        Ok(_) => SaslFailure::credentials(SaslError::NotAuthorized("wrong password or unknown user"), Some(user)),
+        Err(reason) => {
+            log::error!("credentials lookup failed: {reason}");
+            SaslFailure::protocol(SaslError::TemporaryAuthFailure)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sb_proto::sasl::{ScramClient, encode_payload};
+
+    fn with_ctx<R>(f: impl FnOnce(&AuthContext<'_>) -> R) -> R {
+        let creds = UserCredentials::new("pencil").unwrap();
+        let lookup = move |user: &str| -> Result<Option<UserCredentials>, String> {
+            Ok((user == "user").then(|| creds.clone()))
+        };
+        let ctx = AuthContext {
+            domain: "example.com",
+            lookup: &lookup,
+            unknown_user_secret: b"secret",
+        };
+        f(&ctx)
+    }
+
+    fn scram_login(ctx: &AuthContext<'_>, mechanism: Mechanism, user: &str, password: &str) -> Outcome {
+        let hash = scram_hash(mechanism).unwrap();
+        let mut client = ScramClient::new(hash, user, password, sasl::random_nonce().unwrap()).unwrap();
+        let first = encode_payload(&client.client_first());
+        let Outcome::Challenge(challenge, exchange) = start(ctx, mechanism, &first) else {
+            panic!("expected a challenge");
+        };
+        let Ok(final_message) = client.handle_server_first(&challenge) else {
+            panic!("client refused the challenge");
+        };
+        step(ctx, exchange, &encode_payload(&final_message))
+    }
+
+    #[test]
+    fn scram_success_and_wrong_password() {
+        with_ctx(|ctx| {
+            for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha1] {
+                match scram_login(ctx, mechanism, "User", "pencil") {
+                    Outcome::Success { user, additional } => {
+                        assert_eq!(user, "user");
+                        assert!(additional.starts_with(b"v="));
+                    }
+                    other => panic!("{other:?}"),
+                }
+                match scram_login(ctx, mechanism, "user", "wrong") {
+                    Outcome::Failure(f) => {
+                        assert!(f.bad_credentials);
+                        assert_eq!(f.error.as_str(), "not-authorized");
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn scram_unknown_user_fails_at_the_proof_like_a_wrong_password() {
+        with_ctx(
+            |ctx| match scram_login(ctx, Mechanism::ScramSha256, "nobody", "pencil") {
+                Outcome::Failure(f) => {
+                    assert!(f.bad_credentials);
+                    assert_eq!(f.error.as_str(), "not-authorized");
+                }
+                other => panic!("{other:?}"),
+            },
+        );
+    }
+
+    #[test]
+    fn scram_without_initial_response_asks_for_it() {
+        with_ctx(|ctx| {
+            let Outcome::Challenge(challenge, exchange) = start(ctx, Mechanism::ScramSha256, "=") else {
+                panic!("expected an empty challenge");
+            };
+            assert!(challenge.is_empty());
+            assert!(matches!(*exchange, Exchange::ScramAwaitingFirst(_)));
+        });
+    }
+
+    #[test]
+    fn plain_checks_password_and_authzid() {
+        with_ctx(|ctx| {
+            let ok = encode_payload(b"\0user\0pencil");
+            assert!(matches!(start(ctx, Mechanism::Plain, &ok), Outcome::Success { ref user, .. } if user == "user"));
+            let wrong = encode_payload(b"\0user\0nope");
+            assert!(matches!(start(ctx, Mechanism::Plain, &wrong), Outcome::Failure(f) if f.bad_credentials));
+            let other = encode_payload(b"admin@example.com\0user\0pencil");
+            assert!(matches!(
+                start(ctx, Mechanism::Plain, &other),
+                Outcome::Failure(SaslFailure {
+                    error: SaslError::InvalidAuthzid,
+                    ..
+                })
+            ));
+            let garbage = "!!!";
+            assert!(matches!(
+                start(ctx, Mechanism::Plain, garbage),
+                Outcome::Failure(SaslFailure {
+                    error: SaslError::IncorrectEncoding(_),
+                    ..
+                })
+            ));
+        });
+    }
+}

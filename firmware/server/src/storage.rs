@@ -1,0 +1,277 @@
+//! The server's view of the store: the few calls it makes, in the shapes it needs.
+//!
+//! Every write to sled is flushed before it returns (an fsync), so writes run on tokio's
+//! blocking pool and never stall a runtime worker; reads are served from sled's cache and
+//! are called directly. Keeping every store call in this file also keeps the rest of the
+//! crate independent of the store's exact types.
+
+use sb_proto::Jid;
+use sb_proto::sasl::UserCredentials;
+use sb_store::{RosterItem, Store, Subscription};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("store: {0}")]
+    Store(String),
+    #[error("the offline queue of this account is full")]
+    OfflineQueueFull,
+    #[error("a blocking store task failed: {0}")]
+    Task(String),
+}
+
+/// RFC 6121 subscription states of a roster item, with the pending flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionState {
+    None,
+    To,
+    From,
+    Both,
+}
+
+impl SubscriptionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionState::None => "none",
+            SubscriptionState::To => "to",
+            SubscriptionState::From => "from",
+            SubscriptionState::Both => "both",
+        }
+    }
+
+    /// The contact receives the user's presence.
+    pub fn has_from(self) -> bool {
+        matches!(self, SubscriptionState::From | SubscriptionState::Both)
+    }
+
+    /// The user receives the contact's presence.
+    pub fn has_to(self) -> bool {
+        matches!(self, SubscriptionState::To | SubscriptionState::Both)
+    }
+
+    pub fn with_to(self, on: bool) -> Self {
+        SubscriptionState::from_flags(on, self.has_from())
+    }
+
+    pub fn with_from(self, on: bool) -> Self {
+        SubscriptionState::from_flags(self.has_to(), on)
+    }
+
+    fn from_flags(to: bool, from: bool) -> Self {
+        match (to, from) {
+            (false, false) => SubscriptionState::None,
+            (true, false) => SubscriptionState::To,
+            (false, true) => SubscriptionState::From,
+            (true, true) => SubscriptionState::Both,
+        }
+    }
+}
+
+/// One contact in an account's roster, including the hidden entries that only remember a
+/// pending inbound request or a pre-approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    /// Bare JID of the contact.
+    pub jid: String,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub subscription: SubscriptionState,
+    /// The user asked for the contact's presence and waits for an answer ("pending out").
+    pub ask_out: bool,
+    /// The contact asked for the user's presence and waits for an answer ("pending in").
+    pub pending_in: bool,
+    /// The user pre-approved a subscription request from the contact (RFC 6121 §3.4).
+    pub approved: bool,
+    /// Shown in roster results; false for entries kept only for `pending_in` / `approved`.
+    pub listed: bool,
+}
+
+impl Contact {
+    pub fn new(jid: &str) -> Self {
+        Contact {
+            jid: jid.to_owned(),
+            name: None,
+            groups: Vec::new(),
+            subscription: SubscriptionState::None,
+            ask_out: false,
+            pending_in: false,
+            approved: false,
+            listed: false,
+        }
+    }
+
+    /// Whether the entry still means anything; a meaningless one is deleted.
+    pub fn is_worth_keeping(&self) -> bool {
+        self.listed || self.pending_in || self.approved || self.ask_out || self.subscription != SubscriptionState::None
+    }
+}
+
+fn from_store(item: RosterItem) -> Contact {
+    Contact {
+        jid: item.jid,
+        name: item.name,
+        groups: item.groups,
+        subscription: match item.subscription {
+            Subscription::None => SubscriptionState::None,
+            Subscription::To => SubscriptionState::To,
+            Subscription::From => SubscriptionState::From,
+            Subscription::Both => SubscriptionState::Both,
+        },
+        ask_out: item.ask_out,
+        pending_in: item.pending_in,
+        approved: item.approved,
+        listed: item.listed,
+    }
+}
+
+fn to_store(contact: &Contact) -> RosterItem {
+    RosterItem {
+        jid: contact.jid.clone(),
+        name: contact.name.clone(),
+        groups: contact.groups.clone(),
+        subscription: match contact.subscription {
+            SubscriptionState::None => Subscription::None,
+            SubscriptionState::To => Subscription::To,
+            SubscriptionState::From => Subscription::From,
+            SubscriptionState::Both => Subscription::Both,
+        },
+        ask_out: contact.ask_out,
+        pending_in: contact.pending_in,
+        approved: contact.approved,
+        listed: contact.listed,
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Store(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Store,
+}
+
+impl Storage {
+    pub fn new(store: Store) -> Self {
+        Storage { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    pub fn credentials(&self, user: &str) -> Result<Option<UserCredentials>, String> {
+        self.store.user_credentials(user).map_err(|e| e.to_string())
+    }
+
+    /// Whether the account exists; a store failure counts as "no" (the stanza is then
+    /// answered as for an unknown user, and the failure is logged).
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.store.user_exists(user).unwrap_or_else(|e| {
+            log::error!("store: user lookup failed: {e}");
+            false
+        })
+    }
+
+    pub fn roster(&self, user: &str) -> Result<Vec<Contact>, StorageError> {
+        Ok(self
+            .store
+            .roster(user)
+            .map_err(store_err)?
+            .into_iter()
+            .map(from_store)
+            .collect())
+    }
+
+    pub fn contact(&self, user: &str, contact: &Jid) -> Result<Option<Contact>, StorageError> {
+        Ok(self
+            .store
+            .roster_item(user, &contact.to_string())
+            .map_err(store_err)?
+            .map(from_store))
+    }
+
+    pub fn roster_version(&self, user: &str) -> Result<String, StorageError> {
+        Ok(self.store.roster_version(user).map_err(store_err)?.to_string())
+    }
+
+    /// Write a contact (or delete it when it no longer means anything); returns the new
+    /// roster version.
+    pub async fn save_contact(&self, user: &str, contact: Contact) -> Result<String, StorageError> {
+        let user = user.to_owned();
+        self.blocking(move |store| {
+            if contact.is_worth_keeping() {
+                Ok(store
+                    .put_roster_item(&user, &to_store(&contact))
+                    .map_err(store_err)?
+                    .to_string())
+            } else {
+                store.remove_roster_item(&user, &contact.jid).map_err(store_err)?;
+                Ok(store.roster_version(&user).map_err(store_err)?.to_string())
+            }
+        })
+        .await
+    }
+
+    pub async fn remove_contact(&self, user: &str, jid: &str) -> Result<String, StorageError> {
+        let user = user.to_owned();
+        let jid = jid.to_owned();
+        self.blocking(move |store| {
+            store.remove_roster_item(&user, &jid).map_err(store_err)?;
+            Ok(store.roster_version(&user).map_err(store_err)?.to_string())
+        })
+        .await
+    }
+
+    /// Queue a serialized message for an account with no available resource.
+    pub async fn push_offline(&self, user: &str, stanza: Vec<u8>, limit: usize) -> Result<(), StorageError> {
+        let user = user.to_owned();
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        self.blocking(move |store| {
+            store.push_offline(&user, &stanza, limit).map_err(|e| match e {
+                sb_store::StoreError::OfflineQueueFull { .. } => StorageError::OfflineQueueFull,
+                other => store_err(other),
+            })
+        })
+        .await
+    }
+
+    /// Take every stored message of the account, oldest first; they are gone from the store.
+    pub async fn take_offline(&self, user: &str) -> Result<Vec<Vec<u8>>, StorageError> {
+        let user = user.to_owned();
+        self.blocking(move |store| store.take_offline(&user).map_err(store_err))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_flags_compose() {
+        use SubscriptionState::*;
+        assert_eq!(None.with_to(true), To);
+        assert_eq!(To.with_from(true), Both);
+        assert_eq!(Both.with_to(false), From);
+        assert_eq!(From.with_from(false), None);
+        assert!(Both.has_from() && Both.has_to());
+    }
+
+    #[test]
+    fn empty_entries_are_not_kept() {
+        let mut c = Contact::new("romeo@example.net");
+        assert!(!c.is_worth_keeping());
+        c.pending_in = true;
+        assert!(c.is_worth_keeping());
+    }
+}
