@@ -15,16 +15,76 @@ pub trait LiveNode: Send + Sync {
     fn config_changed(&self);
     /// An account was deleted or its password changed: end that user's sessions.
     fn user_changed(&self, user: &str);
+    /// A Call Bridge was added, deleted, or its secret replaced: a deleted or re-keyed bridge's
+    /// connection must end. The store already holds the change (the component listener reads
+    /// secrets from it at each handshake); by default this is a configuration reload.
+    fn callbridge_changed(&self, _name: &str) {
+        self.config_changed();
+    }
+    /// The daemon's logger, for `syslog`, `syslog follow` and `log level`; `None` when it keeps
+    /// no log buffer.
+    fn log_handle(&self) -> Option<sb_logging::LogHandle> {
+        None
+    }
 }
 
-/// A snapshot of the daemon, for `xmpp status`.
+/// A snapshot of the daemon, for `xmpp status`. Build it with `..Default::default()` so fields
+/// added later need no change at the call site; missing fields deserialize as their default.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LiveStatus {
     /// The XMPP service accepts connections.
     pub running: bool,
     pub started_at_unix: u64,
     pub listeners: Vec<ListenerStatus>,
     pub sessions: Vec<SessionInfo>,
+    /// Call Bridges connected and authenticated now.
+    pub callbridges: Vec<CallBridgeConnection>,
+    /// Refused component handshakes; `xmpp status` shows those of the last hour. The daemon
+    /// keeps a bounded number (the newest).
+    pub component_auth_failures: Vec<ComponentAuthFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallBridgeConnection {
+    /// The bridge's name (`cb1`); its address is `<name>.<domain>`.
+    pub name: String,
+    /// The component's `ip:port`.
+    pub peer: String,
+    pub since_unix: u64,
+    pub tls: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentAuthFailure {
+    /// The name the component asked for: the label before `.<domain>` when its stream was
+    /// addressed inside our domain, else the whole address it used.
+    pub name: String,
+    /// The component's `ip:port`.
+    pub peer: String,
+    pub at_unix: u64,
+    pub reason: ComponentAuthFailureReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentAuthFailureReason {
+    /// No Call Bridge of that name is configured (`<host-unknown/>`).
+    UnknownName,
+    /// The `<handshake/>` digest did not match the configured secret (`<not-authorized/>`).
+    WrongSecret,
+    /// No usable handshake: a malformed stream header or `<handshake/>`, or something else first.
+    BadHandshake,
+}
+
+impl std::fmt::Display for ComponentAuthFailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComponentAuthFailureReason::UnknownName => "unknown name",
+            ComponentAuthFailureReason::WrongSecret => "wrong secret",
+            ComponentAuthFailureReason::BadHandshake => "bad handshake",
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +119,8 @@ impl Admin {
         Admin { store, dir, live }
     }
 
+    /// Run a command. A streaming command ([`Command::is_streaming`]) gets a FAILURE here: it
+    /// needs [`Admin::follow`].
     pub fn execute(&self, command: Command) -> Reply {
         // Debug of a Command redacts secrets, so the whole command can be logged.
         log::info!("admin command: {command:?}");
@@ -67,6 +129,18 @@ impl Admin {
             log::warn!("admin command refused: {}", reply.text);
         }
         reply
+    }
+
+    /// Start a streaming command (`syslog follow`): its lines, starting with some history, until
+    /// the caller drops the [`sb_logging::Follower`]. `Err` is the reply to send instead.
+    pub fn follow(&self, command: &Command) -> Result<sb_logging::Follower, Reply> {
+        log::info!("admin command: {command:?}");
+        match command {
+            Command::Syslog(crate::SyslogCommand::Follow) => {
+                crate::logs::log_handle(self).map(|log| log.follow(crate::logs::FOLLOW_HISTORY_LINES))
+            }
+            other => Err(Reply::failure(format!("{other:?} is not a streaming command"))),
+        }
     }
 
     /// The name in the `<hostname>> ` prompt: the configured one, else the system's.
@@ -102,6 +176,12 @@ impl Admin {
     pub(crate) fn notify_config_changed(&self) {
         if let Some(live) = self.live() {
             live.config_changed();
+        }
+    }
+
+    pub(crate) fn notify_callbridge_changed(&self, name: &str) {
+        if let Some(live) = self.live() {
+            live.callbridge_changed(name);
         }
     }
 

@@ -13,20 +13,25 @@ mod admin;
 pub mod command;
 mod help;
 mod hostname;
+mod logs;
 pub mod pki;
-mod secret;
 pub mod socket;
 mod user;
 pub mod xmpp;
 
-pub use admin::{Admin, ListenerStatus, LiveNode, LiveStatus, SessionInfo};
+pub use admin::{
+    Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
+    LiveStatus, SessionInfo,
+};
 pub use command::{ParseError, Usage};
 pub use help::HelpCommand;
 pub use hostname::HostnameCommand;
+pub use logs::{LogCommand, LogLevel, SyslogCommand};
 pub use pki::PkiCommand;
-pub use secret::Secret;
+/// A secret typed by the operator (password, component secret); it never prints.
+pub use sb_store::Secret;
 pub use user::UserCommand;
-pub use xmpp::XmppCommand;
+pub use xmpp::{CallbridgeCommand, XmppCommand};
 
 use serde::{Deserialize, Serialize};
 
@@ -141,10 +146,16 @@ macro_rules! command_families {
 command_families! {
     /// `xmpp ...`: the XMPP service of this node.
     Xmpp(XmppCommand),
+    /// `xmpp callbridge ...`: the Call Bridges (external components) allowed to connect.
+    Callbridge(CallbridgeCommand),
     /// `user ...`: local accounts.
     User(UserCommand),
     /// `pki ...`: keys and certificates in the data dir's certificate folder.
     Pki(PkiCommand),
+    /// `syslog ...`: the daemon's recent log lines.
+    Syslog(SyslogCommand),
+    /// `log level ...`: log levels at run time.
+    Log(LogCommand),
     /// `hostname`: the name shown in the prompt.
     Hostname(HostnameCommand),
     /// `help`: one line per command.
@@ -160,6 +171,13 @@ impl Command {
     /// The confirmation prompt when the secret must be typed twice, e.g. `Confirm password`.
     pub fn secret_confirm_prompt(&self) -> Option<&'static str> {
         self.secret_request().and_then(|request| request.confirm)
+    }
+
+    /// A command whose answer is a stream of lines until the client hangs up (`syslog follow`)
+    /// rather than one [`Reply`]: front ends run it with [`Admin::follow`] or
+    /// [`socket::follow`], not [`Admin::execute`].
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Command::Syslog(SyslogCommand::Follow))
     }
 }
 
@@ -204,6 +222,8 @@ pub(crate) mod testing {
         pub status: Mutex<LiveStatus>,
         pub config_changes: Mutex<usize>,
         pub users_changed: Mutex<Vec<String>>,
+        pub callbridges_changed: Mutex<Vec<String>>,
+        pub log: Mutex<Option<sb_logging::LogHandle>>,
     }
 
     impl LiveNode for RecordingNode {
@@ -220,6 +240,14 @@ pub(crate) mod testing {
                 users.push(user.to_owned());
             }
         }
+        fn callbridge_changed(&self, name: &str) {
+            if let Ok(mut names) = self.callbridges_changed.lock() {
+                names.push(name.to_owned());
+            }
+        }
+        fn log_handle(&self) -> Option<sb_logging::LogHandle> {
+            self.log.lock().ok().and_then(|log| log.clone())
+        }
     }
 
     impl RecordingNode {
@@ -228,6 +256,9 @@ pub(crate) mod testing {
         }
         pub fn users_changed(&self) -> Vec<String> {
             self.users_changed.lock().unwrap().clone()
+        }
+        pub fn callbridges_changed(&self) -> Vec<String> {
+            self.callbridges_changed.lock().unwrap().clone()
         }
     }
 

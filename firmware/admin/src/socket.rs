@@ -1,13 +1,20 @@
 //! The admin socket: `DIR/mmp.sock`, mode 0600. One JSON [`Command`] per line in, one JSON
 //! [`Reply`] per line out, as many as the client likes on one connection.
+//!
+//! A streaming command ([`Command::is_streaming`], i.e. `syslog follow`) is answered instead by
+//! JSON [`StreamFrame`] lines: `{"line":"..."}` for each new log line, until the client closes
+//! the connection (or sends anything at all), or the daemon ends the stream with one
+//! `{"end":<Reply>}` (the stream could not start, or the log closed). Either way the connection
+//! ends with the stream; [`follow`] is the client side.
 
 use crate::{Admin, Command, Reply};
+use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
@@ -24,6 +31,25 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connections served at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 16;
+
+/// Streams (`syslog follow`) served at once, so followers cannot take every connection slot.
+pub const MAX_STREAMS: usize = 4;
+
+/// Lines of a stream waiting for a slow client before the logger starts dropping them for it.
+const STREAM_QUEUE_LINES: usize = 256;
+
+/// How often a stream's reader thread checks that its client is still there when the log is
+/// quiet. Only bounds how long a finished stream's thread lingers.
+const STREAM_POLL: Duration = Duration::from_millis(250);
+
+/// One line of a streamed answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFrame {
+    Line(String),
+    /// The daemon ends the stream; nothing follows.
+    End(Reply),
+}
 
 pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join(SOCKET_NAME)
@@ -50,6 +76,7 @@ pub fn bind(dir: &Path) -> io::Result<UnixListener> {
 /// Serve admin requests until the task is dropped or aborted.
 pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(Semaphore::new(MAX_STREAMS));
     loop {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             return;
@@ -57,8 +84,9 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let admin = Arc::clone(&admin);
+                let streams = Arc::clone(&streams);
                 tokio::spawn(async move {
-                    if let Err(err) = serve_connection(stream, admin).await {
+                    if let Err(err) = serve_connection(stream, admin, streams).await {
                         log::debug!("admin connection ended: {err}");
                     }
                     drop(slot);
@@ -73,7 +101,7 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
     }
 }
 
-async fn serve_connection(stream: UnixStream, admin: Arc<Admin>) -> io::Result<()> {
+async fn serve_connection(stream: UnixStream, admin: Arc<Admin>, streams: Arc<Semaphore>) -> io::Result<()> {
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read_half);
     let mut line = Vec::new();
@@ -89,6 +117,15 @@ async fn serve_connection(stream: UnixStream, admin: Arc<Admin>) -> io::Result<(
             Reply::failure(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
         } else {
             match serde_json::from_slice::<Command>(line.trim_ascii()) {
+                Ok(command) if command.is_streaming() => {
+                    let Ok(_permit) = streams.try_acquire_owned() else {
+                        let reply = Reply::failure(format!(
+                            "{MAX_STREAMS} log followers are connected already: stop one first"
+                        ));
+                        return write_frame(&mut write_half, &StreamFrame::End(reply)).await;
+                    };
+                    return serve_stream(&admin, command, &mut reader, &mut write_half).await;
+                }
                 Ok(command) => execute(&admin, command).await,
                 // The parser's message may quote the request, which may hold a secret: it goes
                 // back to the client only, never to the log.
@@ -103,6 +140,70 @@ async fn serve_connection(stream: UnixStream, admin: Arc<Admin>) -> io::Result<(
             return Ok(());
         }
     }
+}
+
+/// Serve a streaming command until the client goes away or the stream ends.
+async fn serve_stream(
+    admin: &Arc<Admin>,
+    command: Command,
+    reader: &mut (impl AsyncRead + Unpin),
+    writer: &mut (impl AsyncWrite + Unpin),
+) -> io::Result<()> {
+    let opened = {
+        let admin = Arc::clone(admin);
+        tokio::task::spawn_blocking(move || admin.follow(&command)).await
+    };
+    let follower = match opened {
+        Ok(Ok(follower)) => follower,
+        Ok(Err(reply)) => return write_frame(writer, &StreamFrame::End(reply)).await,
+        Err(err) => {
+            log::error!("admin stream failed to start: {err}");
+            let reply = Reply::failure("internal error (see the daemon's log)");
+            return write_frame(writer, &StreamFrame::End(reply)).await;
+        }
+    };
+    // The follower blocks (std channel, so the logger needs no runtime): a blocking thread
+    // feeds a bounded channel. When this task ends the channel closes and the thread stops.
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::channel::<String>(STREAM_QUEUE_LINES);
+    tokio::task::spawn_blocking(move || pump(follower, lines_tx));
+    let mut probe = [0u8; 64];
+    loop {
+        tokio::select! {
+            line = lines_rx.recv() => match line {
+                Some(line) => write_frame(writer, &StreamFrame::Line(line)).await?,
+                None => {
+                    let reply = Reply::output("the log closed");
+                    return write_frame(writer, &StreamFrame::End(reply)).await;
+                }
+            },
+            // Clients send nothing during a stream: end of file, an error or any byte ends it.
+            _ = reader.read(&mut probe) => return Ok(()),
+        }
+    }
+}
+
+fn pump(mut follower: sb_logging::Follower, lines: tokio::sync::mpsc::Sender<String>) {
+    loop {
+        match follower.recv_timeout(STREAM_POLL) {
+            sb_logging::FollowEvent::Line(line) => {
+                if lines.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+            sb_logging::FollowEvent::Timeout => {
+                if lines.is_closed() {
+                    return;
+                }
+            }
+            sb_logging::FollowEvent::Closed => return,
+        }
+    }
+}
+
+async fn write_frame(writer: &mut (impl AsyncWrite + Unpin), frame: &StreamFrame) -> io::Result<()> {
+    let mut out = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    out.push(b'\n');
+    writer.write_all(&out).await
 }
 
 async fn execute(admin: &Arc<Admin>, command: Command) -> Reply {
@@ -192,6 +293,48 @@ impl Client {
         serde_json::from_slice(answer.trim_ascii()).map_err(ClientError::BadReply)
     }
 
+    /// Run a streaming command on this connection, which it uses up: `on_line` gets each line
+    /// and returns `false` to stop (the connection is then closed, which ends the stream on the
+    /// daemon's side). Waits for lines without a time limit. Returns the daemon's closing reply,
+    /// or `None` when `on_line` stopped.
+    pub fn follow(
+        mut self,
+        command: &Command,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<Option<Reply>, ClientError> {
+        let mut line = serde_json::to_vec(command).map_err(|e| self.io_error(io::Error::other(e)))?;
+        line.push(b'\n');
+        self.writer.write_all(&line).map_err(|e| self.io_error(e))?;
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(|e| self.io_error(e))?;
+        let limit = u64::try_from(MAX_REPLY_BYTES).unwrap_or(u64::MAX) + 1;
+        let mut frame = Vec::new();
+        loop {
+            frame.clear();
+            let read = (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut frame)
+                .map_err(|e| self.io_error(e))?;
+            if read == 0 {
+                return Err(ClientError::Closed);
+            }
+            if !frame.ends_with(b"\n") && frame.len() > MAX_REPLY_BYTES {
+                return Err(ClientError::ReplyTooLong);
+            }
+            match serde_json::from_slice(frame.trim_ascii()).map_err(ClientError::BadReply)? {
+                StreamFrame::Line(text) => {
+                    if !on_line(&text) {
+                        let _ = self.writer.shutdown(std::net::Shutdown::Both);
+                        return Ok(None);
+                    }
+                }
+                StreamFrame::End(reply) => return Ok(Some(reply)),
+            }
+        }
+    }
+
     fn io_error(&self, source: io::Error) -> ClientError {
         match source.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout,
@@ -206,4 +349,13 @@ impl Client {
 /// One request on a fresh connection.
 pub fn request(socket_path: &Path, command: &Command) -> Result<Reply, ClientError> {
     Client::connect(socket_path)?.request(command)
+}
+
+/// A streaming command on a fresh connection ([`Client::follow`]).
+pub fn follow(
+    socket_path: &Path,
+    command: &Command,
+    on_line: impl FnMut(&str) -> bool,
+) -> Result<Option<Reply>, ClientError> {
+    Client::connect(socket_path)?.follow(command, on_line)
 }

@@ -128,3 +128,165 @@ async fn bind_replaces_a_stale_socket_but_not_a_live_one() {
     assert_eq!(reply, Reply::output("(no users)"));
     server.abort();
 }
+
+/// A daemon whose only live part is its logger.
+struct LoggingNode {
+    log: std::sync::Mutex<Option<sb_logging::LogHandle>>,
+}
+
+impl LoggingNode {
+    fn new(log: &sb_logging::LogHandle) -> Arc<LoggingNode> {
+        Arc::new(LoggingNode {
+            log: std::sync::Mutex::new(Some(log.clone())),
+        })
+    }
+}
+
+impl sb_admin::LiveNode for LoggingNode {
+    fn status(&self) -> sb_admin::LiveStatus {
+        sb_admin::LiveStatus::default()
+    }
+    fn config_changed(&self) {}
+    fn user_changed(&self, _user: &str) {}
+    fn log_handle(&self) -> Option<sb_logging::LogHandle> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn emit(logger: &sb_logging::Logger, message: &str) {
+    use log::Log;
+    logger.log(
+        &log::Record::builder()
+            .level(log::Level::Info)
+            .target("test")
+            .args(format_args!("{message}"))
+            .build(),
+    );
+}
+
+/// Waits for a condition that another thread brings about; bounded, no time threshold.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_follow_streams_lines_until_the_client_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sb_logging::LogConfig::default().with_console(sb_logging::Console::Off);
+    let (logger, log) = sb_logging::Logger::new(config);
+    emit(&logger, "before 1");
+    emit(&logger, "before 2");
+    let store = Store::open(dir.path()).unwrap();
+    let node: Arc<dyn sb_admin::LiveNode> = LoggingNode::new(&log);
+    let admin = Arc::new(Admin::new(store, dir.path().to_path_buf(), Some(node)));
+    let listener = socket::bind(dir.path()).unwrap();
+    let server = tokio::spawn(socket::serve(listener, admin));
+    let path = socket::socket_path(dir.path());
+
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let follower = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            let mut seen = 0;
+            socket::follow(&path, &sb_admin::parse("syslog follow").unwrap(), |line| {
+                seen += 1;
+                let _ = lines_tx.send(line.to_owned());
+                seen < 4
+            })
+        }
+    });
+    eventually("the follower subscribes", || log.follower_count() == 1).await;
+    // Ordinary requests are served meanwhile.
+    let reply = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || socket::request(&path, &sb_admin::parse("syslog 1").unwrap())
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(reply.text.ends_with("INFO  test: before 2"), "{}", reply.text);
+    emit(&logger, "after 1");
+    emit(&logger, "after 2");
+    emit(&logger, "after 3");
+    assert_eq!(
+        follower.await.unwrap().unwrap(),
+        None,
+        "the client stopped, not the daemon"
+    );
+    let lines: Vec<String> = lines_rx.try_iter().collect();
+    let messages: Vec<&str> = lines.iter().map(|line| line.rsplit(": ").next().unwrap()).collect();
+    assert_eq!(messages, ["before 1", "before 2", "after 1", "after 2"]);
+    // The daemon notices the client left: its follower goes away.
+    eventually("the daemon drops the follower", || {
+        emit(&logger, "more");
+        log.follower_count() == 0
+    })
+    .await;
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_follow_fails_clearly_without_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path().to_path_buf()).await;
+    let path = socket::socket_path(dir.path());
+    let result = tokio::task::spawn_blocking(move || {
+        socket::follow(&path, &sb_admin::parse("syslog follow").unwrap(), |_| true)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(result, Some(Reply::failure("the daemon is not running")));
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_are_limited_and_the_daemon_can_end_a_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sb_logging::LogConfig::default().with_console(sb_logging::Console::Off);
+    let (logger, log) = sb_logging::Logger::new(config);
+    let store = Store::open(dir.path()).unwrap();
+    let node = LoggingNode::new(&log);
+    let live: Arc<dyn sb_admin::LiveNode> = node.clone();
+    let admin = Arc::new(Admin::new(store, dir.path().to_path_buf(), Some(live)));
+    let listener = socket::bind(dir.path()).unwrap();
+    let server = tokio::spawn(socket::serve(listener, admin));
+    let path = socket::socket_path(dir.path());
+
+    let mut followers = Vec::new();
+    for _ in 0..socket::MAX_STREAMS {
+        let path = path.clone();
+        followers.push(tokio::task::spawn_blocking(move || {
+            socket::follow(&path, &sb_admin::parse("syslog follow").unwrap(), |_| true)
+        }));
+    }
+    eventually("every follower subscribes", || {
+        log.follower_count() == socket::MAX_STREAMS
+    })
+    .await;
+    let refused = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || socket::follow(&path, &sb_admin::parse("syslog follow").unwrap(), |_| true)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        refused,
+        Some(Reply::failure("4 log followers are connected already: stop one first"))
+    );
+    // The logger goes away (the daemon shutting down): every stream ends with a reply.
+    node.log.lock().unwrap().take();
+    drop(log);
+    drop(logger);
+    for follower in followers {
+        assert_eq!(follower.await.unwrap().unwrap(), Some(Reply::output("the log closed")));
+    }
+    server.abort();
+}

@@ -3,10 +3,10 @@
 use sb_admin::socket::{self, Client};
 use sb_admin::{Admin, Command, Reply};
 use sb_store::{Store, StoreError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub enum Backend {
-    Daemon(Client),
+    Daemon { client: Client, socket_path: PathBuf },
     Local(Admin),
 }
 
@@ -15,7 +15,7 @@ impl Backend {
     pub fn connect(dir: &Path) -> Result<Backend, Reply> {
         let socket_path = socket::socket_path(dir);
         match Client::connect(&socket_path) {
-            Ok(client) => Ok(Backend::Daemon(client)),
+            Ok(client) => Ok(Backend::Daemon { client, socket_path }),
             Err(err) if err.is_not_running() => match Store::open(dir) {
                 Ok(store) => Ok(Backend::Local(Admin::new(store, dir.to_path_buf(), None))),
                 Err(StoreError::Locked { .. }) => Err(Reply::failure(format!(
@@ -35,9 +35,25 @@ impl Backend {
 
     pub fn execute(&mut self, command: Command) -> Reply {
         match self {
-            Backend::Daemon(client) => client
+            Backend::Daemon { client, .. } => client
                 .request(&command)
                 .unwrap_or_else(|err| Reply::failure(format!("admin socket: {err}"))),
+            Backend::Local(admin) => admin.execute(command),
+        }
+    }
+
+    /// A streaming command (`syslog follow`): `on_line` gets each line until it returns false
+    /// or the daemon ends the stream. The reply is what to print after the lines: the daemon's
+    /// closing reply, or nothing when `on_line` stopped. Without a daemon there is nothing to
+    /// follow, and `execute` says so.
+    pub fn stream(&mut self, command: Command, on_line: impl FnMut(&str) -> bool) -> Reply {
+        match self {
+            // Its own connection: a stream uses its connection up.
+            Backend::Daemon { socket_path, .. } => match socket::follow(socket_path, &command, on_line) {
+                Ok(Some(reply)) => reply,
+                Ok(None) => Reply::output(""),
+                Err(err) => Reply::failure(format!("admin socket: {err}")),
+            },
             Backend::Local(admin) => admin.execute(command),
         }
     }

@@ -129,7 +129,8 @@ fn one_shot(invocation: &Invocation) -> ExitCode {
     exit_code(reply.ok)
 }
 
-/// Fill in the secret a command needs, then execute it.
+/// Fill in the secret a command needs, then execute it. A streaming command (`syslog follow`)
+/// prints its lines as they come, until interrupted (Ctrl-C) or stdout closes.
 fn run(backend: &mut Backend, command: Command, input: &mut SecretInput<'_>) -> Reply {
     let command = match command.secret_request() {
         None => command,
@@ -138,6 +139,12 @@ fn run(backend: &mut Backend, command: Command, input: &mut SecretInput<'_>) -> 
             Err(reason) => return Reply::failure(reason),
         },
     };
+    if command.is_streaming() {
+        return backend.stream(command, |line| {
+            let mut out = io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+        });
+    }
     backend.execute(command)
 }
 

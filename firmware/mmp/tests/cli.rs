@@ -271,3 +271,151 @@ fn a_running_daemon_is_reached_through_its_socket() {
     assert!(run.stdout.contains("no daemon answers on"), "{}", run.stdout);
     drop(store);
 }
+
+#[test]
+fn callbridges_with_generated_and_piped_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(mmp(dir.path(), &["xmpp", "domain", "tptac9.com"], "").code, 0);
+    let run = mmp(dir.path(), &["xmpp", "callbridge", "add", "cb1"], "");
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines[..3], ["***", "Callbridge : cb1", "Domain     : tptac9.com"]);
+    let generated = lines[3].strip_prefix("Secret     : ").unwrap().to_owned();
+    assert_eq!(lines[4..], ["SUCCESS"]);
+
+    let run = mmp(
+        dir.path(),
+        &["xmpp", "callbridge", "add-secret", "cb2"],
+        "kvgP1SRzWVabhiPVAb1\n",
+    );
+    assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"), "{}", run.stderr);
+    let run = mmp(dir.path(), &["xmpp", "callbridge", "add-secret", "cb3"], "\n");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (1, "FAILURE: xmpp callbridge add-secret: empty secret\n")
+    );
+    let run = mmp(dir.path(), &["xmpp", "callbridge", "add-secret", "cb3"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (1, "FAILURE: no callbridge secret given on standard input\n")
+    );
+    let run = mmp(dir.path(), &["xmpp", "callbridge", "add", "cb1"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (1, "FAILURE: callbridge 'cb1' already exists\n")
+    );
+    let run = mmp(dir.path(), &["xmpp", "callbridge", "del", "cb1"], "");
+    assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
+    let run = mmp(dir.path(), &["xmpp", "callbridge", "list"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (
+            0,
+            "***\nCallbridge : cb2\nDomain     : tptac9.com\nSecret     : kvgP1SRzWVabhiPVAb1\n"
+        )
+    );
+    assert!(!run.stderr.contains(&generated) && !run.stderr.contains("kvgP1SRzWVabhiPVAb1"));
+    // Log commands need the daemon.
+    let run = mmp(dir.path(), &["syslog", "follow"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (1, "FAILURE: the daemon is not running\n")
+    );
+    let run = mmp(dir.path(), &["log", "level", "debug"], "");
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (1, "FAILURE: the daemon is not running\n")
+    );
+}
+
+/// A daemon whose only live part is its logger.
+struct LoggingNode(sb_logging::LogHandle);
+
+impl sb_admin::LiveNode for LoggingNode {
+    fn status(&self) -> sb_admin::LiveStatus {
+        sb_admin::LiveStatus::default()
+    }
+    fn config_changed(&self) {}
+    fn user_changed(&self, _user: &str) {}
+    fn log_handle(&self) -> Option<sb_logging::LogHandle> {
+        Some(self.0.clone())
+    }
+}
+
+#[test]
+fn syslog_follow_prints_new_lines_until_interrupted() {
+    use sb_admin::{Admin, socket};
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = sb_logging::LogConfig::default().with_console(sb_logging::Console::Off);
+    let (logger, log) = sb_logging::Logger::new(config);
+    let emit = |message: &str| {
+        use log::Log;
+        logger.log(
+            &log::Record::builder()
+                .level(log::Level::Warn)
+                .target("xmppd")
+                .args(format_args!("{message}"))
+                .build(),
+        );
+    };
+    emit("history line");
+    let store = sb_store::Store::open(dir.path()).unwrap();
+    let node: Arc<dyn sb_admin::LiveNode> = Arc::new(LoggingNode(log.clone()));
+    let admin = Arc::new(Admin::new(store, dir.path().to_path_buf(), Some(node)));
+    let listener = {
+        let _context = runtime.enter();
+        socket::bind(dir.path()).unwrap()
+    };
+    let server = runtime.spawn(socket::serve(listener, admin));
+
+    let run = mmp(dir.path(), &["syslog", "5"], "");
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.ends_with("WARN  xmppd: history line\n"), "{}", run.stdout);
+    let run = mmp(dir.path(), &["log", "level", "sb_server", "trace"], "");
+    assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
+    assert_eq!(log.effective_level("sb_server::c2s"), log::LevelFilter::Trace);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mmp"))
+        .arg("-d")
+        .arg(dir.path())
+        .args(["syslog", "follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.ends_with("WARN  xmppd: history line\n"), "{line}");
+    // The follower is subscribed once the history arrived: new lines follow.
+    emit("live line 1");
+    emit("live line 2");
+    for expected in ["live line 1", "live line 2"] {
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.ends_with(&format!("WARN  xmppd: {expected}\n")), "{line}");
+    }
+    // Ctrl-C ends mmp; the daemon then lets go of the follower.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut released = false;
+    for _ in 0..3000 {
+        emit("after the follower left");
+        if log.follower_count() == 0 {
+            released = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(released, "the daemon kept following for a client that is gone");
+    server.abort();
+    drop(runtime);
+}

@@ -19,6 +19,10 @@ pub enum StoreError {
     UserExists(String),
     #[error("no such user '{0}'")]
     UserNotFound(String),
+    #[error("callbridge '{0}' already exists")]
+    CallBridgeExists(String),
+    #[error("no such callbridge '{0}'")]
+    CallBridgeNotFound(String),
     #[error("offline message queue of '{user}' is full ({limit} messages)")]
     OfflineQueueFull { user: String, limit: u32 },
     #[error("store: {0}")]

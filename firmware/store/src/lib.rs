@@ -10,19 +10,25 @@
 //! write lock, which is released before the flush so slow disks do not serialise callers
 //! behind each other's fsync.
 
+mod callbridge;
 mod config;
 mod error;
+mod federation;
 mod migrations;
 mod offline;
 mod roster;
+mod secret;
 mod settings;
 mod users;
 
+pub use callbridge::CallBridge;
 pub use config::{TlsIdentity, XmppConfig};
 pub use error::{Result, StoreError};
+pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};
 pub use migrations::SCHEMA_VERSION;
 pub use roster::{RosterItem, Subscription};
 pub use sb_proto::sasl::UserCredentials;
+pub use secret::Secret;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

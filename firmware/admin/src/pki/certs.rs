@@ -63,6 +63,10 @@ pub enum PkiError {
     },
     #[error("cannot generate the certificate: {0}")]
     Generate(String),
+    #[error("{0} already exists: choose another basename, or delete the file first")]
+    Exists(String),
+    #[error("{0}: no certificate, certificate request or private key found (PEM expected)")]
+    NothingToInspect(String),
 }
 
 /// What `xmpp status` and `pki inspect` show of a certificate.
@@ -220,7 +224,7 @@ fn random_serial() -> Result<Vec<u8>, PkiError> {
 }
 
 /// Write next to the target, fsync, then rename, so the daemon never reads half a file.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+pub(super) fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let write_error = |source| PkiError::Write {
         file: display_name(path),
         source,
@@ -267,7 +271,7 @@ pub fn inspect_all(path: &Path) -> Result<Vec<CertSummary>, PkiError> {
         .collect()
 }
 
-fn summarize(cert: &X509Certificate<'_>) -> CertSummary {
+pub(super) fn summarize(cert: &X509Certificate<'_>) -> CertSummary {
     let mut sans = Vec::new();
     if let Ok(Some(extension)) = cert.subject_alternative_name() {
         for name in &extension.value.general_names {
@@ -292,7 +296,7 @@ fn summarize(cert: &X509Certificate<'_>) -> CertSummary {
     }
 }
 
-fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+pub(super) fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
         return Some(IpAddr::from(v4));
     }
@@ -415,7 +419,7 @@ pub fn format_time(at: OffsetDateTime) -> String {
     at.format(&format).unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, PkiError> {
+pub(super) fn read_file(path: &Path) -> Result<Vec<u8>, PkiError> {
     fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             PkiError::NotFound(display_name(path))
@@ -438,7 +442,7 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PkiErr
         })
 }
 
-fn parse_certificate<'a>(path: &Path, der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, PkiError> {
+pub(super) fn parse_certificate<'a>(path: &Path, der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, PkiError> {
     x509_parser::parse_x509_certificate(der.as_ref())
         .map(|(_, cert)| cert)
         .map_err(|e| PkiError::BadCertificate {
@@ -448,7 +452,7 @@ fn parse_certificate<'a>(path: &Path, der: &'a CertificateDer<'_>) -> Result<X50
 }
 
 /// Files are named by their name in messages: they all live in the certificate folder.
-fn display_name(path: &Path) -> String {
+pub(super) fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())

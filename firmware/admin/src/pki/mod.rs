@@ -1,6 +1,9 @@
 //! `pki ...`: certificate housekeeping in the data dir's certificate folder.
 
 mod certs;
+mod files;
+
+pub use files::{CsrSubject, FileEntry, FileKind, csr, inspect_text, list, render_list};
 
 pub use certs::{
     CERTS_DIR_NAME, CertSummary, PkiError, SELF_SIGNED_DAYS, Validity, cert_file, certs_dir, chain_ok, format_time,
@@ -10,6 +13,8 @@ pub use certs::{
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::{Admin, Family, Reply};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+use time::OffsetDateTime;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,27 +26,187 @@ pub enum PkiCommand {
         cn: Option<String>,
         sans: Vec<String>,
     },
+    /// `pki csr <basename> CN:<v> [O:<v>] [OU:<v>] [C:<v>] [ST:<v>] [L:<v>] [subjectAltName:<a,b,c>]`
+    Csr {
+        basename: String,
+        subject: CsrSubject,
+        sans: Vec<String>,
+    },
+    /// `pki list`
+    List,
+    /// `pki inspect <file>`
+    Inspect { file: String },
+    /// `pki match <key> <crt>`
+    Match { key: String, cert: String },
+    /// `pki verify <crt> <bundle>`
+    Verify { cert: String, bundle: String },
 }
 
 impl Family for PkiCommand {
     const PREFIX: &'static [&'static str] = &["pki"];
-    const USAGE: &'static [Usage] = &[Usage {
-        syntax: "pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]",
-        summary: "make <basename>.key and a self-signed <basename>.crt (CN defaults to the domain)",
-    }];
+    const USAGE: &'static [Usage] = &[
+        Usage {
+            syntax: "pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]",
+            summary: "make <basename>.key and a self-signed <basename>.crt (CN defaults to the domain)",
+        },
+        Usage {
+            syntax: "pki csr <basename> CN:<v> [O:<v>] [OU:<v>] [C:<v>] [ST:<v>] [L:<v>] [subjectAltName:<a,b,c>]",
+            summary: "make <basename>.key (ECDSA P-256) and a certificate request <basename>.csr",
+        },
+        Usage {
+            syntax: "pki list",
+            summary: "the files in the certificate folder: keys, certificates, requests, bundles",
+        },
+        Usage {
+            syntax: "pki inspect <file>",
+            summary: "subject, issuer, SANs, validity, CA flag, key type and SHA-256 fingerprint",
+        },
+        Usage {
+            syntax: "pki match <key> <crt>",
+            summary: "check that the private key belongs to the certificate",
+        },
+        Usage {
+            syntax: "pki verify <crt> <bundle>",
+            summary: "check that the bundle (intermediates then root) chains the certificate",
+        },
+    ];
 
     fn parse(args: &[String]) -> Result<Self, ParseError> {
+        let rest = args.get(1..).unwrap_or_default();
         match args.first().map(String::as_str) {
-            Some("selfsigned") => parse_selfsigned(&args[1..]),
+            Some("selfsigned") => parse_selfsigned(rest),
+            Some("csr") => parse_csr(rest),
+            Some("list") => {
+                Args::new("pki list", rest).end()?;
+                Ok(PkiCommand::List)
+            }
+            Some("inspect") => {
+                let mut args = Args::new("pki inspect", rest);
+                let file = file_name(&mut args, "<file>")?;
+                args.end()?;
+                Ok(PkiCommand::Inspect { file })
+            }
+            Some("match") => {
+                let mut args = Args::new("pki match", rest);
+                let key = file_name(&mut args, "<key>")?;
+                let cert = file_name(&mut args, "<crt>")?;
+                args.end()?;
+                Ok(PkiCommand::Match { key, cert })
+            }
+            Some("verify") => {
+                let mut args = Args::new("pki verify", rest);
+                let cert = file_name(&mut args, "<crt>")?;
+                let bundle = file_name(&mut args, "<bundle>")?;
+                args.end()?;
+                Ok(PkiCommand::Verify { cert, bundle })
+            }
             _ => Err(unknown_subcommand(Self::PREFIX, args)),
         }
     }
 
     fn apply(self, admin: &Admin) -> Reply {
+        let dir = admin.certs_dir();
+        let now = OffsetDateTime::now_utc();
         match self {
             PkiCommand::Selfsigned { basename, cn, sans } => apply_selfsigned(admin, &basename, cn, &sans),
+            PkiCommand::Csr {
+                basename,
+                subject,
+                sans,
+            } => match csr(&dir, &basename, &subject, &sans) {
+                Ok(_) => Reply::success(),
+                Err(err) => Reply::failure(err),
+            },
+            PkiCommand::List => match list(&dir, now) {
+                Ok(files) => Reply::output(render_list(&files)),
+                Err(err) => Reply::failure(err),
+            },
+            PkiCommand::Inspect { file } => match cert_file(&dir, &file).and_then(|path| inspect_text(&path, now)) {
+                Ok(text) => Reply::output(text),
+                Err(err) => Reply::failure(err),
+            },
+            PkiCommand::Match { key, cert } => match in_folder(&dir, &[&key, &cert]) {
+                Ok(paths) => result_reply(key_matches(&paths[0], &paths[1])),
+                Err(err) => Reply::failure(err),
+            },
+            PkiCommand::Verify { cert, bundle } => match in_folder(&dir, &[&cert, &bundle]) {
+                Ok(paths) => result_reply(chain_ok(&paths[0], &paths[1])),
+                Err(err) => Reply::failure(err),
+            },
         }
     }
+}
+
+/// A file argument: a plain name inside the certificate folder.
+fn file_name(args: &mut Args<'_>, what: &'static str) -> Result<String, ParseError> {
+    let name = args.required(what)?;
+    cert_file(Path::new(""), name).map_err(|e| args.invalid(e))?;
+    Ok(name.to_owned())
+}
+
+/// Re-checked at apply time: commands may arrive as JSON, not through parse.
+fn in_folder(dir: &Path, names: &[&str]) -> Result<Vec<std::path::PathBuf>, PkiError> {
+    names.iter().map(|name| cert_file(dir, name)).collect()
+}
+
+fn result_reply(result: Result<(), PkiError>) -> Reply {
+    match result {
+        Ok(()) => Reply::success(),
+        Err(err) => Reply::failure(err),
+    }
+}
+
+fn parse_csr(words: &[String]) -> Result<PkiCommand, ParseError> {
+    let mut args = Args::new("pki csr", words);
+    let basename = args.required("<basename>")?.to_owned();
+    cert_file(Path::new(""), &format!("{basename}.key")).map_err(|e| args.invalid(e))?;
+    let mut subject = CsrSubject::default();
+    let mut cn = None;
+    let mut sans = None;
+    for attribute in args.rest() {
+        let (name, value) = attribute.split_once(':').unwrap_or((attribute, ""));
+        let slot = match name.to_ascii_uppercase().as_str() {
+            "CN" => &mut cn,
+            "O" => &mut subject.o,
+            "OU" => &mut subject.ou,
+            "C" => &mut subject.c,
+            "ST" => &mut subject.st,
+            "L" => &mut subject.l,
+            "SUBJECTALTNAME" => {
+                if sans.is_some() {
+                    return Err(args.invalid("subjectAltName given twice"));
+                }
+                let names: Vec<String> = value.split(',').map(|name| name.trim().to_owned()).collect();
+                for name in &names {
+                    certs::san_entry(name).map_err(|e| args.invalid(e))?;
+                }
+                sans = Some(names);
+                continue;
+            }
+            _ => {
+                return Err(args.invalid(format!(
+                    "unknown attribute '{attribute}' (expected CN, O, OU, C, ST, L or subjectAltName, each as \
+                     NAME:<value>)"
+                )));
+            }
+        };
+        if slot.is_some() {
+            return Err(args.invalid(format!("{} given twice", name.to_ascii_uppercase())));
+        }
+        *slot = Some(value.to_owned());
+    }
+    let Some(cn) = cn else {
+        return Err(args.invalid("CN:<name> is required"));
+    };
+    subject.cn = cn;
+    // Country codes are upper case in certificates; accept `C:gb` as typed.
+    subject.c = subject.c.map(|country| country.to_ascii_uppercase());
+    subject.check().map_err(|e| args.invalid(e))?;
+    Ok(PkiCommand::Csr {
+        basename,
+        subject,
+        sans: sans.unwrap_or_default(),
+    })
 }
 
 fn parse_selfsigned(words: &[String]) -> Result<PkiCommand, ParseError> {
@@ -389,5 +554,245 @@ mod tests {
             run(&admin, "xmpp certs old.key old.crt").text,
             "FAILURE: certificate 'CN=old.example' expired on 2021-01-01 00:00:00 UTC"
         );
+    }
+
+    #[test]
+    fn parses_the_housekeeping_commands() {
+        assert_eq!(
+            parse(
+                "pki csr web CN:web.example.com o:Acme OU:IT C:gb ST:England L:London subjectAltName:a.example,b.example"
+            ),
+            Ok(Command::Pki(PkiCommand::Csr {
+                basename: "web".to_owned(),
+                subject: CsrSubject {
+                    cn: "web.example.com".to_owned(),
+                    o: Some("Acme".to_owned()),
+                    ou: Some("IT".to_owned()),
+                    c: Some("GB".to_owned()),
+                    st: Some("England".to_owned()),
+                    l: Some("London".to_owned()),
+                },
+                sans: vec!["a.example".to_owned(), "b.example".to_owned()],
+            }))
+        );
+        assert_eq!(parse("pki list"), Ok(Command::Pki(PkiCommand::List)));
+        assert_eq!(
+            parse("pki inspect a.crt"),
+            Ok(Command::Pki(PkiCommand::Inspect {
+                file: "a.crt".to_owned()
+            }))
+        );
+        assert_eq!(
+            parse("pki match a.key a.crt"),
+            Ok(Command::Pki(PkiCommand::Match {
+                key: "a.key".to_owned(),
+                cert: "a.crt".to_owned()
+            }))
+        );
+        assert_eq!(
+            parse("pki verify a.crt ca.pem"),
+            Ok(Command::Pki(PkiCommand::Verify {
+                cert: "a.crt".to_owned(),
+                bundle: "ca.pem".to_owned()
+            }))
+        );
+    }
+
+    #[test]
+    fn housekeeping_parse_errors_name_the_problem() {
+        assert_eq!(failure("pki csr"), "FAILURE: pki csr: missing <basename>");
+        assert_eq!(failure("pki csr web"), "FAILURE: pki csr: CN:<name> is required");
+        assert_eq!(failure("pki csr web O:Acme"), "FAILURE: pki csr: CN:<name> is required");
+        assert_eq!(
+            failure("pki csr ../web CN:a"),
+            "FAILURE: pki csr: invalid file name '../web.key': expected a plain name inside the certificate folder"
+        );
+        assert_eq!(
+            failure("pki csr web CN:a X:b"),
+            "FAILURE: pki csr: unknown attribute 'X:b' (expected CN, O, OU, C, ST, L or subjectAltName, each as \
+             NAME:<value>)"
+        );
+        assert_eq!(failure("pki csr web CN:a cn:b"), "FAILURE: pki csr: CN given twice");
+        assert_eq!(failure("pki csr web CN:a O:x o:y"), "FAILURE: pki csr: O given twice");
+        assert_eq!(
+            failure("pki csr web CN:a C:GBR"),
+            "FAILURE: pki csr: invalid C 'GBR': a two-letter country code is expected, e.g. C:GB"
+        );
+        assert_eq!(failure("pki csr web CN:a O:"), "FAILURE: pki csr: invalid O '': empty");
+        assert_eq!(failure("pki csr web CN:"), "FAILURE: pki csr: invalid CN '': empty");
+        assert_eq!(
+            failure("pki csr web CN:a subjectAltName:a subjectAltName:b"),
+            "FAILURE: pki csr: subjectAltName given twice"
+        );
+        assert_eq!(
+            failure("pki csr web CN:a subjectAltName:x_y"),
+            "FAILURE: pki csr: invalid subjectAltName 'x_y': a DNS name or an IP address is expected"
+        );
+        assert_eq!(failure("pki list x"), "FAILURE: pki list: unexpected argument 'x'");
+        assert_eq!(failure("pki inspect"), "FAILURE: pki inspect: missing <file>");
+        assert_eq!(
+            failure("pki inspect /etc/passwd"),
+            "FAILURE: pki inspect: invalid file name '/etc/passwd': expected a plain name inside the certificate folder"
+        );
+        assert_eq!(
+            failure("pki inspect a b"),
+            "FAILURE: pki inspect: unexpected argument 'b'"
+        );
+        assert_eq!(failure("pki match a.key"), "FAILURE: pki match: missing <crt>");
+        assert_eq!(failure("pki match"), "FAILURE: pki match: missing <key>");
+        assert_eq!(
+            failure("pki match a b c"),
+            "FAILURE: pki match: unexpected argument 'c'"
+        );
+        assert_eq!(failure("pki verify a.crt"), "FAILURE: pki verify: missing <bundle>");
+        assert_eq!(
+            failure("pki verify a.crt ../ca.pem"),
+            "FAILURE: pki verify: invalid file name '../ca.pem': expected a plain name inside the certificate folder"
+        );
+    }
+
+    #[test]
+    fn every_housekeeping_failure_is_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let certs = admin.certs_dir();
+        let chain = Chain::write(&certs);
+        assert_eq!(run(&admin, "pki selfsigned other CN:other.example").text, "SUCCESS");
+
+        // pki match
+        assert_eq!(run(&admin, "pki match leaf.key leaf.crt").text, "SUCCESS");
+        assert_eq!(
+            run(&admin, "pki match none.key leaf.crt").text,
+            "FAILURE: no such file: none.key"
+        );
+        assert_eq!(
+            run(&admin, "pki match leaf.key none.crt").text,
+            "FAILURE: no such file: none.crt"
+        );
+        assert_eq!(
+            run(&admin, "pki match other.key leaf.crt").text,
+            "FAILURE: key other.key does not match certificate leaf.crt"
+        );
+        assert!(
+            run(&admin, "pki match leaf.crt leaf.crt")
+                .text
+                .starts_with("FAILURE: leaf.crt: not a usable private key: ")
+        );
+        assert_eq!(
+            run(&admin, "pki match leaf.key leaf.key").text,
+            "FAILURE: leaf.key: no certificate found (PEM 'CERTIFICATE' block expected)"
+        );
+
+        // pki verify
+        assert_eq!(
+            run(&admin, &format!("pki verify leaf.crt {}", chain.bundle)).text,
+            "SUCCESS"
+        );
+        assert_eq!(
+            run(&admin, "pki verify leaf.crt none.pem").text,
+            "FAILURE: no such file: none.pem"
+        );
+        assert_eq!(
+            run(&admin, &format!("pki verify leaf.crt {}", chain.root_only)).text,
+            "FAILURE: chain incomplete: no certificate for issuer 'CN=Test Intermediate CA' in root.pem"
+        );
+        assert_eq!(
+            run(&admin, &format!("pki verify leaf.crt {}", chain.intermediate_only)).text,
+            "FAILURE: chain incomplete: the last certificate of intermediate.pem ('CN=Test Intermediate CA') is \
+             not a self-signed root"
+        );
+        assert_eq!(
+            run(&admin, &format!("pki verify leaf.crt {}", chain.reversed_bundle)).text,
+            "FAILURE: chain out of order in reversed.pem: 'CN=Test Intermediate CA' must come next, found \
+             'CN=Test Root CA' (intermediates first, root last)"
+        );
+        assert_eq!(
+            run(&admin, "pki verify other.crt bundle.pem").text,
+            "FAILURE: chain incomplete: no certificate for issuer 'CN=other.example' in bundle.pem"
+        );
+        let old = Validity {
+            not_before: datetime!(2020-01-01 0:00 UTC),
+            not_after: datetime!(2021-01-01 0:00 UTC),
+        };
+        selfsigned_with_validity(&certs, "old", "old.example", &[], old).unwrap();
+        assert_eq!(
+            run(&admin, "pki verify old.crt old.crt").text,
+            "FAILURE: certificate 'CN=old.example' expired on 2021-01-01 00:00:00 UTC"
+        );
+        // A second hierarchy with the same names: the signature gives it away.
+        let other = tempfile::tempdir().unwrap();
+        Chain::write(other.path());
+        std::fs::copy(other.path().join("bundle.pem"), certs.join("forged.pem")).unwrap();
+        assert_eq!(
+            run(&admin, "pki verify leaf.crt forged.pem").text,
+            "FAILURE: signature of 'CN=example.com' does not verify with the key of 'CN=Test Intermediate CA'"
+        );
+
+        // pki inspect
+        assert_eq!(
+            run(&admin, "pki inspect none.crt").text,
+            "FAILURE: no such file: none.crt"
+        );
+        std::fs::write(certs.join("notes.txt"), "hello").unwrap();
+        assert_eq!(
+            run(&admin, "pki inspect notes.txt").text,
+            "FAILURE: notes.txt: no certificate, certificate request or private key found (PEM expected)"
+        );
+        let reply = run(&admin, "pki inspect leaf.crt");
+        assert!(reply.ok);
+        assert!(
+            reply
+                .text
+                .starts_with("Subject     : CN=example.com\nIssuer      : CN=Test Intermediate CA\n")
+        );
+
+        // pki csr
+        assert_eq!(run(&admin, "pki csr web CN:web.example.com C:gb").text, "SUCCESS");
+        assert_eq!(
+            run(&admin, "pki csr web CN:web.example.com").text,
+            "FAILURE: web.key already exists: choose another basename, or delete the file first"
+        );
+        assert_eq!(
+            run(&admin, "pki csr leaf CN:x").text,
+            "FAILURE: leaf.key already exists: choose another basename, or delete the file first"
+        );
+        // A subject that bypassed parse (JSON over the socket) is still checked.
+        let reply = admin.execute(Command::Pki(PkiCommand::Csr {
+            basename: "json".to_owned(),
+            subject: CsrSubject::default(),
+            sans: vec![],
+        }));
+        assert_eq!(reply.text, "FAILURE: invalid CN '': empty");
+        let reply = admin.execute(Command::Pki(PkiCommand::Inspect {
+            file: "../store".to_owned(),
+        }));
+        assert_eq!(
+            reply.text,
+            "FAILURE: invalid file name '../store': expected a plain name inside the certificate folder"
+        );
+
+        // pki list
+        let listing = run(&admin, "pki list");
+        assert!(listing.ok);
+        assert!(
+            listing
+                .text
+                .contains("\nweb.csr           csr     C=GB, CN=web.example.com\n"),
+            "{}",
+            listing.text
+        );
+        assert!(
+            listing
+                .text
+                .contains("\nold.crt           cert    CN=old.example, EXPIRED on 2021-01-01")
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            run(&super::super::testing::admin(empty.path()), "pki list").text,
+            "(no files in the certificate folder)"
+        );
+        std::fs::remove_dir_all(&certs).unwrap();
+        std::fs::write(&certs, "not a folder").unwrap();
+        assert!(run(&admin, "pki list").text.starts_with("FAILURE: cannot read certs: "));
     }
 }

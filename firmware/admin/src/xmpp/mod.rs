@@ -1,5 +1,6 @@
 //! `xmpp ...`: the XMPP service of this node (domain, listeners, TLS identity, on/off, status).
 
+pub mod callbridge;
 mod status;
 
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+pub use callbridge::CallbridgeCommand;
 pub use status::render_status;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +67,7 @@ impl Family for XmppCommand {
         },
         Usage {
             syntax: "xmpp status",
-            summary: "service state, listeners, certificate, connected clients and faults",
+            summary: "service state, listeners, certificate, connected clients and Call Bridges, faults",
         },
     ];
 

@@ -1,18 +1,30 @@
 //! `xmpp status`: what runs, what is configured, and what is wrong.
 
 use crate::pki::{self, CertSummary};
-use crate::{Admin, LiveStatus, Reply};
+use crate::{Admin, ComponentAuthFailure, ComponentAuthFailureReason, LiveStatus, Reply};
 use sb_store::XmppConfig;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::net::SocketAddr;
 use time::OffsetDateTime;
 
 /// A certificate this close to expiry is a fault.
 const EXPIRY_WARNING_DAYS: i64 = 30;
 
+/// Component authentication failures this recent are faults.
+const AUTH_FAILURE_WINDOW_SECONDS: u64 = 3600;
+
+/// Distinct authentication-failure faults shown; a flood of them is summarised.
+const MAX_AUTH_FAILURE_LINES: usize = 10;
+
 pub(super) fn apply(admin: &Admin) -> Reply {
     let config = match admin.store().xmpp_config() {
         Ok(config) => config,
         Err(err) => return Reply::failure(format!("cannot read the configuration: {err}")),
+    };
+    let bridges = match admin.store().list_callbridges() {
+        Ok(bridges) => bridges.into_iter().map(|bridge| bridge.name).collect::<Vec<_>>(),
+        Err(err) => return Reply::failure(format!("cannot read the Call Bridges: {err}")),
     };
     let live = admin.live().map(|live| live.status());
     let certificate = config.tls.as_ref().map(|tls| {
@@ -22,16 +34,19 @@ pub(super) fn apply(admin: &Admin) -> Reply {
     });
     Reply::output(render_status(
         &config,
+        &bridges,
         live.as_ref(),
         certificate,
         OffsetDateTime::now_utc(),
     ))
 }
 
-/// The `xmpp status` text. `live` is `None` when no daemon runs; `certificate` is `None` when no
-/// TLS identity is configured, else what reading the configured certificate gave.
+/// The `xmpp status` text. `bridges` are the configured Call Bridges' names; `live` is `None`
+/// when no daemon runs; `certificate` is `None` when no TLS identity is configured, else what
+/// reading the configured certificate gave.
 pub fn render_status(
     config: &XmppConfig,
+    bridges: &[String],
     live: Option<&LiveStatus>,
     certificate: Option<Result<CertSummary, String>>,
     now: OffsetDateTime,
@@ -138,6 +153,11 @@ pub fn render_status(
         }
     }
 
+    render_callbridges(&mut out, &config.domain, bridges, live);
+    if let Some(live) = live {
+        auth_failure_faults(&mut faults, &live.component_auth_failures, now);
+    }
+
     if faults.is_empty() {
         out.push_str("Faults: none");
     } else {
@@ -147,6 +167,89 @@ pub fn render_status(
         }
     }
     out
+}
+
+/// Configured bridges with their connection, and any connected bridge no longer configured.
+fn render_callbridges(out: &mut String, domain: &str, bridges: &[String], live: Option<&LiveStatus>) {
+    let address = |name: &str| {
+        if domain.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}.{domain}")
+        }
+    };
+    let mut names: Vec<&str> = bridges.iter().map(String::as_str).collect();
+    if let Some(live) = live {
+        names.extend(live.callbridges.iter().map(|bridge| bridge.name.as_str()));
+    }
+    names.sort_unstable();
+    names.dedup();
+    let connected = live.map_or(0, |live| live.callbridges.len());
+    let summary = match (bridges.len(), live) {
+        (0, None) => "none configured (no daemon)".to_owned(),
+        (configured, None) => format!("{configured} configured (no daemon)"),
+        (0, Some(_)) if connected == 0 => "none configured".to_owned(),
+        (configured, Some(_)) => format!("{configured} configured, {connected} connected"),
+    };
+    row(out, "Call Bridges", &summary);
+    for name in names {
+        let configured = bridges.iter().any(|known| known == name);
+        let mut connections: Vec<_> = live
+            .map(|live| live.callbridges.iter().filter(|bridge| bridge.name == name).collect())
+            .unwrap_or_default();
+        connections.sort_by_key(|bridge| bridge.since_unix);
+        let note = if configured { "" } else { " (not configured)" };
+        if connections.is_empty() {
+            let _ = writeln!(out, "  {} not connected{note}", address(name));
+        }
+        for bridge in connections {
+            let security = if bridge.tls { "TLS" } else { "no TLS" };
+            let _ = writeln!(
+                out,
+                "  {} from {} since {}, {security}{note}",
+                address(name),
+                bridge.peer,
+                format_unix(bridge.since_unix)
+            );
+        }
+    }
+}
+
+/// One fault per (name, peer address, reason) seen in the last hour, newest first. The peer's
+/// port is left out: a component retrying comes from a new port each time.
+fn auth_failure_faults(faults: &mut Vec<String>, failures: &[ComponentAuthFailure], now: OffsetDateTime) {
+    let now = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let mut groups: BTreeMap<(&str, String, ComponentAuthFailureReason), (usize, u64)> = BTreeMap::new();
+    for failure in failures
+        .iter()
+        .filter(|failure| now.saturating_sub(failure.at_unix) <= AUTH_FAILURE_WINDOW_SECONDS)
+    {
+        let host = match failure.peer.parse::<SocketAddr>() {
+            Ok(address) => address.ip().to_string(),
+            Err(_) => failure.peer.clone(),
+        };
+        let entry = groups
+            .entry((failure.name.as_str(), host, failure.reason))
+            .or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 = entry.1.max(failure.at_unix);
+    }
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(a.0.cmp(&b.0)));
+    let hidden = groups.len().saturating_sub(MAX_AUTH_FAILURE_LINES);
+    for ((name, host, reason), (count, last)) in groups.into_iter().take(MAX_AUTH_FAILURE_LINES) {
+        let when = if count == 1 {
+            format!("once in the last hour, at {}", format_unix(last))
+        } else {
+            format!("{count} times in the last hour, last at {}", format_unix(last))
+        };
+        faults.push(format!("Call Bridge '{name}' from {host} refused: {reason} ({when})"));
+    }
+    if hidden > 0 {
+        faults.push(format!(
+            "... and {hidden} more Call Bridge authentication failure sources in the last hour"
+        ));
+    }
 }
 
 fn row(out: &mut String, label: &str, value: &str) {
@@ -179,7 +282,7 @@ mod tests {
     use super::*;
     use crate::pki::{Validity, selfsigned_with_validity};
     use crate::testing::{admin, admin_with_node, run};
-    use crate::{ListenerStatus, SessionInfo};
+    use crate::{CallBridgeConnection, ListenerStatus, SessionInfo};
     use sb_store::TlsIdentity;
     use time::macros::datetime;
 
@@ -237,7 +340,140 @@ mod tests {
                     tls: true,
                 },
             ],
+            ..Default::default()
         }
+    }
+
+    fn failure(name: &str, peer: &str, at_unix: u64, reason: ComponentAuthFailureReason) -> ComponentAuthFailure {
+        ComponentAuthFailure {
+            name: name.to_owned(),
+            peer: peer.to_owned(),
+            at_unix,
+            reason,
+        }
+    }
+
+    #[test]
+    fn status_shows_call_bridges_and_their_authentication_failures() {
+        use ComponentAuthFailureReason::{BadHandshake, UnknownName, WrongSecret};
+        let dir = tempfile::tempdir().unwrap();
+        let (_certs, summary) = certificate();
+        let mut live = live();
+        live.listeners[1].error = None;
+        live.listeners.push(ListenerStatus {
+            address: "127.0.0.1:5223".to_owned(),
+            error: None,
+        });
+        live.sessions.truncate(1);
+        live.callbridges = vec![
+            CallBridgeConnection {
+                name: "cb2".to_owned(),
+                peer: "127.0.0.1:41002".to_owned(),
+                since_unix: 1_739_610_000,
+                tls: true,
+            },
+            CallBridgeConnection {
+                name: "old".to_owned(),
+                peer: "127.0.0.1:41009".to_owned(),
+                since_unix: 1_739_600_000,
+                tls: false,
+            },
+        ];
+        live.component_auth_failures = vec![
+            // More than an hour before `now`: history, not a fault.
+            failure("cb1", "127.0.0.9:40000", 1_739_610_000, WrongSecret),
+            failure("cb1", "127.0.0.5:40001", 1_739_618_000, WrongSecret),
+            failure("cb1", "127.0.0.5:40002", 1_739_620_200, WrongSecret),
+            failure("cb9.example.com", "127.0.0.6:40003", 1_739_619_600, UnknownName),
+            failure("cb1", "[::1]:40004", 1_739_619_600, BadHandshake),
+        ];
+        let bridges = ["cb1".to_owned(), "cb2".to_owned()];
+        let text = render_status(
+            &config(dir.path()),
+            &bridges,
+            Some(&live),
+            Some(Ok(summary)),
+            datetime!(2025-02-15 12:00 UTC),
+        );
+        assert_eq!(
+            text,
+            "\
+Service           : enabled, running since 2025-02-08 07:33:20 UTC
+Domain            : example.com
+Listeners         : 127.0.0.1:5222 (listening)
+                    192.0.2.7:5222 (listening)
+                    127.0.0.1:5223 (listening)
+Certificate       : server.crt
+  Subject         : CN=example.com
+  Issuer          : CN=example.com
+  SANs            : example.com, xmpp.example.com
+  Expires         : 2025-03-01 00:00:00 UTC (in 13 days)
+Connected clients : 1
+  bob@example.com/laptop from 127.0.0.1:40002 since 2025-02-14 02:26:40 UTC, TLS
+Call Bridges      : 2 configured, 2 connected
+  cb1.example.com not connected
+  cb2.example.com from 127.0.0.1:41002 since 2025-02-15 09:00:00 UTC, TLS
+  old.example.com from 127.0.0.1:41009 since 2025-02-15 06:13:20 UTC, no TLS (not configured)
+Faults:
+  certificate server.crt expires in 13 days, on 2025-03-01 00:00:00 UTC
+  Call Bridge 'cb1' from 127.0.0.5 refused: wrong secret (2 times in the last hour, last at 2025-02-15 11:50:00 UTC)
+  Call Bridge 'cb1' from ::1 refused: bad handshake (once in the last hour, at 2025-02-15 11:40:00 UTC)
+  Call Bridge 'cb9.example.com' from 127.0.0.6 refused: unknown name (once in the last hour, at 2025-02-15 \
+             11:40:00 UTC)"
+        );
+    }
+
+    #[test]
+    fn status_of_call_bridges_without_a_daemon_and_a_flood_of_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.tls = None;
+        let bridges = ["cb1".to_owned()];
+        let text = render_status(&config, &bridges, None, None, datetime!(2025-02-15 12:00 UTC));
+        assert!(
+            text.contains("\nCall Bridges      : 1 configured (no daemon)\n  cb1.example.com not connected\nFaults:"),
+            "{text}"
+        );
+        let mut live = live();
+        live.component_auth_failures = (0..25u16)
+            .map(|i| {
+                failure(
+                    &format!("x{i}"),
+                    &format!("127.0.1.{i}:4000"),
+                    1_739_620_000 + u64::from(i),
+                    ComponentAuthFailureReason::UnknownName,
+                )
+            })
+            .collect();
+        let text = render_status(&config, &bridges, Some(&live), None, datetime!(2025-02-15 12:00 UTC));
+        let refused: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("refused: unknown name"))
+            .collect();
+        assert_eq!(refused.len(), 10, "{text}");
+        // Newest first.
+        assert!(
+            refused[0].starts_with("  Call Bridge 'x24' from 127.0.1.24 refused"),
+            "{text}"
+        );
+        assert!(text.ends_with("\n  ... and 15 more Call Bridge authentication failure sources in the last hour"));
+        assert!(text.contains("Call Bridges      : 1 configured, 0 connected\n  cb1.example.com not connected\n"));
+    }
+
+    #[test]
+    fn live_status_from_an_older_daemon_still_reads() {
+        let old = r#"{"running":true,"started_at_unix":5,"listeners":[],"sessions":[]}"#;
+        let status: LiveStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            status,
+            LiveStatus {
+                running: true,
+                started_at_unix: 5,
+                ..Default::default()
+            }
+        );
+        let reason = serde_json::to_string(&ComponentAuthFailureReason::WrongSecret).unwrap();
+        assert_eq!(reason, "\"wrong_secret\"");
     }
 
     #[test]
@@ -246,6 +482,7 @@ mod tests {
         let (_certs, summary) = certificate();
         let text = render_status(
             &config(dir.path()),
+            &[],
             Some(&live()),
             Some(Ok(summary)),
             datetime!(2025-02-15 12:00 UTC),
@@ -265,6 +502,7 @@ Certificate       : server.crt
 Connected clients : 2
   alice@example.com/phone from 127.0.0.1:40001 since 2025-02-12 22:40:00 UTC, TLS
   bob@example.com/laptop from 127.0.0.1:40002 since 2025-02-14 02:26:40 UTC, TLS
+Call Bridges      : none configured
 Faults:
   listener 192.0.2.7:5222: bind failed: Cannot assign requested address (os error 99)
   certificate server.crt expires in 13 days, on 2025-03-01 00:00:00 UTC"
@@ -280,7 +518,13 @@ Faults:
         live.sessions.clear();
         let mut config = config(dir.path());
         config.tls.as_mut().unwrap().bundle = Some("ca.pem".to_owned());
-        let text = render_status(&config, Some(&live), Some(Ok(summary)), datetime!(2025-01-02 0:00 UTC));
+        let text = render_status(
+            &config,
+            &[],
+            Some(&live),
+            Some(Ok(summary)),
+            datetime!(2025-01-02 0:00 UTC),
+        );
         assert_eq!(
             text,
             "\
@@ -293,6 +537,7 @@ Certificate       : server.crt (bundle ca.pem)
   SANs            : example.com, xmpp.example.com
   Expires         : 2025-03-01 00:00:00 UTC (in 58 days)
 Connected clients : 0
+Call Bridges      : none configured
 Faults: none"
         );
     }
@@ -303,7 +548,7 @@ Faults: none"
         let mut config = config(dir.path());
         config.tls = None;
         config.enabled = false;
-        let text = render_status(&config, None, None, datetime!(2025-01-02 0:00 UTC));
+        let text = render_status(&config, &[], None, None, datetime!(2025-01-02 0:00 UTC));
         assert_eq!(
             text,
             "\
@@ -313,6 +558,7 @@ Listeners         : 127.0.0.1 (not listening)
                     192.0.2.7 (not listening)
 Certificate       : (none)
 Connected clients : 0 (no daemon)
+Call Bridges      : none configured (no daemon)
 Faults:
   no certificate configured (xmpp certs <key> <crt> [<bundle>])"
         );
@@ -328,6 +574,7 @@ Faults:
         live.sessions.clear();
         let text = render_status(
             &config(dir.path()),
+            &[],
             Some(&live),
             Some(Ok(summary)),
             datetime!(2025-04-01 0:00 UTC),
@@ -345,12 +592,14 @@ Certificate       : server.crt
   SANs            : example.com, xmpp.example.com
   Expires         : 2025-03-01 00:00:00 UTC (EXPIRED)
 Connected clients : 0
+Call Bridges      : none configured
 Faults:
   service enabled but not running
   certificate server.crt expired on 2025-03-01 00:00:00 UTC"
         );
         let text = render_status(
             &config(dir.path()),
+            &[],
             None,
             Some(Err("no such file: server.crt".to_owned())),
             datetime!(2025-04-01 0:00 UTC),
@@ -382,5 +631,19 @@ Faults:
             reply.text
         );
         assert!(!reply.text.contains("no certificate configured"));
+        assert!(
+            reply.text.contains("\nCall Bridges      : none configured\n"),
+            "{}",
+            reply.text
+        );
+        assert!(run(&admin, "xmpp callbridge add cb1").ok);
+        let reply = run(&admin, "xmpp status");
+        assert!(
+            reply
+                .text
+                .contains("\nCall Bridges      : 1 configured, 0 connected\n  cb1.example.com not connected\n"),
+            "{}",
+            reply.text
+        );
     }
 }

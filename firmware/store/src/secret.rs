@@ -1,11 +1,12 @@
-//! A secret typed by the operator (password, component secret).
+//! A secret the store keeps in the clear because it must give it back (a Call Bridge's shared
+//! secret is shown by `xmpp callbridge list` and hashed into every handshake check).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A secret on its way from a prompt to the store. `Debug` and `Display` print `<redacted>`,
-/// so a `Command` can be logged whole without leaking it. It serializes as the plain string
-/// because it has to cross the admin socket (a 0600 unix socket in the data dir).
+/// `Debug` and `Display` print `<redacted>`, so a value holding one can be logged whole. It
+/// serializes as the plain string: it is stored, and crosses the admin socket (a 0600 unix
+/// socket in the data dir).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
