@@ -1,5 +1,6 @@
 //! State shared by every connection: store, settings snapshot, router, limits.
 
+use crate::component::ComponentRegistry;
 use crate::limits::{AuthFailureLimiter, ConnectionLimiter};
 use crate::router::Router;
 use crate::storage::Storage;
@@ -81,6 +82,8 @@ pub struct Core {
     pub dir: PathBuf,
     pub tuning: ServerTuning,
     pub router: Router,
+    /// Connected Call Bridges (their links are also on `router`) and refused handshakes.
+    pub components: ComponentRegistry,
     settings: RwLock<Arc<Settings>>,
     pub connection_limiter: Arc<ConnectionLimiter>,
     pub auth_failures: AuthFailureLimiter,
@@ -108,6 +111,7 @@ impl Core {
             dir,
             tuning,
             router: Router::new(),
+            components: ComponentRegistry::default(),
             settings: RwLock::new(Arc::new(settings)),
             connection_limiter: Arc::new(ConnectionLimiter::default()),
             auth_failures: AuthFailureLimiter::default(),

@@ -7,6 +7,7 @@
 
 pub mod bind;
 pub mod c2s;
+pub mod component;
 pub mod core;
 pub mod disco;
 pub mod iq;
@@ -22,10 +23,11 @@ pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod storage;
+pub mod stream_io;
 pub mod tls;
 pub mod tuning;
 pub mod version;
 
 pub use router::{DeliveryError, Router, StanzaLink};
-pub use server::{ListenerState, Server, ServerError, ServerStatus, parse_listen_address};
+pub use server::{ListenerState, Server, ServerError, ServerStatus, Service, parse_listen_address};
 pub use tuning::ServerTuning;

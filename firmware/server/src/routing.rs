@@ -71,6 +71,18 @@ impl Core {
                 .router
                 .link(to.domain())
                 .map(|l| (l, StanzaErrorCondition::ServiceUnavailable));
+            if link.is_none() && self.is_configured_callbridge(to.domain(), &domain) {
+                // A Call Bridge of ours that is not connected now: never a federation matter.
+                self.bounce(
+                    &stanza,
+                    StanzaError::with_text(
+                        StanzaErrorCondition::ServiceUnavailable,
+                        "this Call Bridge is not connected",
+                    ),
+                )
+                .await;
+                return;
+            }
             let link = link.or_else(|| {
                 self.router
                     .remote_link()
@@ -102,6 +114,14 @@ impl Core {
                 }
             }
         })
+    }
+
+    /// Whether `address` is `<name>.<domain>` for a configured Call Bridge `name`.
+    fn is_configured_callbridge(&self, address: &str, domain: &str) -> bool {
+        address
+            .strip_suffix(domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .is_some_and(|name| !name.is_empty() && !name.contains('.') && self.storage.callbridge_exists(name))
     }
 
     /// Answer `stanza` with `error`, routed back to its sender, unless it must not be answered.

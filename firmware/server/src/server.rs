@@ -1,7 +1,8 @@
-//! The running XMPP service: listeners from the stored configuration, reload, status,
-//! and an orderly shutdown.
+//! The running XMPP service: listeners from the stored configuration (clients on 5222, Call
+//! Bridges on 5223 at every listen address), reload, status, and an orderly shutdown.
 
-use crate::core::{Core, Settings};
+use crate::component::{self, AuthFailure, ComponentStatus};
+use crate::core::{Core, Settings, unix_now};
 use crate::router::SessionStatus;
 use crate::storage::Storage;
 use crate::tls;
@@ -10,11 +11,33 @@ use sb_proto::{Jid, StreamError, StreamErrorCondition};
 use sb_store::Store;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub const DEFAULT_C2S_PORT: u16 = 5222;
+
+/// Refused component handshakes this recent are reported by `status()`.
+const AUTH_FAILURE_REPORT_SECONDS: u64 = 3600;
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Clients (RFC 6120 c2s, STARTTLS).
+    Client,
+    /// Call Bridges (XEP-0114 components, TLS on the socket).
+    Component,
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Service::Client => "c2s",
+            Service::Component => "component",
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -43,8 +66,11 @@ pub fn parse_listen_address(text: &str, default_port: u16) -> Result<SocketAddr,
 /// One configured listen address and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerState {
-    /// As configured.
+    pub service: Service,
+    /// As configured (clients), or the configured address with the component port.
     pub address: String,
+    /// Plain TCP where TLS would be the rule (a loopback component listener configured so).
+    pub plain: bool,
     /// Where it listens, once bound.
     pub bound: Option<SocketAddr>,
     /// Why it does not listen.
@@ -64,11 +90,18 @@ pub struct ServerStatus {
     pub sessions: Vec<SessionStatus>,
     /// Connections open, including ones not yet authenticated.
     pub connections: usize,
+    /// Call Bridges connected and authenticated now.
+    pub components: Vec<ComponentStatus>,
+    /// Component handshakes refused in the last hour, oldest first.
+    pub component_auth_failures: Vec<AuthFailure>,
 }
 
 struct Listener {
     state: ListenerState,
     addr: Option<SocketAddr>,
+    /// Read by the accept loop for every connection, so switching a component listener
+    /// between TLS and plain TCP keeps the socket instead of rebinding its address.
+    plain: Arc<AtomicBool>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -99,6 +132,8 @@ pub struct Server {
 struct Loaded {
     settings: Settings,
     listen: Vec<String>,
+    component_port: u16,
+    component_plain: bool,
     enabled: bool,
     tls_error: Option<String>,
 }
@@ -133,6 +168,8 @@ fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
             offline_limit: config.offline_limit as usize,
         },
         listen: config.listen.clone(),
+        component_port: config.component_port,
+        component_plain: config.component_plain,
         enabled: config.enabled,
         tls_error,
     })
@@ -188,16 +225,19 @@ impl Server {
         let old_domain = self.core.domain();
         if self.state().started && loaded.settings.domain != old_domain {
             log::info!("domain changed from {old_domain} to {}", loaded.settings.domain);
-            self.core.router.close_all(&StreamError::with_text(
+            let gone = StreamError::with_text(
                 StreamErrorCondition::HostGone,
                 "this server no longer serves that domain",
-            ));
+            );
+            self.core.router.close_all(&gone);
+            self.core.components.close_all(&gone);
         }
         self.apply(loaded).await;
         Ok(())
     }
 
     async fn apply(self: &Arc<Self>, loaded: Loaded) {
+        let wanted = wanted_listeners(&loaded);
         self.core.set_settings(loaded.settings);
         let was_enabled = {
             let mut state = self.state();
@@ -212,34 +252,35 @@ impl Server {
             }
             return;
         }
-        let wanted: Vec<(String, Result<SocketAddr, String>)> = loaded
-            .listen
-            .iter()
-            .map(|a| (a.clone(), parse_listen_address(a, DEFAULT_C2S_PORT)))
-            .collect();
         let mut keep: Vec<Listener> = Vec::new();
         let mut current = std::mem::take(&mut self.state().listeners);
-        for (address, parsed) in wanted {
-            let existing = current
-                .iter()
-                .position(|l| l.task.is_some() && parsed.as_ref().ok() == l.addr.as_ref());
+        for wanted in wanted {
+            let existing = current.iter().position(|l| {
+                l.task.is_some() && l.state.service == wanted.service && wanted.addr.as_ref().ok() == l.addr.as_ref()
+            });
             if let Some(pos) = existing {
                 let mut listener = current.swap_remove(pos);
-                listener.state.address = address;
+                listener.state.address = wanted.address;
+                listener.state.plain = wanted.plain;
+                listener.plain.store(wanted.plain, Ordering::Relaxed);
                 keep.push(listener);
                 continue;
             }
-            keep.push(match parsed {
-                Ok(addr) => self.bind(address, addr).await,
+            let service = wanted.service;
+            keep.push(match wanted.addr {
+                Ok(addr) => self.bind(service, wanted.address, addr, wanted.plain).await,
                 Err(error) => {
-                    log::error!("c2s: cannot listen on {address}: {error}");
+                    log::error!("{service}: cannot listen on {}: {error}", wanted.address);
                     Listener {
                         state: ListenerState {
-                            address,
+                            service,
+                            address: wanted.address,
+                            plain: wanted.plain,
                             bound: None,
                             error: Some(error),
                         },
                         addr: None,
+                        plain: Arc::new(AtomicBool::new(wanted.plain)),
                         task: None,
                     }
                 }
@@ -251,31 +292,48 @@ impl Server {
         self.state().listeners = keep;
     }
 
-    async fn bind(&self, address: String, addr: SocketAddr) -> Listener {
+    async fn bind(&self, service: Service, address: String, addr: SocketAddr, plain: bool) -> Listener {
         match TcpListener::bind(addr).await {
             Ok(listener) => {
                 let bound = listener.local_addr().unwrap_or(addr);
-                log::info!("c2s: listening on {bound}");
+                let how = match (service, plain) {
+                    (Service::Client, _) => "",
+                    (Service::Component, false) => " (TLS)",
+                    (Service::Component, true) => " (plain TCP, loopback only)",
+                };
+                log::info!("{service}: listening on {bound}{how}");
                 let core = Arc::clone(&self.core);
+                let plain_flag = Arc::new(AtomicBool::new(plain));
                 Listener {
                     state: ListenerState {
+                        service,
                         address,
+                        plain,
                         bound: Some(bound),
                         error: None,
                     },
                     addr: Some(addr),
-                    task: Some(tokio::spawn(accept_loop(core, listener))),
+                    task: Some(tokio::spawn(accept_loop(
+                        core,
+                        listener,
+                        service,
+                        Arc::clone(&plain_flag),
+                    ))),
+                    plain: plain_flag,
                 }
             }
             Err(e) => {
-                log::error!("c2s: cannot listen on {addr}: {e}");
+                log::error!("{service}: cannot listen on {addr}: {e}");
                 Listener {
                     state: ListenerState {
+                        service,
                         address,
+                        plain,
                         bound: None,
                         error: Some(e.to_string()),
                     },
                     addr: Some(addr),
+                    plain: Arc::new(AtomicBool::new(plain)),
                     task: None,
                 }
             }
@@ -287,7 +345,10 @@ impl Server {
         let state = self.state();
         let listeners: Vec<ListenerState> = state.listeners.iter().map(|l| l.state.clone()).collect();
         ServerStatus {
-            running: state.enabled && listeners.iter().any(|l| l.bound.is_some()),
+            running: state.enabled
+                && listeners
+                    .iter()
+                    .any(|l| l.service == Service::Client && l.bound.is_some()),
             enabled: state.enabled,
             started_at_unix: self.core.started_at_unix,
             domain: settings.domain.clone(),
@@ -296,7 +357,44 @@ impl Server {
             listeners,
             sessions: self.core.router.sessions(&settings.domain),
             connections: self.core.connections.active(),
+            components: self.core.components.connected(),
+            component_auth_failures: self
+                .core
+                .components
+                .failures_since(unix_now().saturating_sub(AUTH_FAILURE_REPORT_SECONDS)),
         }
+    }
+
+    /// Call Bridge `name` was added, deleted or re-keyed in the store: a connection of a
+    /// bridge that no longer exists, or that proved a secret which is no longer its own,
+    /// ends. Returns whether a connection was closed.
+    pub fn callbridge_changed(&self, name: &str) -> bool {
+        let Some(link) = self.core.components.link(name) else {
+            return false;
+        };
+        let error = match self.core.storage.callbridge_secret(link.name()) {
+            Ok(None) => StreamError::with_text(
+                StreamErrorCondition::HostGone,
+                "this Call Bridge was removed by the administrator",
+            ),
+            Ok(Some(secret)) if !link.authenticated_with(secret.expose()) => StreamError::with_text(
+                StreamErrorCondition::NotAuthorized,
+                "the secret of this Call Bridge was changed",
+            ),
+            Ok(Some(_)) => return false,
+            Err(e) => {
+                log::error!("cannot check Call Bridge {name} after a change: {e}");
+                return false;
+            }
+        };
+        log::info!(
+            "component: closing Call Bridge {} from {}: {}",
+            link.name(),
+            link.meta().peer,
+            error.text.as_deref().unwrap_or_default()
+        );
+        link.close(error);
+        true
     }
 
     /// End every session of `user` (after the account was deleted or its password changed).
@@ -344,21 +442,21 @@ xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>\
 <text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>too many connections from this address</text>\
 </stream:error></stream:stream>";
 
-async fn accept_loop(core: Arc<Core>, listener: TcpListener) {
+async fn accept_loop(core: Arc<Core>, listener: TcpListener, service: Service, plain: Arc<AtomicBool>) {
     loop {
         match listener.accept().await {
-            Ok((tcp, peer)) => admit(&core, tcp, peer),
+            Ok((tcp, peer)) => admit(&core, tcp, peer, service, plain.load(Ordering::Relaxed)),
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning, the
                 // condition usually clears when connections close.
-                log::warn!("c2s: accept failed: {e}");
+                log::warn!("{service}: accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
+fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr, service: Service, plain: bool) {
     if core.is_shutting_down() {
         return;
     }
@@ -366,13 +464,64 @@ fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
         .connection_limiter
         .try_acquire(peer.ip(), core.tuning.max_connections_per_ip)
     else {
-        log::warn!("c2s: refusing {peer}: too many connections from {}", peer.ip());
-        // Best effort without waiting: nothing slow on the accept path.
-        let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
+        log::warn!("{service}: refusing {peer}: too many connections from {}", peer.ip());
+        if service == Service::Client {
+            // Best effort without waiting: nothing slow on the accept path. A component
+            // socket expects TLS first, so plain XML would only be noise there.
+            let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
+        }
         return;
     };
     let tracked = core.connections.track();
-    tokio::spawn(crate::c2s::serve(Arc::clone(core), tcp, peer, slot, tracked));
+    match service {
+        Service::Client => {
+            tokio::spawn(crate::c2s::serve(Arc::clone(core), tcp, peer, slot, tracked));
+        }
+        Service::Component => {
+            tokio::spawn(component::serve(Arc::clone(core), tcp, peer, !plain, slot, tracked));
+        }
+    }
+}
+
+/// One listener the configuration asks for.
+struct WantedListener {
+    service: Service,
+    address: String,
+    addr: Result<SocketAddr, String>,
+    plain: bool,
+}
+
+/// Clients on each listen address; Call Bridges on the same IP addresses at the component
+/// port (unless it is 0). Plain TCP for components only where asked for and on loopback.
+fn wanted_listeners(loaded: &Loaded) -> Vec<WantedListener> {
+    let mut wanted = Vec::new();
+    for address in &loaded.listen {
+        let parsed = parse_listen_address(address, DEFAULT_C2S_PORT);
+        wanted.push(WantedListener {
+            service: Service::Client,
+            address: address.clone(),
+            addr: parsed.clone(),
+            plain: false,
+        });
+        if loaded.component_port == 0 {
+            continue;
+        }
+        let component_addr = parsed.map(|a| SocketAddr::new(a.ip(), loaded.component_port));
+        let plain = loaded.component_plain && component_addr.as_ref().is_ok_and(|a| a.ip().is_loopback());
+        if loaded.component_plain && !plain {
+            log::warn!("component: TLS stays on for {address}: plain TCP is only allowed on loopback addresses");
+        }
+        wanted.push(WantedListener {
+            service: Service::Component,
+            address: component_addr
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| address.clone()),
+            addr: component_addr,
+            plain,
+        });
+    }
+    wanted
 }
 
 #[cfg(test)]
@@ -388,5 +537,59 @@ mod tests {
         assert_eq!(p("[::1]").unwrap(), "[::1]:5222".parse().unwrap());
         assert_eq!(p("::1").unwrap(), "[::1]:5222".parse().unwrap());
         assert!(p("eth0").is_err());
+    }
+
+    fn loaded(listen: &[&str], component_port: u16, component_plain: bool) -> Loaded {
+        Loaded {
+            settings: Settings {
+                domain: "example.com".into(),
+                tls: None,
+                starttls_required: true,
+                max_stanza_bytes: 1024,
+                offline_limit: 1,
+            },
+            listen: listen.iter().map(|a| a.to_string()).collect(),
+            component_port,
+            component_plain,
+            enabled: true,
+            tls_error: None,
+        }
+    }
+
+    fn summary(wanted: &[WantedListener]) -> Vec<(Service, String, bool)> {
+        wanted
+            .iter()
+            .map(|w| {
+                (
+                    w.service,
+                    w.addr.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                    w.plain,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn components_listen_beside_every_client_address_with_tls_off_only_on_loopback() {
+        let wanted = wanted_listeners(&loaded(&["127.0.0.2:15222", "192.0.2.7"], 5223, true));
+        assert_eq!(
+            summary(&wanted),
+            vec![
+                (Service::Client, "127.0.0.2:15222".to_owned(), false),
+                (Service::Component, "127.0.0.2:5223".to_owned(), true),
+                (Service::Client, "192.0.2.7:5222".to_owned(), false),
+                (Service::Component, "192.0.2.7:5223".to_owned(), false),
+            ]
+        );
+        let tls_everywhere = wanted_listeners(&loaded(&["127.0.0.2"], 5223, false));
+        assert!(tls_everywhere.iter().all(|w| !w.plain));
+        let no_components = wanted_listeners(&loaded(&["127.0.0.2"], 0, false));
+        assert_eq!(
+            summary(&no_components),
+            vec![(Service::Client, "127.0.0.2:5222".to_owned(), false)]
+        );
+        let unparsable = wanted_listeners(&loaded(&["eth0"], 5223, false));
+        assert!(unparsable.iter().all(|w| w.addr.is_err()));
+        assert_eq!(unparsable.len(), 2);
     }
 }

@@ -182,6 +182,23 @@ impl Storage {
         })
     }
 
+    /// The secret of Call Bridge `name`; `None` when no such bridge is configured. Read at
+    /// every handshake, so a change in the store applies to the next connection.
+    pub fn callbridge_secret(&self, name: &str) -> Result<Option<sb_store::Secret>, StorageError> {
+        self.store.callbridge_secret(name).map_err(store_err)
+    }
+
+    /// Whether a Call Bridge `name` is configured; a store failure counts as "no".
+    pub fn callbridge_exists(&self, name: &str) -> bool {
+        self.store
+            .callbridge_secret(name)
+            .map(|s| s.is_some())
+            .unwrap_or_else(|e| {
+                log::error!("store: Call Bridge lookup failed: {e}");
+                false
+            })
+    }
+
     pub fn roster(&self, user: &str) -> Result<Vec<Contact>, StorageError> {
         Ok(self
             .store

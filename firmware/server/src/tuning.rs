@@ -28,6 +28,9 @@ pub struct ServerTuning {
     pub auth_failure_window: Duration,
     /// Stanzas waiting for one session; beyond it senders get `resource-constraint`.
     pub outbound_queue_len: usize,
+    /// Stanzas waiting for one Call Bridge; it carries many users' traffic, so its queue is
+    /// longer than a client's. Beyond it senders get `resource-constraint`.
+    pub component_queue_len: usize,
     /// How long a closing stream waits for the peer's `</stream:stream>` after sending its own,
     /// so the peer reads our error before the socket goes away.
     pub close_grace: Duration,
@@ -47,6 +50,7 @@ impl Default for ServerTuning {
             max_auth_failures_per_ip: 20,
             auth_failure_window: Duration::from_secs(60),
             outbound_queue_len: 256,
+            component_queue_len: 4096,
             close_grace: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }

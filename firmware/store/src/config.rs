@@ -33,6 +33,12 @@ pub struct XmppConfig {
     pub max_stanza_bytes: u32,
     /// The MMP prompt's name; `None` uses the system hostname.
     pub hostname: Option<String>,
+    /// Port of the Call Bridge (XEP-0114 component) listener on every listen address;
+    /// 0 turns it off.
+    pub component_port: u16,
+    /// Plain TCP instead of TLS on component listeners bound to loopback addresses (a Call
+    /// Bridge on the same host, or tests). Listeners on other addresses always use TLS.
+    pub component_plain: bool,
 }
 
 impl Default for XmppConfig {
@@ -46,6 +52,8 @@ impl Default for XmppConfig {
             offline_limit: 100,
             max_stanza_bytes: 256 * 1024,
             hostname: None,
+            component_port: 5223,
+            component_plain: false,
         }
     }
 }

@@ -52,6 +52,8 @@ fn xmpp_config_round_trip() {
         offline_limit: 7,
         max_stanza_bytes: 65_536,
         hostname: Some("node1".into()),
+        component_port: 15223,
+        component_plain: true,
     };
     store.set_xmpp_config(&config).unwrap();
     let store = reopen(dir.path(), store);

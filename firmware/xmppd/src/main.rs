@@ -4,8 +4,12 @@
 //! fresh DIR (domain `localhost`, listening on 127.0.0.1, a self-signed certificate), starts
 //! the XMPP service and the admin socket, and shuts down cleanly on SIGTERM or SIGINT.
 
-use sb_admin::{Admin, ListenerStatus, LiveNode, LiveStatus, SessionInfo};
-use sb_server::{Server, ServerTuning};
+use sb_admin::{
+    Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
+    LiveStatus, SessionInfo,
+};
+use sb_server::component::AuthFailureReason;
+use sb_server::{Server, ServerTuning, Service};
 use sb_store::{Store, TlsIdentity};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -83,41 +87,23 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
     Ok(Options { dir, log_level, tuning })
 }
 
-fn parse_level(text: &str) -> Option<log::LevelFilter> {
-    text.trim().parse().ok()
-}
-
 /// `info` or `warn,sb_server=debug`: a default level and per-module levels, RUST_LOG style.
-fn init_logger(spec: &str) {
-    let mut logger = simple_logger::SimpleLogger::new().with_level(log::LevelFilter::Info);
-    let mut sled_level = log::LevelFilter::Warn;
-    for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
-        match part.split_once('=') {
-            Some((module, level)) => {
-                let Some(level) = parse_level(level) else { continue };
-                if module.trim() == "sled" {
-                    sled_level = level;
-                } else {
-                    logger = logger.with_module_level(module.trim(), level);
-                }
-            }
-            None => {
-                if let Some(level) = parse_level(part) {
-                    logger = logger.with_level(level);
-                }
-            }
+/// The logger writes to the console and keeps recent lines for `syslog`; sled never logs
+/// above info whatever is asked (it prints the pages it writes, secrets included).
+fn init_logger(spec: &str) -> Option<sb_logging::LogHandle> {
+    let config = match sb_logging::LogConfig::default().with_spec(spec) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("xmppd: --log-level '{spec}': {e}; logging at info");
+            sb_logging::LogConfig::default()
         }
-    }
-    // Chatty dependencies stay at warn unless asked for by name; sled never goes above info
-    // whatever is asked, because at debug it prints the pages it writes, secrets included.
-    for module in ["rustls", "tokio_rustls"] {
-        if !spec.contains(module) {
-            logger = logger.with_module_level(module, log::LevelFilter::Warn);
+    };
+    match sb_logging::install(config) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            eprintln!("xmppd: logger: {e}");
+            None
         }
-    }
-    logger = logger.with_module_level("sled", sled_level.min(log::LevelFilter::Info));
-    if let Err(e) = logger.init() {
-        eprintln!("xmppd: logger: {e}");
     }
 }
 
@@ -177,9 +163,22 @@ fn apply_defaults(store: &Store, dir: &Path) -> Result<(), StartError> {
 struct LiveServer {
     server: Arc<Server>,
     runtime: tokio::runtime::Handle,
+    log: Option<sb_logging::LogHandle>,
+}
+
+fn failure_reason(reason: AuthFailureReason) -> ComponentAuthFailureReason {
+    match reason {
+        AuthFailureReason::UnknownName => ComponentAuthFailureReason::UnknownName,
+        AuthFailureReason::WrongSecret => ComponentAuthFailureReason::WrongSecret,
+        AuthFailureReason::BadHandshake => ComponentAuthFailureReason::BadHandshake,
+    }
 }
 
 impl LiveNode for LiveServer {
+    #[allow(
+        clippy::needless_update,
+        reason = "fields the admin layer adds later (federation) keep their default until wired here"
+    )]
     fn status(&self) -> LiveStatus {
         let status = self.server.status();
         LiveStatus {
@@ -203,7 +202,26 @@ impl LiveNode for LiveServer {
                     tls: s.meta.tls,
                 })
                 .collect(),
-            // Components and federation report here once they exist.
+            callbridges: status
+                .components
+                .into_iter()
+                .map(|c| CallBridgeConnection {
+                    name: c.name,
+                    peer: c.peer.to_string(),
+                    since_unix: c.since_unix,
+                    tls: c.tls,
+                })
+                .collect(),
+            component_auth_failures: status
+                .component_auth_failures
+                .into_iter()
+                .map(|f| ComponentAuthFailure {
+                    name: f.name,
+                    peer: f.peer.to_string(),
+                    at_unix: f.at_unix,
+                    reason: failure_reason(f.reason),
+                })
+                .collect(),
             ..LiveStatus::default()
         }
     }
@@ -227,6 +245,16 @@ impl LiveNode for LiveServer {
         if closed > 0 {
             log::info!("account {user} changed: closing {closed} session(s)");
         }
+    }
+
+    /// Secrets are read from the store at each handshake, so an added bridge needs nothing;
+    /// a deleted or re-keyed one loses its connection.
+    fn callbridge_changed(&self, name: &str) {
+        self.server.callbridge_changed(name);
+    }
+
+    fn log_handle(&self) -> Option<sb_logging::LogHandle> {
+        self.log.clone()
     }
 }
 
@@ -274,9 +302,14 @@ fn print_banner(server: &Server, dir: &Path) {
         status.domain
     );
     for listener in &status.listeners {
+        let what = match (listener.service, listener.plain) {
+            (Service::Client, _) => "clients",
+            (Service::Component, false) => "Call Bridges (TLS)",
+            (Service::Component, true) => "Call Bridges (plain TCP)",
+        };
         match (&listener.bound, &listener.error) {
-            (Some(addr), _) => println!("  clients: listening on {addr}"),
-            (None, Some(error)) => println!("  clients: NOT listening on {}: {error}", listener.address),
+            (Some(addr), _) => println!("  {what}: listening on {addr}"),
+            (None, Some(error)) => println!("  {what}: NOT listening on {}: {error}", listener.address),
             (None, None) => {}
         }
     }
@@ -284,7 +317,12 @@ fn print_banner(server: &Server, dir: &Path) {
         println!("  the XMPP service is disabled (mmp -d {} xmpp enable)", dir.display());
     }
     println!("Add a user:  mmp -d {} user add <name>", dir.display());
-    if let Some(addr) = status.listeners.iter().find_map(|l| l.bound) {
+    if let Some(addr) = status
+        .listeners
+        .iter()
+        .filter(|l| l.service == Service::Client)
+        .find_map(|l| l.bound)
+    {
         println!(
             "Client settings: server {}, port {}, domain {}, STARTTLS{}",
             addr.ip(),
@@ -312,13 +350,14 @@ async fn wait_for_signal() {
     }
 }
 
-async fn run(options: Options, store: Store) -> Result<(), StartError> {
+async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>) -> Result<(), StartError> {
     start_heartbeat();
     let server = Server::new(store.clone(), &options.dir, options.tuning);
     server.start().await?;
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
         runtime: tokio::runtime::Handle::current(),
+        log,
     });
     let admin = Arc::new(Admin::new(store, options.dir.clone(), Some(live)));
     let admin_listener = sb_admin::socket::bind(&options.dir).map_err(StartError::AdminSocket)?;
@@ -340,7 +379,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logger(&options.log_level);
+    let log = init_logger(&options.log_level);
     raise_fd_limit();
     let started = (|| {
         let store = Store::open(&options.dir)?;
@@ -349,7 +388,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        runtime.block_on(run(options, store))
+        runtime.block_on(run(options, store, log))
     })();
     match started {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,8 +15,8 @@ use crate::limits::ConnectionSlot;
 use crate::presence::SessionPresence;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::sasl::{self as sasl_auth, AuthContext, Exchange, Outcome};
+use crate::stream_io::{FlushError, StreamIo};
 use crate::{bind, session};
-use bytes::BytesMut;
 use negotiation::{Mechanism, Negotiation, NegotiationConfig, Step};
 use sb_proto::sasl::encode_payload;
 use sb_proto::{
@@ -25,19 +25,11 @@ use sb_proto::{
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout};
 use transport::Transport;
 
-/// Room for one TLS record's worth of plaintext per read; the framer keeps what it needs.
-const READ_CHUNK: usize = 1024;
-/// A read buffer that grew past this for a burst is given back once empty.
-const KEEP_BUFFER_BYTES: usize = 8 * 1024;
-/// Write buffers above this are given back after each flush: most sessions are idle
-/// most of the time, and a write allocation is cheap next to the TLS encryption.
-const KEEP_WRITE_BUFFER_BYTES: usize = 512;
 /// Queued stanzas written in one go before the socket is flushed.
 const OUTBOUND_BATCH: usize = 32;
 
@@ -73,10 +65,7 @@ enum Wake {
 pub struct Connection {
     core: Arc<Core>,
     settings: Arc<Settings>,
-    transport: Transport,
-    peer: SocketAddr,
-    read_buf: BytesMut,
-    write_buf: Vec<u8>,
+    io: StreamIo,
     framer: StreamFramer,
     negotiation: Negotiation,
     sasl: Option<(Mechanism, Box<Exchange>)>,
@@ -84,8 +73,6 @@ pub struct Connection {
     /// Our header for the current stream went out (an error needs one first).
     header_sent: bool,
     accepted_at: Instant,
-    last_read: Instant,
-    last_write: Instant,
     stop: watch::Receiver<u64>,
     _slot: ConnectionSlot,
     _tracked: TrackedConnection,
@@ -108,23 +95,17 @@ pub async fn serve(
         tls_required: settings.starttls_required,
         max_auth_attempts: core.tuning.max_auth_attempts,
     });
-    let now = Instant::now();
     let mut connection = Connection {
         framer: StreamFramer::new(FramerConfig::with_max_stanza_bytes(settings.max_stanza_bytes)),
         stop: core.stop_signal(),
         core,
         settings,
-        transport: Transport::Plain(tcp),
-        peer,
-        read_buf: BytesMut::new(),
-        write_buf: Vec::new(),
+        io: StreamIo::new(Transport::Plain(tcp), peer),
         negotiation,
         sasl: None,
         session: None,
         header_sent: false,
-        accepted_at: now,
-        last_read: now,
-        last_write: now,
+        accepted_at: Instant::now(),
         _slot: slot,
         _tracked: tracked,
     };
@@ -153,18 +134,9 @@ impl Connection {
             if self.core.is_shutting_down() {
                 return Flow::Close(Some(StreamError::new(StreamErrorCondition::SystemShutdown)));
             }
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
             let wake_at = self.next_timer();
             let wake = {
-                let Connection {
-                    transport,
-                    read_buf,
-                    session,
-                    stop,
-                    ..
-                } = self;
+                let Connection { io, session, stop, .. } = self;
                 let (control_ref, rx_ref) = match session {
                     Some(s) => (Some(&*s.control), Some(&mut s.rx)),
                     None => (None, None),
@@ -173,7 +145,7 @@ impl Connection {
                     biased;
                     _ = stop.changed() => Wake::Shutdown,
                     _ = control(control_ref) => Wake::Control,
-                    read = transport.read_buf(read_buf) => Wake::Read(read),
+                    read = io.read() => Wake::Read(read),
                     item = outbound(rx_ref) => Wake::Outbound(item),
                     _ = sleep_until(wake_at.into()) => Wake::Timer,
                 }
@@ -185,15 +157,15 @@ impl Connection {
                     None => Flow::Continue,
                 },
                 Wake::Read(Ok(0)) => {
-                    log::debug!("c2s: {} closed the connection", self.peer);
+                    log::debug!("c2s: {} closed the connection", self.io.peer);
                     Flow::Abort
                 }
                 Wake::Read(Ok(_)) => {
-                    self.last_read = Instant::now();
+                    self.io.feed(&mut self.framer);
                     Box::pin(self.process_input()).await
                 }
                 Wake::Read(Err(e)) => {
-                    log::debug!("c2s: read from {} failed: {e}", self.peer);
+                    log::debug!("c2s: read from {} failed: {e}", self.io.peer);
                     Flow::Abort
                 }
                 Wake::Outbound(Some(item)) => {
@@ -218,9 +190,7 @@ impl Connection {
     fn next_timer(&self) -> Instant {
         let tuning = &self.core.tuning;
         if self.negotiation.is_authenticated() {
-            let idle = self.last_read + tuning.idle_timeout;
-            let keepalive = self.last_write + tuning.keepalive_interval;
-            idle.min(keepalive)
+            self.io.liveness_deadline(tuning)
         } else {
             self.accepted_at + tuning.pre_auth_timeout
         }
@@ -231,7 +201,7 @@ impl Connection {
         let tuning = &self.core.tuning;
         if !self.negotiation.is_authenticated() {
             if now >= self.accepted_at + tuning.pre_auth_timeout {
-                log::info!("c2s: {} did not authenticate in time", self.peer);
+                log::info!("c2s: {} did not authenticate in time", self.io.peer);
                 return Flow::Close(Some(StreamError::with_text(
                     StreamErrorCondition::ConnectionTimeout,
                     "authentication took too long",
@@ -239,32 +209,30 @@ impl Connection {
             }
             return Flow::Continue;
         }
-        if now >= self.last_read + tuning.idle_timeout {
-            log::info!("c2s: {} idle for too long", self.describe());
-            return Flow::Close(Some(StreamError::new(StreamErrorCondition::ConnectionTimeout)));
+        match self.io.check_liveness(tuning, now) {
+            Ok(()) => Flow::Continue,
+            Err(error) => {
+                log::info!("c2s: {} idle for too long", self.describe());
+                Flow::Close(Some(error))
+            }
         }
-        if now >= self.last_write + tuning.keepalive_interval && self.write_buf.is_empty() {
-            // RFC 6120 §4.6.1: whitespace between stanzas keeps the stream alive.
-            self.write_buf.push(b' ');
-        }
-        Flow::Continue
     }
 
     fn describe(&self) -> String {
         match &self.session {
-            Some(s) => format!("{} ({})", s.jid, self.peer),
-            None => self.peer.to_string(),
+            Some(s) => format!("{} ({})", s.jid, self.io.peer),
+            None => self.io.peer.to_string(),
         }
     }
 
     fn write_element(&mut self, element: &Element) {
-        element.write_to(&mut self.write_buf, ns::CLIENT);
+        element.write_to(&mut self.io.write_buf, ns::CLIENT);
     }
 
     fn write_outbound(&mut self, item: Outbound) {
         match item {
-            Outbound::Stanza(stanza) => stanza.write_to(&mut self.write_buf, ns::CLIENT),
-            Outbound::Raw(bytes) => self.write_buf.extend_from_slice(&bytes),
+            Outbound::Stanza(stanza) => stanza.write_to(&mut self.io.write_buf, ns::CLIENT),
+            Outbound::Raw(bytes) => self.io.write_buf.extend_from_slice(&bytes),
         }
     }
 
@@ -278,43 +246,24 @@ impl Connection {
         }
     }
 
-    /// Write out `write_buf`. False when the peer is gone or does not take our bytes in time.
+    /// Write out what is buffered. False when the peer is gone or does not take our bytes
+    /// in time.
     async fn flush(&mut self) -> bool {
-        if self.write_buf.is_empty() {
-            return true;
-        }
-        let transport = &mut self.transport;
-        let data = &self.write_buf;
-        let written = timeout(self.core.tuning.write_timeout, async {
-            transport.write_all(data).await?;
-            transport.flush().await
-        })
-        .await;
-        self.write_buf.clear();
-        if self.write_buf.capacity() > KEEP_WRITE_BUFFER_BYTES {
-            self.write_buf = Vec::new();
-        }
-        self.last_write = Instant::now();
-        match written {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                log::debug!("c2s: write to {} failed: {e}", self.peer);
+        match self.io.flush(self.core.tuning.write_timeout).await {
+            Ok(()) => true,
+            Err(FlushError::Stalled) => {
+                log::info!("c2s: {} does not read; dropping it", self.describe());
                 false
             }
-            Err(_) => {
-                log::info!("c2s: {} does not read; dropping it", self.describe());
+            Err(e) => {
+                log::debug!("c2s: {} to {}", e, self.io.peer);
                 false
             }
         }
     }
 
-    /// Feed what was read to the framer and act on every complete event.
+    /// Act on every complete event the framer has.
     async fn process_input(&mut self) -> Flow {
-        self.framer.feed(&self.read_buf);
-        self.read_buf.clear();
-        if self.read_buf.capacity() > KEEP_BUFFER_BYTES {
-            self.read_buf = BytesMut::new();
-        }
         loop {
             let event = match self.framer.next_event() {
                 Ok(Some(event)) => event,
@@ -341,14 +290,14 @@ impl Connection {
         header.id = Some(self.core.unique_id());
         header.lang = Some("en".to_owned());
         header.to = to.and_then(|t| Jid::parse(t).ok()).map(|j| j.to_string());
-        self.write_buf.extend_from_slice(&header.to_bytes());
+        self.io.write_buf.extend_from_slice(&header.to_bytes());
         self.header_sent = true;
     }
 
     fn on_header(&mut self, header: StreamHeader) -> Flow {
         self.send_header(header.from.as_deref());
         if let Err(error) = self.negotiation.check_header(&header) {
-            log::info!("c2s: refusing stream from {}: {error}", self.peer);
+            log::info!("c2s: refusing stream from {}: {error}", self.io.peer);
             return Flow::Close(Some(error));
         }
         let features = self.negotiation.features();
@@ -408,13 +357,13 @@ impl Connection {
         if !self.flush().await {
             return Flow::Abort;
         }
-        let handshake = timeout(self.core.tuning.pre_auth_timeout, self.transport.start_tls(config)).await;
+        let handshake = timeout(self.core.tuning.pre_auth_timeout, self.io.transport.start_tls(config)).await;
         match handshake {
             Ok(Ok(())) => {
                 log::debug!(
                     "c2s: TLS with {}: {}",
-                    self.peer,
-                    self.transport.tls_description().unwrap_or_default()
+                    self.io.peer,
+                    self.io.transport.tls_description().unwrap_or_default()
                 );
                 self.negotiation.tls_established();
                 // RFC 6120 §5.4.3.3: a fresh stream; anything sent in the clear after
@@ -424,18 +373,18 @@ impl Connection {
                 Flow::Restarted
             }
             Ok(Err(e)) => {
-                log::info!("c2s: TLS handshake with {} failed: {e}", self.peer);
+                log::info!("c2s: TLS handshake with {} failed: {e}", self.io.peer);
                 Flow::Abort
             }
             Err(_) => {
-                log::info!("c2s: TLS handshake with {} timed out", self.peer);
+                log::info!("c2s: TLS handshake with {} timed out", self.io.peer);
                 Flow::Abort
             }
         }
     }
 
     async fn sasl_start(&mut self, mechanism: Mechanism, payload: String) -> Flow {
-        let ip = self.peer.ip();
+        let ip = self.io.peer.ip();
         let tuning = &self.core.tuning;
         if !self.core.auth_failures.allowed(
             ip,
@@ -499,7 +448,11 @@ impl Connection {
                     success = success.with_text(encode_payload(&additional));
                 }
                 self.write_element(&success);
-                log::info!("c2s: {user} authenticated from {} with {}", self.peer, mechanism.name());
+                log::info!(
+                    "c2s: {user} authenticated from {} with {}",
+                    self.io.peer,
+                    mechanism.name()
+                );
                 self.negotiation.sasl_succeeded(user);
                 // RFC 6120 §6.4.6: a new stream follows; a client may already have sent
                 // its header right behind the last response, so keep unread bytes.
@@ -518,15 +471,15 @@ impl Connection {
             let tuning = &self.core.tuning;
             self.core
                 .auth_failures
-                .record_failure(self.peer.ip(), tuning.auth_failure_window, Instant::now());
+                .record_failure(self.io.peer.ip(), tuning.auth_failure_window, Instant::now());
             log::warn!(
                 "c2s: authentication failed for {} from {}: {}",
                 failure.user.as_deref().unwrap_or("?"),
-                self.peer,
+                self.io.peer,
                 failure.error
             );
         } else {
-            log::info!("c2s: SASL failure for {}: {}", self.peer, failure.error);
+            log::info!("c2s: SASL failure for {}: {}", self.io.peer, failure.error);
         }
         match self.negotiation.sasl_failed(failure.bad_credentials) {
             Some(error) => Flow::Close(Some(error)),
@@ -551,19 +504,19 @@ impl Connection {
         let control = Arc::new(SessionControl::default());
         let handle = SessionHandle::new(self.core.router.next_session_id(), tx, Arc::clone(&control));
         let meta = SessionMeta {
-            peer: self.peer,
+            peer: self.io.peer,
             since_unix: unix_now(),
-            tls: self.transport.is_tls(),
+            tls: self.io.transport.is_tls(),
         };
         if let Some(replaced) = self.core.router.bind(&user, &resource, handle.clone(), meta) {
-            log::info!("c2s: {jid} from {} replaces the session on that resource", self.peer);
+            log::info!("c2s: {jid} from {} replaces the session on that resource", self.io.peer);
             replaced.handle.close(StreamError::with_text(
                 StreamErrorCondition::Conflict,
                 "replaced by a new session",
             ));
             crate::presence::session_replaced(&self.core, &user, &jid, replaced.presence).await;
         }
-        log::info!("c2s: {jid} bound from {}", self.peer);
+        log::info!("c2s: {jid} bound from {}", self.io.peer);
         self.write_element(&bind::answer(request, &jid));
         self.negotiation.bound(jid.clone());
         self.session = Some(Session {
@@ -598,29 +551,11 @@ impl Connection {
             if let Some(error) = &error {
                 self.write_element(&error.to_element());
             }
-            self.write_buf.extend_from_slice(b"</stream:stream>");
+            self.io.write_buf.extend_from_slice(b"</stream:stream>");
             if self.flush().await {
-                self.close_transport().await;
+                self.io.close(self.core.tuning.close_grace).await;
             }
         }
-    }
-
-    /// Shut our side (TLS close_notify, then TCP FIN) and give the peer a moment to read
-    /// everything and close its side: closing with unread input would reset the connection
-    /// and could destroy our last words in the peer's receive buffer.
-    async fn close_transport(&mut self) {
-        let grace = self.core.tuning.close_grace;
-        let transport = &mut self.transport;
-        let _ = timeout(grace, async {
-            let _ = transport.shutdown().await;
-            let mut sink = [0u8; 512];
-            while let Ok(n) = transport.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
     }
 }
 

@@ -144,7 +144,7 @@ impl Connection {
                     self.write_element(stanza);
                 }
                 for raw in &for_session.raw {
-                    self.write_buf.extend_from_slice(raw);
+                    self.io.write_buf.extend_from_slice(raw);
                 }
             }
             Err(error) => {
