@@ -1,0 +1,240 @@
+//! Host-side image builder: from a board file to the initramfs, the UKI and the flashable
+//! GPT disk image, without root, byte-for-byte repeatable for the same inputs.
+
+pub mod board;
+pub mod cpio;
+pub mod disk;
+pub mod host;
+pub mod initramfs;
+pub mod kernel;
+pub mod modules;
+pub mod uki;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+pub use board::Board;
+pub use initramfs::Binaries;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("board file {path}: {reason}")]
+    Board { path: String, reason: String },
+    #[error("host tool `{tool}` not found: install the Debian package `{package}` (apt-get install {package})")]
+    MissingTool { tool: String, package: String },
+    #[error("host tools missing: {0}; install those Debian packages")]
+    MissingTools(String),
+    #[error("`{tool}` failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("kernel package {package}: {reason}")]
+    KernelPackage { package: String, reason: String },
+    #[error("kernel modules: {0}")]
+    Modules(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> ImageError {
+    move |source| ImageError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// A UUID that depends only on the board name and a role, so rebuilding gives the same
+/// partition table and filesystem ids. Not secret; FNV-1a is enough to spread the bits.
+pub fn stable_uuid(board: &str, role: &str) -> String {
+    let hash = |seed: u64| {
+        let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+        for b in board.bytes().chain([0]).chain(role.bytes()) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hash(1).to_be_bytes());
+    bytes[8..].copy_from_slice(&hash(2).to_be_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4 layout (random-looking), RFC 4122 variant
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+pub struct BuildRequest {
+    pub board_file: PathBuf,
+    pub binaries: Binaries,
+    pub out_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    /// SOURCE_DATE_EPOCH: every timestamp in every output.
+    pub epoch: u32,
+    pub version: String,
+}
+
+#[derive(Debug)]
+pub struct Artifacts {
+    pub vmlinuz: PathBuf,
+    pub vmlinux: PathBuf,
+    pub initramfs: PathBuf,
+    pub uki: PathBuf,
+    pub disk: PathBuf,
+    pub cmdline: String,
+    pub modules: Vec<String>,
+    pub initramfs_uncompressed: u64,
+}
+
+impl Artifacts {
+    /// `key=value` lines, read by `cargo xtask qemu` and the QEMU tests.
+    pub fn manifest(&self) -> String {
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        format!(
+            "vmlinuz={}\nvmlinux={}\ninitramfs={}\nuki={}\ndisk={}\ncmdline={}\nmodules={}\n\
+             size_vmlinuz={}\nsize_initramfs={}\nsize_initramfs_uncompressed={}\nsize_uki={}\nsize_disk={}\n",
+            self.vmlinuz.display(),
+            self.vmlinux.display(),
+            self.initramfs.display(),
+            self.uki.display(),
+            self.disk.display(),
+            self.cmdline,
+            self.modules.join(","),
+            size(&self.vmlinuz),
+            size(&self.initramfs),
+            self.initramfs_uncompressed,
+            size(&self.uki),
+            size(&self.disk),
+        )
+    }
+}
+
+fn step<T>(what: &str, f: impl FnOnce() -> Result<T, ImageError>) -> Result<T, ImageError> {
+    let started = Instant::now();
+    log::info!("{what}...");
+    let value = f()?;
+    log::info!("{what}: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(value)
+}
+
+pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
+    host::check_all()?;
+    let (board, board_text) = Board::load(&request.board_file)?;
+    let out = request.out_dir.join(&board.board.name);
+    let work = out.join("work");
+    std::fs::create_dir_all(&work).map_err(io_err("creating the output directory"))?;
+    let kernel = step("kernel", || kernel::prepare(&board.kernel, &request.cache_dir))?;
+
+    let contents = step("initramfs contents", || {
+        initramfs::assemble(&board, &board_text, &kernel, &request.binaries, &request.version)
+    })?;
+    let initramfs = out.join("initramfs.cpio.zst");
+    let initramfs_uncompressed = step("initramfs", || {
+        initramfs::write_compressed(&contents.archive, request.epoch, &work, &initramfs)
+    })?;
+
+    let vmlinuz = out.join("vmlinuz");
+    let vmlinux = out.join("vmlinux");
+    copy_file(&kernel.vmlinuz, &vmlinuz)?;
+    copy_file(&kernel.vmlinux, &vmlinux)?;
+
+    let osrel = work.join("os-release");
+    let cmdline_file = work.join("cmdline");
+    std::fs::write(
+        &osrel,
+        format!(
+            "NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{}\"\n",
+            request.version
+        ),
+    )
+    .map_err(io_err("writing os-release"))?;
+    std::fs::write(&cmdline_file, &board.kernel.cmdline).map_err(io_err("writing the command line"))?;
+    let uki = out.join("switchboard.efi");
+    step("UKI", || {
+        uki::build(
+            &uki::UkiParts {
+                osrel: &osrel,
+                cmdline: &cmdline_file,
+                linux: &kernel.vmlinuz,
+                initrd: &initramfs,
+            },
+            &uki,
+            request.epoch,
+        )
+    })?;
+    set_mtime(&uki, request.epoch)?;
+
+    // The data partition starts empty (init makes its directories on first boot): a seeded
+    // file would carry the host's ctime, which no tool can pin, into the image.
+    let seed = work.join("data-seed");
+    if seed.exists() {
+        std::fs::remove_dir_all(&seed).map_err(io_err("clearing the data seed"))?;
+    }
+    std::fs::create_dir_all(&seed).map_err(io_err("creating the data seed"))?;
+    set_mtime(&seed, request.epoch)?;
+    let disk = out.join("disk.img");
+    step("disk image", || {
+        disk::build(
+            &board.disk,
+            &disk::DiskInputs {
+                board_name: &board.board.name,
+                uki: &uki,
+                data_seed: &seed,
+                work: &work,
+                epoch: request.epoch,
+            },
+            &disk,
+        )
+    })?;
+    let artifacts = Artifacts {
+        vmlinuz,
+        vmlinux,
+        initramfs,
+        uki,
+        disk,
+        cmdline: board.kernel.cmdline.clone(),
+        modules: contents.modules,
+        initramfs_uncompressed,
+    };
+    std::fs::write(out.join("manifest"), artifacts.manifest()).map_err(io_err("writing the manifest"))?;
+    Ok(artifacts)
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<(), ImageError> {
+    std::fs::copy(from, to).map(|_| ()).map_err(|source| ImageError::Io {
+        what: format!("copying {} to {}", from.display(), to.display()),
+        source,
+    })
+}
+
+fn set_mtime(path: &Path, epoch: u32) -> Result<(), ImageError> {
+    let time = UNIX_EPOCH + Duration::from_secs(epoch as u64);
+    let file = std::fs::File::open(path).map_err(io_err("opening a file to pin its mtime"))?;
+    file.set_times(std::fs::FileTimes::new().set_modified(time).set_accessed(time))
+        .map_err(io_err("pinning an mtime"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_uuids_are_stable_distinct_and_well_formed() {
+        let a = stable_uuid("qemu-q35", "data");
+        assert_eq!(a, stable_uuid("qemu-q35", "data"));
+        assert_ne!(a, stable_uuid("qemu-q35", "ESP"));
+        assert_ne!(a, stable_uuid("appliance-x86", "data"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+}
