@@ -26,6 +26,11 @@ pub trait LiveNode: Send + Sync {
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
         None
     }
+    /// The federation subsystem, for `federation status`, `dns check` and applying
+    /// federation and DNS settings; `None` when the daemon runs without one.
+    fn federation(&self) -> Option<Arc<dyn crate::federation::FederationLive>> {
+        None
+    }
 }
 
 /// A snapshot of the daemon, for `xmpp status`. Build it with `..Default::default()` so fields

@@ -10,7 +10,10 @@
 //! family touches that family's file only; adding a family is a new file plus one table line.
 
 mod admin;
+pub mod appliance;
 pub mod command;
+mod dns;
+pub mod federation;
 mod help;
 mod hostname;
 mod logs;
@@ -23,7 +26,16 @@ pub use admin::{
     Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
     LiveStatus, SessionInfo,
 };
+pub use appliance::{
+    AdminPasswdCommand, ApplianceHost, HealthCommand, IfaceCommand, Ipv4Command, RebootCommand, ShutdownCommand,
+    UptimeCommand, VersionCommand,
+};
 pub use command::{ParseError, Usage};
+pub use dns::DnsCommand;
+pub use federation::{
+    DnsCheckReport, DnsRecordCheck, DnsServiceCheck, FederationCommand, FederationLink, FederationLive,
+    FederationLiveStatus,
+};
 pub use help::HelpCommand;
 pub use hostname::HostnameCommand;
 pub use logs::{LogCommand, LogLevel, SyslogCommand};
@@ -156,8 +168,28 @@ command_families! {
     Syslog(SyslogCommand),
     /// `log level ...`: log levels at run time.
     Log(LogCommand),
+    /// `federation ...`: server-to-server federation settings and links.
+    Federation(FederationCommand),
+    /// `dns ...`: the resolver federation uses.
+    Dns(DnsCommand),
     /// `hostname`: the name shown in the prompt.
     Hostname(HostnameCommand),
+    /// `ipv4 ...`: the appliance's static IPv4 settings.
+    Ipv4(Ipv4Command),
+    /// `iface`: the appliance's network interfaces.
+    Iface(IfaceCommand),
+    /// `uptime`: time since boot.
+    Uptime(UptimeCommand),
+    /// `version`: firmware and kernel versions.
+    Version(VersionCommand),
+    /// `health`: watchdog, reset cause, xmppd supervision, data partition.
+    Health(HealthCommand),
+    /// `reboot`: restart the appliance.
+    Reboot(RebootCommand),
+    /// `shutdown`: power the appliance off.
+    Shutdown(ShutdownCommand),
+    /// `admin passwd`: the console admin password.
+    AdminPasswd(AdminPasswdCommand),
     /// `help`: one line per command.
     Help(HelpCommand),
 }
@@ -306,7 +338,7 @@ mod tests {
         assert_eq!(parse("help"), Ok(Command::Help(HelpCommand::All)));
         assert_eq!(failure("help me"), "FAILURE: help: unexpected argument 'me'");
         assert_eq!(parse("hostname"), Ok(Command::Hostname(HostnameCommand::Show)));
-        assert_eq!(failure("hostname a b"), "FAILURE: hostname: unexpected argument 'a'");
+        assert_eq!(failure("hostname a b"), "FAILURE: hostname: unexpected argument 'b'");
     }
 
     #[test]

@@ -104,14 +104,6 @@ impl NetworkConfig {
     }
 }
 
-pub fn valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
 /// Replaces `path` with `contents` so that a power cut leaves either the old or the new file.
 pub fn write_atomic(path: &str, contents: &[u8]) -> std::io::Result<()> {
     let path = Path::new(path);
@@ -179,13 +171,9 @@ mod tests {
     }
 
     #[test]
-    fn cidr_and_hostname_rules() {
+    fn cidr_rules() {
         assert_eq!(parse_cidr("10.1.2.3/8").unwrap(), (Ipv4Addr::new(10, 1, 2, 3), 8));
         assert!(parse_cidr("10.1.2.3").is_err());
-        assert!(valid_hostname("node-1"));
-        for bad in ["", "-a", "a-", "a b", "a.b", &"x".repeat(64)] {
-            assert!(!valid_hostname(bad), "{bad}");
-        }
     }
 
     #[test]

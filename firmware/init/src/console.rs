@@ -1,7 +1,7 @@
 //! The serial console process (`/init console`), started and restarted by PID 1: the
-//! recovery window and menu, the admin login, and the MMP command line. Appliance commands
-//! are handled here; every other line goes to `mmp`, so the console gives the same answers
-//! as every other front end.
+//! recovery window and menu, the admin login, and the MMP command line. Every command line,
+//! the appliance commands included, goes to `mmp` (sb-admin's one parser and executor), so
+//! the console gives the same answers as every other front end.
 
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use nix::sys::termios::{self, BaudRate, LocalFlags, SetArg};
 
 use crate::board::Board;
-use crate::config::{self, NetworkConfig, StaticIpv4, parse_cidr, valid_hostname};
+use crate::config::{self, NetworkConfig};
 use crate::control::{self, Request};
 use crate::pid1::{MMP, XMPP_DIR, hostname};
-use crate::{cmdline, logger, mounts, net, password};
+use crate::{cmdline, logger, mounts, password};
 
 const STARTED_MARKER: &str = "/run/switchboard/console-started";
 const LOGIN_DELAY: Duration = Duration::from_secs(2);
@@ -148,7 +148,7 @@ pub fn run() -> ! {
         if !login() {
             std::process::exit(0);
         }
-        if !session(&board) {
+        if !session() {
             std::process::exit(0);
         }
     }
@@ -224,7 +224,7 @@ fn set_admin_password() -> bool {
 }
 
 /// The MMP command line. Returns false when the terminal went away.
-fn session(board: &Board) -> bool {
+fn session() -> bool {
     loop {
         out(&format!("{}> ", hostname()));
         let Some(line) = read_line() else { return false };
@@ -232,10 +232,13 @@ fn session(board: &Board) -> bool {
         match words.as_slice() {
             [] => {}
             ["exit" | "logout" | "quit"] => return true,
-            _ => match appliance_command(board, &words) {
-                Some(answer) => out(&answer),
-                None => run_mmp(&words),
-            },
+            #[cfg(feature = "test-hooks")]
+            ["test", "watchdog-stop"] => out(&request(Request::TestStopPetting)),
+            #[cfg(feature = "test-hooks")]
+            ["test", "xmppd-sigstop"] => out(&request(Request::TestStopXmppd)),
+            // Every command, the appliance ones included, is parsed and run by sb-admin through
+            // mmp, so the console answers exactly as every other front end does.
+            _ => run_mmp(&words),
         }
     }
 }
@@ -260,128 +263,10 @@ fn failure(reason: impl std::fmt::Display) -> String {
     format!("FAILURE: {reason}\n")
 }
 
-/// Commands the appliance answers itself; None for everything mmp handles.
-pub fn appliance_command(board: &Board, words: &[&str]) -> Option<String> {
-    Some(match words {
-        ["ipv4", iface, rest @ ..] => ipv4(board, iface, rest),
-        ["iface"] => net::interfaces()
-            .iter()
-            .map(|k| format!("{} ({k})\n{}", board.board_iface(k), net::describe(k)))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        ["iface", name] => match board.kernel_iface(name) {
-            Some(kernel) => {
-                let stored = NetworkConfig::load();
-                let mode = match stored.for_iface(board.board_iface(kernel)) {
-                    Some(s) => format!(
-                        "static {}/{}{}",
-                        s.addr,
-                        s.prefix,
-                        s.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
-                    ),
-                    None if board.network.default_interface == board.board_iface(kernel) => "dhcp4".into(),
-                    None => "unconfigured".into(),
-                };
-                format!(
-                    "Interface: {} ({kernel})\n{}Config  : {mode}\n",
-                    board.board_iface(kernel),
-                    net::describe(kernel)
-                )
-            }
-            None => failure(format!("no interface {name}")),
-        },
-        ["hostname"] => format!("{}\n", hostname()),
-        ["hostname", name] => {
-            if !valid_hostname(name) {
-                failure("a hostname is 1-63 letters, digits and inner '-'")
-            } else if let Err(e) = config::write_atomic(config::HOSTNAME, format!("{name}\n").as_bytes()) {
-                failure(e)
-            } else {
-                let _ = nix::unistd::sethostname(name);
-                success()
-            }
-        }
-        ["uptime"] => uptime(),
-        ["version"] => format!(
-            "Switchboard {}\nkernel {}\n",
-            std::fs::read_to_string("/etc/switchboard/version")
-                .unwrap_or_default()
-                .trim(),
-            nix::sys::utsname::uname()
-                .map(|u| u.release().to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ),
-        ["health"] => health(),
-        ["reboot"] => request(Request::Reboot),
-        ["shutdown"] => request(Request::PowerOff),
-        ["admin", "passwd"] => {
-            set_admin_password();
-            String::new()
-        }
-        #[cfg(feature = "test-hooks")]
-        ["test", "watchdog-stop"] => request(Request::TestStopPetting),
-        #[cfg(feature = "test-hooks")]
-        ["test", "xmppd-sigstop"] => request(Request::TestStopXmppd),
-        _ => return None,
-    })
-}
-
 fn request(r: Request) -> String {
     match control::send(r) {
         Ok(()) => success(),
         Err(e) => failure(format!("init did not take the request: {e}")),
-    }
-}
-
-fn ipv4(board: &Board, iface: &str, rest: &[&str]) -> String {
-    let Some(kernel) = board.kernel_iface(iface) else {
-        return failure(format!("no interface {iface}"));
-    };
-    let name = board.board_iface(kernel).to_string();
-    let mut stored = NetworkConfig::load();
-    match rest {
-        [] => match stored.for_iface(&name) {
-            Some(s) => format!(
-                "{}/{}{}\n",
-                s.addr,
-                s.prefix,
-                s.gateway.map(|g| format!(" {g}")).unwrap_or_default()
-            ),
-            None => "dhcp4 or unconfigured\n".into(),
-        },
-        ["add", cidr, gateway @ ..] if gateway.len() <= 1 => {
-            let (addr, prefix) = match parse_cidr(cidr) {
-                Ok(v) => v,
-                Err(e) => return failure(e),
-            };
-            let gateway = match gateway.first().map(|g| g.parse()) {
-                Some(Ok(g)) => Some(g),
-                Some(Err(_)) => return failure("the gateway must be an IPv4 address"),
-                None => None,
-            };
-            stored.addresses.retain(|a| a.iface != name);
-            stored.addresses.push(StaticIpv4 {
-                iface: name,
-                addr,
-                prefix,
-                gateway,
-            });
-            save_network(&stored)
-        }
-        ["del", cidr] => {
-            let Ok((addr, prefix)) = parse_cidr(cidr) else {
-                return failure("expected <address>/<prefix>");
-            };
-            let before = stored.addresses.len();
-            stored
-                .addresses
-                .retain(|a| !(a.iface == name && a.addr == addr && a.prefix == prefix));
-            if stored.addresses.len() == before {
-                return failure(format!("{cidr} is not configured on {iface}"));
-            }
-            save_network(&stored)
-        }
-        _ => failure("usage: ipv4 <iface> add <addr>/<prefix> [<gateway>] | ipv4 <iface> del <addr>/<prefix>"),
     }
 }
 
@@ -390,68 +275,6 @@ fn save_network(config: &NetworkConfig) -> String {
         return failure(e);
     }
     request(Request::NetworkReload)
-}
-
-fn uptime() -> String {
-    let up = logger::uptime_s() as u64;
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    format!(
-        "up {} days, {:02}:{:02}:{:02}, load {}\n",
-        up / 86400,
-        up / 3600 % 24,
-        up / 60 % 60,
-        up % 60,
-        load.join(" ")
-    )
-}
-
-fn health() -> String {
-    let h = control::read_health();
-    let get = |k: &str| {
-        h.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("-")
-    };
-    let data = match mounts::usage(mounts::DATA).filter(|_| mounts::is_mounted(mounts::DATA)) {
-        Some((used, total)) => format!(
-            "{} MiB used of {} MiB ({}%)",
-            used >> 20,
-            total >> 20,
-            used * 100 / total.max(1)
-        ),
-        None => "NOT MOUNTED".into(),
-    };
-    let memory = memory_in_use().map(|(used, total)| format!("{} MiB used of {} MiB", used >> 10, total >> 10));
-    format!(
-        "Watchdog          : {} ({}, timeout {} s, boot status {})\nLast reset cause  : {}\nxmppd             : {}\n\
-         xmppd restarts    : {}\nxmppd last exit   : {}\nData partition    : {data}\nMemory            : {}\n",
-        get("watchdog"),
-        get("watchdog_device"),
-        get("watchdog_timeout_s"),
-        get("watchdog_boot_status"),
-        get("last_reset"),
-        get("xmppd"),
-        get("xmppd_restarts"),
-        get("xmppd_last_exit"),
-        memory.as_deref().unwrap_or("-"),
-    )
-}
-
-/// (in use, total) KiB from /proc/meminfo: total minus what the kernel could hand out.
-fn memory_in_use() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse::<u64>()
-            .ok()
-    };
-    let (total, available) = (field("MemTotal:")?, field("MemAvailable:")?);
-    Some((total.saturating_sub(available), total))
 }
 
 /// Physical access is the trust here: no password asked.
@@ -564,52 +387,13 @@ fn recovery_network(board: &Board) {
     } else {
         out("Gateway (empty for none): ");
         let Some(gateway) = read_line() else { return };
-        let mut args = vec!["add", cidr.trim()];
+        let mut args = vec!["ipv4", iface.as_str(), "add", cidr.trim()];
         if !gateway.trim().is_empty() {
             args.push(gateway.trim());
         }
-        ipv4(board, &iface, &args)
+        // The same `ipv4` command as on the command line: sb-admin validates and stores it.
+        run_mmp(&args);
+        return;
     };
     out(&result);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn board() -> Board {
-        Board::load(&format!("{}/../../board/qemu-q35.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    }
-
-    #[test]
-    fn xmpp_commands_go_to_mmp_and_bad_appliance_arguments_fail_cleanly() {
-        let b = board();
-        assert!(appliance_command(&b, &["xmpp", "status"]).is_none());
-        assert!(appliance_command(&b, &["user", "add", "x"]).is_none());
-        assert_eq!(
-            appliance_command(&b, &["hostname", "bad name!"]).unwrap(),
-            failure("a hostname is 1-63 letters, digits and inner '-'")
-        );
-        assert!(
-            appliance_command(&b, &["ipv4", "zz", "add", "1.2.3.4/24"])
-                .unwrap()
-                .starts_with("FAILURE: no interface zz")
-        );
-        assert!(
-            appliance_command(&b, &["ipv4", "a", "add", "1.2.3.4"])
-                .unwrap()
-                .starts_with("FAILURE")
-        );
-        assert!(
-            appliance_command(&b, &["ipv4", "a", "add", "1.2.3.4/24", "gw"])
-                .unwrap()
-                .starts_with("FAILURE")
-        );
-        assert!(
-            appliance_command(&b, &["ipv4", "a", "frob"])
-                .unwrap()
-                .starts_with("FAILURE: usage")
-        );
-        assert!(appliance_command(&b, &["uptime"]).unwrap().starts_with("up "));
-    }
 }

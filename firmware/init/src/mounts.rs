@@ -1,6 +1,5 @@
 //! Filesystems: the early API mounts, and the persistent /data partition.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -194,18 +193,6 @@ pub fn is_mounted(path: &str) -> bool {
     std::fs::read_to_string("/proc/mounts")
         .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(path)))
         .unwrap_or(false)
-}
-
-/// (used, total) bytes of the filesystem at `path`.
-pub fn usage(path: &str) -> Option<(u64, u64)> {
-    if !Path::new(path).exists() {
-        return None;
-    }
-    let stat = nix::sys::statvfs::statvfs(path).ok()?;
-    let block = stat.fragment_size() as u64;
-    let total = stat.blocks() as u64 * block;
-    let free = stat.blocks_available() as u64 * block;
-    Some((total.saturating_sub(free), total))
 }
 
 #[cfg(test)]

@@ -192,33 +192,3 @@ pub fn write_resolv_conf(servers: &[Ipv4Addr]) -> std::io::Result<()> {
     std::fs::write("/etc/resolv.conf.tmp", text)?;
     std::fs::rename("/etc/resolv.conf.tmp", "/etc/resolv.conf")
 }
-
-/// Kernel interface names except loopback, sorted.
-pub fn interfaces() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n != "lo")
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-pub fn describe(name: &str) -> String {
-    let state = match flags(name) {
-        Ok(f) if f & libc::IFF_RUNNING != 0 => "up, carrier",
-        Ok(f) if f & libc::IFF_UP != 0 => "up, no carrier",
-        Ok(_) => "down",
-        Err(_) => "absent",
-    };
-    let mac = mac(name)
-        .map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"))
-        .unwrap_or_else(|_| "-".into());
-    let addr = ipv4(name)
-        .map(|(a, p)| format!("{a}/{p}"))
-        .unwrap_or_else(|| "none".into());
-    format!("State   : {state}\nMAC     : {mac}\nIPv4    : {addr}\n")
-}

@@ -111,18 +111,25 @@ fn one_shot(invocation: &Invocation) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let stdin = io::stdin();
+    let mut input = if stdin.is_terminal() {
+        SecretInput::Terminal
+    } else {
+        SecretInput::Lines(Box::new(stdin.lock().lines()))
+    };
+    // Appliance commands need neither the daemon nor the store: do not open the store (and
+    // hold its lock against an xmppd restarting) for them.
+    if command.runs_in_front_end() {
+        let reply = run_in_front_end(command, &mut input);
+        print_reply(&reply);
+        return exit_code(reply.ok);
+    }
     let mut backend = match Backend::connect(&invocation.dir) {
         Ok(backend) => backend,
         Err(reply) => {
             print_reply(&reply);
             return exit_code(false);
         }
-    };
-    let stdin = io::stdin();
-    let mut input = if stdin.is_terminal() {
-        SecretInput::Terminal
-    } else {
-        SecretInput::Lines(Box::new(stdin.lock().lines()))
     };
     let reply = run(&mut backend, command, &mut input);
     print_reply(&reply);
@@ -132,12 +139,12 @@ fn one_shot(invocation: &Invocation) -> ExitCode {
 /// Fill in the secret a command needs, then execute it. A streaming command (`syslog follow`)
 /// prints its lines as they come, until interrupted (Ctrl-C) or stdout closes.
 fn run(backend: &mut Backend, command: Command, input: &mut SecretInput<'_>) -> Reply {
-    let command = match command.secret_request() {
-        None => command,
-        Some(request) => match secrets::read(request, input) {
-            Ok(secret) => command.with_secret(secret),
-            Err(reason) => return Reply::failure(reason),
-        },
+    if command.runs_in_front_end() {
+        return run_in_front_end(command, input);
+    }
+    let command = match with_secret(command, input) {
+        Ok(command) => command,
+        Err(reply) => return reply,
     };
     if command.is_streaming() {
         return backend.stream(command, |line| {
@@ -146,6 +153,24 @@ fn run(backend: &mut Backend, command: Command, input: &mut SecretInput<'_>) -> 
         });
     }
     backend.execute(command)
+}
+
+fn with_secret(command: Command, input: &mut SecretInput<'_>) -> Result<Command, Reply> {
+    match command.secret_request() {
+        None => Ok(command),
+        Some(request) => match secrets::read(request, input) {
+            Ok(secret) => Ok(command.with_secret(secret)),
+            Err(reason) => Err(Reply::failure(reason)),
+        },
+    }
+}
+
+/// An appliance command, on this machine (see [`Command::runs_in_front_end`]).
+fn run_in_front_end(command: Command, input: &mut SecretInput<'_>) -> Reply {
+    match with_secret(command, input) {
+        Ok(command) => sb_admin::appliance::execute_in_front_end(command),
+        Err(reply) => reply,
+    }
 }
 
 /// Commands from standard input, one per line; a secret a command needs is read from the lines
@@ -218,6 +243,7 @@ fn interactive(invocation: &Invocation) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let reply = match sb_admin::parse(line) {
+            Ok(command) if command.runs_in_front_end() => run_in_front_end(command, &mut SecretInput::Terminal),
             Ok(command) => match Backend::connect(&invocation.dir) {
                 Ok(mut backend) => run(&mut backend, command, &mut SecretInput::Terminal),
                 Err(reply) => reply,

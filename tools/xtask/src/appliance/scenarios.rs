@@ -497,6 +497,35 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
             Ok(())
         },
     );
+    report.step(
+        &mut ok,
+        "fast: switchboard.recovery on the kernel command line opens the recovery menu",
+        |_| {
+            if let Some(v) = vm.take() {
+                v.kill();
+            }
+            let cmdline = format!("{FAST_CMDLINE} switchboard.recovery");
+            let mut v = Vm::start("fast-recovery", manifest, BootPath::Fast, &disk, work, &cmdline)?;
+            v.expect("recovery> ", BOOT_TIMEOUT)?;
+            // Setting the network from the menu runs the same `ipv4` command as the console.
+            v.send_line("4")?;
+            v.expect("Interface [", COMMAND_TIMEOUT)?;
+            v.send_line("")?;
+            v.expect("Address/prefix", COMMAND_TIMEOUT)?;
+            v.send_line("10.0.2.60/24")?;
+            v.expect("Gateway", COMMAND_TIMEOUT)?;
+            v.send_line("")?;
+            v.expect("SUCCESS", COMMAND_TIMEOUT)?;
+            v.expect("recovery> ", COMMAND_TIMEOUT)?;
+            v.send_line("6")?;
+            wait_ready(&mut v)?;
+            login(&mut v, &host)?;
+            let stored = command_expect(&mut v, &host, "ipv4 a", "10.0.2.60/24");
+            let removed = stored.and_then(|_| command_expect(&mut v, &host, "ipv4 a del 10.0.2.60/24", "SUCCESS"));
+            vm = Some(v);
+            removed.map(|_| ())
+        },
+    );
     if let Some(v) = vm.take() {
         v.kill();
     }

@@ -1,0 +1,775 @@
+//! `federation ...`: server-to-server federation settings (Expressway-E style) and the live
+//! links. Settings are shared configuration (every node needs the same dialback secret).
+//!
+//! Defaults for a fresh node: disabled; once enabled, privacy mode `allow` with an empty list,
+//! so nobody federates until the administrator lists partners (or adds static routes).
+
+use crate::command::{Args, ParseError, Usage, unknown_subcommand};
+use crate::{Admin, Family, Reply, Secret};
+use sb_proto::Jid;
+use sb_store::{FederationConfig, PrivacyMode, SecurityMode};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+/// What the running daemon's federation subsystem offers the admin layer. Plain calls from
+/// the admin's blocking thread; the daemon does the work on its runtime.
+pub trait FederationLive: Send + Sync {
+    /// Re-read federation and DNS settings and apply them (returns once applied).
+    fn reload(&self) -> Result<(), String>;
+    fn status(&self) -> FederationLiveStatus;
+    /// SRV records of `domain` for the client, component and server services, the addresses
+    /// their targets resolve to, and whether each answers a TCP connection.
+    fn dns_check(&self, domain: &str) -> DnsCheckReport;
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FederationLiveStatus {
+    /// Federation runs (enabled, secret set, XMPP enabled).
+    pub running: bool,
+    /// `ip:port` bound, or `ip:port (error)`.
+    pub listeners: Vec<String>,
+    pub links: Vec<FederationLink>,
+    /// What the resolver uses: `system (/etc/resolv.conf)` or the configured nameservers.
+    pub resolver: String,
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FederationLink {
+    pub peer_domain: String,
+    pub local_domains: Vec<String>,
+    /// `ip:port` of the peer.
+    pub address: String,
+    /// `incoming` / `outgoing`.
+    pub direction: String,
+    /// `connecting`, `authenticating`, `up`.
+    pub state: String,
+    /// Protocol and cipher, `None` for plain TCP.
+    pub tls: Option<String>,
+    /// `dialback`, `SASL EXTERNAL`, or empty before authentication.
+    pub auth: String,
+    pub since_unix: u64,
+    pub idle_secs: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsCheckReport {
+    pub resolver: String,
+    pub services: Vec<DnsServiceCheck>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsServiceCheck {
+    /// `_xmpp-server._tcp.example.com`.
+    pub name: String,
+    /// Why the lookup failed, if it did.
+    pub error: Option<String>,
+    pub records: Vec<DnsRecordCheck>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsRecordCheck {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+    /// `ip` → `answers` / the connection error.
+    pub addresses: Vec<(String, Result<(), String>)>,
+    /// Why the target did not resolve.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FederationCommand {
+    /// `federation status` (also `federation`).
+    Status,
+    Enable,
+    Disable,
+    /// `federation dialback-secret <secret>`; `None` generates one.
+    DialbackSecret {
+        secret: Option<Secret>,
+    },
+    Security {
+        mode: SecurityMode,
+    },
+    ClientCerts {
+        on: bool,
+    },
+    Privacy {
+        mode: PrivacyMode,
+    },
+    /// `federation allow|deny add|del <domain>`.
+    List {
+        deny: bool,
+        add: bool,
+        domain: String,
+    },
+    /// `federation route add|del <domain> <host[:port]>`.
+    Route {
+        add: bool,
+        domain: String,
+        target: String,
+    },
+    /// `federation trust <bundle>|none`: extra roots for peer certificates.
+    Trust {
+        bundle: Option<String>,
+    },
+}
+
+impl Family for FederationCommand {
+    const PREFIX: &'static [&'static str] = &["federation"];
+    const USAGE: &'static [Usage] = &[
+        Usage {
+            syntax: "federation enable",
+            summary: "federate with other XMPP domains (port 5269; privacy allow with an empty list by default)",
+        },
+        Usage {
+            syntax: "federation disable",
+            summary: "stop federation and close every server-to-server link",
+        },
+        Usage {
+            syntax: "federation dialback-secret <secret>|generate",
+            summary: "the Server Dialback secret, the same on every node",
+        },
+        Usage {
+            syntax: "federation security tls-required|tls-optional|no-tls",
+            summary: "TLS on server-to-server links (dialback is used in every mode)",
+        },
+        Usage {
+            syntax: "federation client-certs on|off",
+            summary: "require a peer certificate chain trusted by the system roots or the trust bundle",
+        },
+        Usage {
+            syntax: "federation privacy off|allow|deny",
+            summary: "which domains may federate: all, the allow list, all but the deny list",
+        },
+        Usage {
+            syntax: "federation allow add|del <domain>",
+            summary: "edit the allow list (exact domains)",
+        },
+        Usage {
+            syntax: "federation deny add|del <domain>",
+            summary: "edit the deny list (exact domains)",
+        },
+        Usage {
+            syntax: "federation route add|del <domain> <host[:port]>",
+            summary: "static route for a domain (equal priority, no DNS fallback, allowed automatically)",
+        },
+        Usage {
+            syntax: "federation trust <bundle>|none",
+            summary: "extra trusted roots for peer certificates (a file in the certificate folder)",
+        },
+        Usage {
+            syntax: "federation status",
+            summary: "settings and every federated link (peer, address, direction, TLS, authentication, since, idle)",
+        },
+    ];
+
+    fn parse(words: &[String]) -> Result<Self, ParseError> {
+        let rest = words.get(1..).unwrap_or_default();
+        let Some(sub) = words.first().map(String::as_str) else {
+            return Ok(FederationCommand::Status);
+        };
+        match sub {
+            "status" => {
+                Args::new("federation status", rest).end()?;
+                Ok(FederationCommand::Status)
+            }
+            "enable" => {
+                Args::new("federation enable", rest).end()?;
+                Ok(FederationCommand::Enable)
+            }
+            "disable" => {
+                Args::new("federation disable", rest).end()?;
+                Ok(FederationCommand::Disable)
+            }
+            "dialback-secret" => {
+                let mut args = Args::new("federation dialback-secret", rest);
+                let value = args.required("<secret>|generate")?;
+                args.end()?;
+                if value == "generate" {
+                    return Ok(FederationCommand::DialbackSecret { secret: None });
+                }
+                check_secret(value).map_err(|reason| ParseError::Invalid {
+                    command: "federation dialback-secret",
+                    reason,
+                })?;
+                Ok(FederationCommand::DialbackSecret {
+                    secret: Some(Secret::new(value)),
+                })
+            }
+            "security" => {
+                let mut args = Args::new("federation security", rest);
+                let value = args.required("tls-required|tls-optional|no-tls")?;
+                let mode = SecurityMode::from_name(value)
+                    .ok_or_else(|| args.invalid(format!("'{value}': expected tls-required, tls-optional or no-tls")))?;
+                args.end()?;
+                Ok(FederationCommand::Security { mode })
+            }
+            "client-certs" => {
+                let mut args = Args::new("federation client-certs", rest);
+                let on = match args.required("on|off")? {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(args.invalid(format!("'{other}': expected on or off"))),
+                };
+                args.end()?;
+                Ok(FederationCommand::ClientCerts { on })
+            }
+            "privacy" => {
+                let mut args = Args::new("federation privacy", rest);
+                let value = args.required("off|allow|deny")?;
+                let mode = PrivacyMode::from_name(value)
+                    .ok_or_else(|| args.invalid(format!("'{value}': expected off, allow or deny")))?;
+                args.end()?;
+                Ok(FederationCommand::Privacy { mode })
+            }
+            "allow" | "deny" => {
+                let command = if sub == "allow" {
+                    "federation allow"
+                } else {
+                    "federation deny"
+                };
+                let mut args = Args::new(command, rest);
+                let add = parse_add_del(&mut args)?;
+                let domain = normalize_domain(args.required("<domain>")?).map_err(|r| args.invalid(r))?;
+                args.end()?;
+                Ok(FederationCommand::List {
+                    deny: sub == "deny",
+                    add,
+                    domain,
+                })
+            }
+            "route" => {
+                let mut args = Args::new("federation route", rest);
+                let add = parse_add_del(&mut args)?;
+                let domain = normalize_domain(args.required("<domain>")?).map_err(|r| args.invalid(r))?;
+                let target = args.required("<host[:port]>")?;
+                check_route_target(target).map_err(|r| args.invalid(r))?;
+                args.end()?;
+                Ok(FederationCommand::Route {
+                    add,
+                    domain,
+                    target: target.to_ascii_lowercase(),
+                })
+            }
+            "trust" => {
+                let mut args = Args::new("federation trust", rest);
+                let value = args.required("<bundle>|none")?;
+                args.end()?;
+                Ok(FederationCommand::Trust {
+                    bundle: (value != "none").then(|| value.to_owned()),
+                })
+            }
+            _ => Err(unknown_subcommand(Self::PREFIX, words)),
+        }
+    }
+
+    fn apply(self, admin: &Admin) -> Reply {
+        match self {
+            FederationCommand::Status => status(admin),
+            FederationCommand::Enable => {
+                let mut generated = false;
+                let result = admin.store().update_federation_config(|c| {
+                    c.enabled = true;
+                    if c.dialback_secret.is_none() {
+                        // A node enabled alone needs a secret; a cluster replaces it with the
+                        // shared one (`federation dialback-secret`).
+                        c.dialback_secret = generate_secret().ok();
+                        generated = c.dialback_secret.is_some();
+                    }
+                });
+                if generated {
+                    log::info!("federation: generated a dialback secret on enable");
+                }
+                changed(admin, result.map(|_| ()))
+            }
+            FederationCommand::Disable => changed(
+                admin,
+                admin
+                    .store()
+                    .update_federation_config(|c| c.enabled = false)
+                    .map(|_| ()),
+            ),
+            FederationCommand::DialbackSecret { secret } => {
+                let (secret, generated) = match secret {
+                    Some(secret) => (secret, false),
+                    None => match generate_secret() {
+                        Ok(secret) => (secret, true),
+                        Err(reason) => return Reply::failure(format!("federation dialback-secret: {reason}")),
+                    },
+                };
+                if let Err(reason) = check_secret(secret.expose()) {
+                    return Reply::failure(format!("federation dialback-secret: {reason}"));
+                }
+                let shown = secret.expose().to_owned();
+                let reply = changed(
+                    admin,
+                    admin
+                        .store()
+                        .update_federation_config(|c| c.dialback_secret = Some(secret))
+                        .map(|_| ()),
+                );
+                if reply.ok && generated {
+                    // Printed for the operator to set on the other nodes; never logged.
+                    return Reply::output(format!("Dialback secret: {shown}\nSUCCESS"));
+                }
+                reply
+            }
+            FederationCommand::Security { mode } => changed(
+                admin,
+                admin
+                    .store()
+                    .update_federation_config(|c| c.security = mode)
+                    .map(|_| ()),
+            ),
+            FederationCommand::ClientCerts { on } => changed(
+                admin,
+                admin
+                    .store()
+                    .update_federation_config(|c| c.client_certs = on)
+                    .map(|_| ()),
+            ),
+            FederationCommand::Privacy { mode } => changed(
+                admin,
+                admin.store().update_federation_config(|c| c.privacy = mode).map(|_| ()),
+            ),
+            FederationCommand::List { deny, add, domain } => edit_list(admin, deny, add, &domain),
+            FederationCommand::Route { add, domain, target } => edit_route(admin, add, &domain, &target),
+            FederationCommand::Trust { bundle } => {
+                if let Some(name) = &bundle {
+                    match crate::pki::cert_file(&admin.certs_dir(), name).and_then(|p| crate::pki::inspect_all(&p)) {
+                        Ok(certs) if !certs.is_empty() => {}
+                        Ok(_) => return Reply::failure(format!("federation trust: {name} holds no certificate")),
+                        Err(e) => return Reply::failure(format!("federation trust: {e}")),
+                    }
+                }
+                changed(
+                    admin,
+                    admin
+                        .store()
+                        .update_federation_config(|c| c.trust_bundle = bundle)
+                        .map(|_| ()),
+                )
+            }
+        }
+    }
+}
+
+fn parse_add_del(args: &mut Args<'_>) -> Result<bool, ParseError> {
+    match args.required("add|del")? {
+        "add" => Ok(true),
+        "del" => Ok(false),
+        other => Err(args.invalid(format!("'{other}': expected add or del"))),
+    }
+}
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.len() < 16 {
+        return Err("the secret must be at least 16 characters".to_owned());
+    }
+    if secret.len() > 1024 {
+        return Err("the secret must be at most 1024 characters".to_owned());
+    }
+    if secret.chars().any(char::is_whitespace) {
+        return Err("the secret must not contain white space".to_owned());
+    }
+    Ok(())
+}
+
+/// 32 random bytes as 64 hex characters.
+fn generate_secret() -> Result<Secret, String> {
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| "no system randomness available".to_owned())?;
+    Ok(Secret::new(
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    ))
+}
+
+/// The normalized domain, or why it is not one.
+pub(crate) fn normalize_domain(domain: &str) -> Result<String, String> {
+    let trimmed = domain.trim().trim_end_matches('.');
+    match Jid::domain_jid(trimmed) {
+        Ok(jid) if !jid.domain().is_empty() => Ok(jid.domain().to_ascii_lowercase()),
+        _ => Err(format!("'{domain}' is not a domain")),
+    }
+}
+
+/// `host`, `host:port`, `ip`, `ip:port`, `[v6]:port`.
+fn check_route_target(target: &str) -> Result<(), String> {
+    if target.parse::<std::net::SocketAddr>().is_ok() || target.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = match target.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (target, None),
+    };
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err(format!("'{port}' is not a port")),
+        }
+    }
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("'{target}' is not host[:port]"))
+    }
+}
+
+/// Tell the running daemon, if any; the store already holds the change.
+fn changed(admin: &Admin, result: sb_store::Result<()>) -> Reply {
+    if let Err(e) = result {
+        return Reply::failure(format!("federation: {e}"));
+    }
+    notify(admin);
+    Reply::success()
+}
+
+pub(crate) fn notify(admin: &Admin) {
+    if let Some(federation) = admin.live().and_then(|live| live.federation())
+        && let Err(e) = federation.reload()
+    {
+        log::warn!("federation reload: {e}");
+    }
+}
+
+fn edit_list(admin: &Admin, deny: bool, add: bool, domain: &str) -> Reply {
+    let name = if deny { "deny" } else { "allow" };
+    let mut outcome: Result<(), String> = Ok(());
+    let result = admin.store().update_federation_config(|c| {
+        let list = if deny { &mut c.deny } else { &mut c.allow };
+        let present = list.iter().any(|d| d == domain);
+        match (add, present) {
+            (true, true) => outcome = Err(format!("{domain} is already on the {name} list")),
+            (false, false) => outcome = Err(format!("{domain} is not on the {name} list")),
+            (true, false) => {
+                list.push(domain.to_owned());
+                list.sort();
+            }
+            (false, true) => list.retain(|d| d != domain),
+        }
+    });
+    if let Err(reason) = outcome {
+        return Reply::failure(reason);
+    }
+    changed(admin, result.map(|_| ()))
+}
+
+fn edit_route(admin: &Admin, add: bool, domain: &str, target: &str) -> Reply {
+    let mut outcome: Result<(), String> = Ok(());
+    let result = admin.store().update_federation_config(|c| {
+        let targets = c.routes.entry(domain.to_owned()).or_default();
+        let present = targets.iter().any(|t| t == target);
+        match (add, present) {
+            (true, true) => outcome = Err(format!("{domain} already routes to {target}")),
+            (false, false) => outcome = Err(format!("{domain} has no route to {target}")),
+            (true, false) => targets.push(target.to_owned()),
+            (false, true) => targets.retain(|t| t != target),
+        }
+        if targets.is_empty() {
+            c.routes.remove(domain);
+        }
+    });
+    if let Err(reason) = outcome {
+        return Reply::failure(reason);
+    }
+    changed(admin, result.map(|_| ()))
+}
+
+fn status(admin: &Admin) -> Reply {
+    let config = match admin.store().federation_config() {
+        Ok(config) => config,
+        Err(e) => return Reply::failure(format!("cannot read the federation settings: {e}")),
+    };
+    let live = admin.live().and_then(|live| live.federation()).map(|f| f.status());
+    Reply::output(render_status(&config, live.as_ref(), unix_now()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn row(out: &mut String, name: &str, value: &str) {
+    let _ = writeln!(out, "{name:<18}: {value}");
+}
+
+fn join_or_none(list: &[String]) -> String {
+    if list.is_empty() {
+        "(none)".to_owned()
+    } else {
+        list.join(", ")
+    }
+}
+
+fn format_duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The `federation status` text.
+pub fn render_status(config: &FederationConfig, live: Option<&FederationLiveStatus>, now_unix: u64) -> String {
+    let mut out = String::new();
+    let state = match (config.enabled, live) {
+        (false, _) => "disabled".to_owned(),
+        (true, None) => "enabled, not running (no daemon)".to_owned(),
+        (true, Some(live)) if live.running => "enabled, running".to_owned(),
+        (true, Some(_)) => "enabled, NOT running".to_owned(),
+    };
+    row(&mut out, "Federation", &state);
+    row(
+        &mut out,
+        "Dialback secret",
+        if config.dialback_secret.is_some() {
+            "set"
+        } else {
+            "NOT SET"
+        },
+    );
+    row(&mut out, "Security", config.security.as_str());
+    row(&mut out, "Client certs", if config.client_certs { "on" } else { "off" });
+    row(&mut out, "Privacy", config.privacy.as_str());
+    row(&mut out, "Allow list", &join_or_none(&config.allow));
+    row(&mut out, "Deny list", &join_or_none(&config.deny));
+    let routes: Vec<String> = config
+        .routes
+        .iter()
+        .map(|(domain, targets)| format!("{domain} -> {}", targets.join(" ")))
+        .collect();
+    row(&mut out, "Static routes", &join_or_none(&routes));
+    row(
+        &mut out,
+        "Trust bundle",
+        config.trust_bundle.as_deref().unwrap_or("(none; system roots only)"),
+    );
+    if let Some(live) = live {
+        row(&mut out, "Listeners", &join_or_none(&live.listeners));
+        row(&mut out, "Resolver", &live.resolver);
+        for problem in &live.problems {
+            row(&mut out, "Fault", problem);
+        }
+        let _ = writeln!(out, "Links             : {}", live.links.len());
+        for link in &live.links {
+            let since = now_unix.saturating_sub(link.since_unix);
+            let _ = writeln!(
+                out,
+                "  {} {} {} [{}] tls: {} auth: {} since: {} ago idle: {}{}",
+                link.direction,
+                link.peer_domain,
+                link.address,
+                link.state,
+                link.tls.as_deref().unwrap_or("no"),
+                if link.auth.is_empty() { "-" } else { &link.auth },
+                format_duration(since),
+                format_duration(link.idle_secs),
+                if link.local_domains.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", link.local_domains.join(", "))
+                },
+            );
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{admin, run};
+    use crate::{Command, parse};
+
+    #[test]
+    fn parses_every_federation_command() {
+        let p = |line: &str| match parse(line) {
+            Ok(Command::Federation(c)) => c,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(p("federation"), FederationCommand::Status);
+        assert_eq!(p("federation status"), FederationCommand::Status);
+        assert_eq!(p("federation enable"), FederationCommand::Enable);
+        assert_eq!(
+            p("federation dialback-secret generate"),
+            FederationCommand::DialbackSecret { secret: None }
+        );
+        assert_eq!(
+            p("federation security no-tls"),
+            FederationCommand::Security {
+                mode: SecurityMode::NoTls
+            }
+        );
+        assert_eq!(
+            p("federation client-certs on"),
+            FederationCommand::ClientCerts { on: true }
+        );
+        assert_eq!(
+            p("federation privacy deny"),
+            FederationCommand::Privacy {
+                mode: PrivacyMode::Deny
+            }
+        );
+        assert_eq!(
+            p("federation allow add B.Example"),
+            FederationCommand::List {
+                deny: false,
+                add: true,
+                domain: "b.example".into()
+            }
+        );
+        assert_eq!(
+            p("federation route add b.example 127.0.0.2:5269"),
+            FederationCommand::Route {
+                add: true,
+                domain: "b.example".into(),
+                target: "127.0.0.2:5269".into()
+            }
+        );
+        let secret = p("federation dialback-secret s3cr3tf0rd14lb4ck");
+        assert!(!format!("{secret:?}").contains("s3cr3t"), "secrets never print");
+    }
+
+    #[test]
+    fn federation_parse_errors_name_the_problem() {
+        let failure = |line: &str| Reply::from(parse(line).expect_err(line)).text;
+        assert_eq!(
+            failure("federation security tls"),
+            "FAILURE: federation security: 'tls': expected tls-required, tls-optional or no-tls"
+        );
+        assert_eq!(
+            failure("federation allow add"),
+            "FAILURE: federation allow: missing <domain>"
+        );
+        assert_eq!(
+            failure("federation allow put b.example"),
+            "FAILURE: federation allow: 'put': expected add or del"
+        );
+        assert_eq!(
+            failure("federation dialback-secret short"),
+            "FAILURE: federation dialback-secret: the secret must be at least 16 characters"
+        );
+        assert!(failure("federation route add b.example bad:port").contains("is not a port"));
+        assert!(failure("federation allow add a@b").contains("is not a domain"));
+        assert_eq!(failure("federation frob"), "FAILURE: unknown command 'federation frob'");
+    }
+
+    #[test]
+    fn settings_are_stored_and_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let text = run(&admin, "federation status").text;
+        assert!(text.contains("Federation        : disabled"), "{text}");
+        assert!(text.contains("Privacy           : allow"), "{text}");
+        assert!(text.contains("Allow list        : (none)"), "{text}");
+        assert_eq!(run(&admin, "federation enable").text, "SUCCESS");
+        let config = admin.store().federation_config().unwrap();
+        assert!(
+            config.enabled && config.dialback_secret.is_some(),
+            "enable generates a secret"
+        );
+        let reply = run(&admin, "federation dialback-secret generate");
+        assert!(reply.ok && reply.text.starts_with("Dialback secret: ") && reply.text.ends_with("SUCCESS"));
+        assert_eq!(run(&admin, "federation allow add b.example").text, "SUCCESS");
+        assert_eq!(
+            run(&admin, "federation allow add b.example").text,
+            "FAILURE: b.example is already on the allow list"
+        );
+        assert_eq!(run(&admin, "federation deny add evil.example").text, "SUCCESS");
+        assert_eq!(
+            run(&admin, "federation route add c.example 127.0.0.3:5269").text,
+            "SUCCESS"
+        );
+        assert_eq!(run(&admin, "federation route add c.example 127.0.0.4").text, "SUCCESS");
+        assert_eq!(
+            run(&admin, "federation route del c.example 127.0.0.3:5269").text,
+            "SUCCESS"
+        );
+        assert_eq!(
+            run(&admin, "federation route del c.example 127.0.0.9").text,
+            "FAILURE: c.example has no route to 127.0.0.9"
+        );
+        assert_eq!(run(&admin, "federation security tls-optional").text, "SUCCESS");
+        assert_eq!(run(&admin, "federation client-certs on").text, "SUCCESS");
+        assert_eq!(run(&admin, "federation privacy deny").text, "SUCCESS");
+        let text = run(&admin, "federation status").text;
+        assert!(text.contains("enabled, not running (no daemon)"), "{text}");
+        assert!(text.contains("Allow list        : b.example"), "{text}");
+        assert!(text.contains("Deny list         : evil.example"), "{text}");
+        assert!(text.contains("c.example -> 127.0.0.4"), "{text}");
+        assert!(text.contains("Security          : tls-optional"), "{text}");
+        assert!(text.contains("Client certs      : on"), "{text}");
+        assert!(
+            !text.contains(
+                admin
+                    .store()
+                    .federation_config()
+                    .unwrap()
+                    .dialback_secret
+                    .unwrap()
+                    .expose()
+            )
+        );
+        assert_eq!(run(&admin, "federation allow del b.example").text, "SUCCESS");
+        assert_eq!(run(&admin, "federation disable").text, "SUCCESS");
+        assert!(!admin.store().federation_config().unwrap().enabled);
+        assert!(
+            !run(&admin, "federation trust missing.pem").ok,
+            "a bundle that does not exist is refused"
+        );
+    }
+
+    #[test]
+    fn status_lists_live_links() {
+        let live = FederationLiveStatus {
+            running: true,
+            listeners: vec!["127.0.0.1:5269".into()],
+            links: vec![FederationLink {
+                peer_domain: "b.example".into(),
+                local_domains: vec!["a.example".into()],
+                address: "127.0.0.2:5269".into(),
+                direction: "outgoing".into(),
+                state: "up".into(),
+                tls: Some("TLSv1_3".into()),
+                auth: "dialback".into(),
+                since_unix: 1000,
+                idle_secs: 75,
+            }],
+            resolver: "127.0.0.53:5353".into(),
+            problems: vec![],
+        };
+        let text = render_status(
+            &FederationConfig {
+                enabled: true,
+                ..FederationConfig::default()
+            },
+            Some(&live),
+            1000 + 3700,
+        );
+        assert!(
+            text.contains("outgoing b.example 127.0.0.2:5269 [up] tls: TLSv1_3 auth: dialback since: 1h01m ago idle: 1m15s (a.example)"),
+            "{text}"
+        );
+        assert!(text.contains("Dialback secret   : NOT SET"));
+    }
+}

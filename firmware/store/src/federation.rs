@@ -1,0 +1,233 @@
+//! Federation settings (`federation ...` commands) and the resolver's nameservers (`dns ...`).
+//!
+//! Both live in the settings space, one record each, and are shared configuration once the
+//! cluster replicates settings: every node must agree on the dialback secret, or a key one
+//! node issued would not verify on another.
+
+use crate::error::Result;
+use crate::{Secret, Store, decode, encode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const FEDERATION_KEY: &str = "federation";
+const DNS_KEY: &str = "dns";
+
+/// How TLS is used on server-to-server streams; Server Dialback runs in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityMode {
+    /// STARTTLS (or direct TLS) on every link; plaintext peers are refused.
+    #[default]
+    TlsRequired,
+    /// TLS when the peer offers it, plain TCP otherwise.
+    TlsOptional,
+    /// Never negotiate TLS.
+    NoTls,
+}
+
+impl SecurityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityMode::TlsRequired => "tls-required",
+            SecurityMode::TlsOptional => "tls-optional",
+            SecurityMode::NoTls => "no-tls",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SecurityMode> {
+        match name {
+            "tls-required" => Some(SecurityMode::TlsRequired),
+            "tls-optional" => Some(SecurityMode::TlsOptional),
+            "no-tls" => Some(SecurityMode::NoTls),
+            _ => None,
+        }
+    }
+}
+
+/// Which remote domains may federate (exact domain matches; routed domains always may).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrivacyMode {
+    /// Every domain.
+    Off,
+    /// Only the domains on the allow list. The default, as on Expressway: enabling federation
+    /// opens it to nobody until the administrator lists the partners.
+    #[default]
+    Allow,
+    /// Every domain except those on the deny list.
+    Deny,
+}
+
+impl PrivacyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrivacyMode::Off => "off",
+            PrivacyMode::Allow => "allow",
+            PrivacyMode::Deny => "deny",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PrivacyMode> {
+        match name {
+            "off" => Some(PrivacyMode::Off),
+            "allow" => Some(PrivacyMode::Allow),
+            "deny" => Some(PrivacyMode::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// `#[serde(default)]`: a field added later reads as its default from older records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FederationConfig {
+    pub enabled: bool,
+    /// Shared by every node (XEP-0185 keys); `None` until set or generated.
+    pub dialback_secret: Option<Secret>,
+    pub security: SecurityMode,
+    /// Verify the peer's certificate chain (system roots plus `trust_bundle`). The peer
+    /// domain must be in the certificate's names whatever this says.
+    pub client_certs: bool,
+    pub privacy: PrivacyMode,
+    /// Lower-case domains, sorted, no duplicates.
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// Lower-case domain to `host[:port]` targets, tried in random order (equal priority).
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// A PEM file in the certificate folder whose certificates are trusted for peers, in
+    /// addition to the system roots.
+    pub trust_bundle: Option<String>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            enabled: false,
+            dialback_secret: None,
+            security: SecurityMode::TlsRequired,
+            client_certs: false,
+            privacy: PrivacyMode::Allow,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            routes: BTreeMap::new(),
+            trust_bundle: None,
+        }
+    }
+}
+
+/// The resolver the federation uses: the system's configuration when `nameservers` is
+/// empty, otherwise exactly these (`ip` or `ip:port`, e.g. `127.0.0.53:5353`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DnsConfig {
+    pub nameservers: Vec<String>,
+}
+
+impl Store {
+    /// The stored federation settings, or the defaults (disabled) when none were written.
+    pub fn federation_config(&self) -> Result<FederationConfig> {
+        match self.inner.settings.get(FEDERATION_KEY.as_bytes())? {
+            None => Ok(FederationConfig::default()),
+            Some(raw) => decode(|| format!("settings/{FEDERATION_KEY}"), &raw),
+        }
+    }
+
+    /// Read, change and write back atomically with respect to other writers in this process;
+    /// returns the settings as stored.
+    pub fn update_federation_config(&self, change: impl FnOnce(&mut FederationConfig)) -> Result<FederationConfig> {
+        let guard = self.lock();
+        let mut config = self.federation_config()?;
+        change(&mut config);
+        let raw = encode(&format!("settings/{FEDERATION_KEY}"), &config)?;
+        self.inner.settings.insert(FEDERATION_KEY.as_bytes(), raw)?;
+        drop(guard);
+        self.flush()?;
+        Ok(config)
+    }
+
+    pub fn dns_config(&self) -> Result<DnsConfig> {
+        match self.inner.settings.get(DNS_KEY.as_bytes())? {
+            None => Ok(DnsConfig::default()),
+            Some(raw) => decode(|| format!("settings/{DNS_KEY}"), &raw),
+        }
+    }
+
+    pub fn update_dns_config(&self, change: impl FnOnce(&mut DnsConfig)) -> Result<DnsConfig> {
+        let guard = self.lock();
+        let mut config = self.dns_config()?;
+        change(&mut config);
+        let raw = encode(&format!("settings/{DNS_KEY}"), &config)?;
+        self.inner.settings.insert(DNS_KEY.as_bytes(), raw)?;
+        drop(guard);
+        self.flush()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_store_has_federation_disabled_with_an_empty_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let config = store.federation_config().unwrap();
+        assert!(!config.enabled);
+        assert_eq!(config.privacy, PrivacyMode::Allow);
+        assert!(config.allow.is_empty());
+        assert_eq!(config.security, SecurityMode::TlsRequired);
+        assert!(config.dialback_secret.is_none());
+        assert!(store.dns_config().unwrap().nameservers.is_empty());
+    }
+
+    #[test]
+    fn settings_survive_reopening_and_never_print_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .update_federation_config(|c| {
+                    c.enabled = true;
+                    c.dialback_secret = Some(Secret::new("s3cr3tf0rd14lb4ck"));
+                    c.security = SecurityMode::TlsOptional;
+                    c.routes.insert("b.example".into(), vec!["127.0.0.2:5269".into()]);
+                })
+                .unwrap();
+            store
+                .update_dns_config(|d| d.nameservers.push("127.0.0.53:5353".into()))
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let config = store.federation_config().unwrap();
+        assert!(config.enabled);
+        assert_eq!(
+            config.dialback_secret.as_ref().map(Secret::expose),
+            Some("s3cr3tf0rd14lb4ck")
+        );
+        assert_eq!(config.security, SecurityMode::TlsOptional);
+        assert_eq!(config.routes["b.example"], vec!["127.0.0.2:5269".to_owned()]);
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        assert_eq!(
+            store.dns_config().unwrap().nameservers,
+            vec!["127.0.0.53:5353".to_owned()]
+        );
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for mode in [
+            SecurityMode::TlsRequired,
+            SecurityMode::TlsOptional,
+            SecurityMode::NoTls,
+        ] {
+            assert_eq!(SecurityMode::from_name(mode.as_str()), Some(mode));
+        }
+        for mode in [PrivacyMode::Off, PrivacyMode::Allow, PrivacyMode::Deny] {
+            assert_eq!(PrivacyMode::from_name(mode.as_str()), Some(mode));
+        }
+        assert_eq!(SecurityMode::from_name("tls"), None);
+        // The stored form is the command's word, so a record reads as the admin typed it.
+        assert_eq!(serde_json::to_string(&SecurityMode::NoTls).unwrap(), "\"no-tls\"");
+    }
+}
