@@ -18,7 +18,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: xmppd -d DIR [--log-level LEVEL[,module=LEVEL...]] [--idle-timeout SECS]
              [--pre-auth-timeout SECS] [--keepalive SECS] [--write-timeout SECS]
-             [--shutdown-timeout SECS] [--max-connections-per-ip N] [--max-auth-failures-per-ip N]";
+             [--shutdown-timeout SECS] [--max-connections-per-ip N] [--max-auth-failures-per-ip N]
+             [--s2s-port PORT] [--s2s-idle-timeout SECS]";
 
 /// Name of the certificate made on first start when none is configured.
 const SELF_SIGNED_BASENAME: &str = "selfsigned";
@@ -30,6 +31,7 @@ struct Options {
     dir: PathBuf,
     log_level: String,
     tuning: ServerTuning,
+    federation_tuning: sb_federation::FederationTuning,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
     let mut dir = None;
     let mut log_level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     let mut tuning = ServerTuning::default();
+    let mut federation_tuning = sb_federation::FederationTuning::default();
     let mut args = args.peekable();
     fn value(args: &mut dyn Iterator<Item = String>, flag: &str) -> Result<String, StartError> {
         args.next()
@@ -79,12 +82,23 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
             "--shutdown-timeout" => tuning.shutdown_timeout = seconds(value(&mut args, &arg)?, &arg)?,
             "--max-connections-per-ip" => tuning.max_connections_per_ip = number(value(&mut args, &arg)?, &arg)?,
             "--max-auth-failures-per-ip" => tuning.max_auth_failures_per_ip = number(value(&mut args, &arg)?, &arg)?,
+            "--s2s-port" => {
+                let port: u16 = number(value(&mut args, &arg)?, &arg)?;
+                federation_tuning.port = port;
+                federation_tuning.fallback_port = port;
+            }
+            "--s2s-idle-timeout" => federation_tuning.idle_timeout = seconds(value(&mut args, &arg)?, &arg)?,
             "-h" | "--help" => return Err(StartError::Usage(USAGE.to_owned())),
             other => return Err(StartError::Usage(format!("unknown argument '{other}'\n{USAGE}"))),
         }
     }
     let dir = dir.ok_or_else(|| StartError::Usage(USAGE.to_owned()))?;
-    Ok(Options { dir, log_level, tuning })
+    Ok(Options {
+        dir,
+        log_level,
+        tuning,
+        federation_tuning,
+    })
 }
 
 /// `info` or `warn,sb_server=debug`: a default level and per-module levels, RUST_LOG style.
@@ -162,6 +176,7 @@ fn apply_defaults(store: &Store, dir: &Path) -> Result<(), StartError> {
 /// The admin layer's view of the running server.
 struct LiveServer {
     server: Arc<Server>,
+    federation: Arc<sb_federation::Federation>,
     runtime: tokio::runtime::Handle,
     log: Option<sb_logging::LogHandle>,
 }
@@ -238,6 +253,20 @@ impl LiveNode for LiveServer {
             Ok(Err(e)) => log::error!("reload: {e}"),
             Err(_) => log::error!("reload did not finish within 30 s"),
         }
+        // Listen addresses, domain and certificate matter to federation too.
+        let federation = Arc::clone(&self.federation);
+        match self
+            .runtime
+            .block_on(async move { tokio::time::timeout(Duration::from_secs(30), federation.reload()).await })
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("federation reload: {e}"),
+            Err(_) => log::error!("federation reload did not finish within 30 s"),
+        }
+    }
+
+    fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
+        Some(self.federation.admin_handle())
     }
 
     fn user_changed(&self, user: &str) {
@@ -354,8 +383,11 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     start_heartbeat();
     let server = Server::new(store.clone(), &options.dir, options.tuning);
     server.start().await?;
+    let federation =
+        sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
+        federation: Arc::clone(&federation),
         runtime: tokio::runtime::Handle::current(),
         log,
     });
@@ -364,6 +396,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     let admin_task = tokio::spawn(sb_admin::socket::serve(admin_listener, admin));
     print_banner(&server, &options.dir);
     wait_for_signal().await;
+    federation.shutdown().await;
     server.shutdown().await;
     admin_task.abort();
     let _ = std::fs::remove_file(sb_admin::socket::socket_path(&options.dir));

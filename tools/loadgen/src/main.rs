@@ -1,3 +1,610 @@
-//! XMPP load generator: logins, message throughput, latency, per-session memory
+//! XMPP load generator: logins, message throughput, latency, per-session memory.
+//!
+//! Works against any standard server given its address, domain and accounts. Phases, in
+//! order (each can be switched off):
+//! 1. idle: M sessions log in over STARTTLS + SCRAM and stay idle; the server's RSS before
+//!    and after gives the memory per idle session (needs `--pid`);
+//! 2. logins: N clients log in, reusing the SaltedPassword of an earlier login as real
+//!    clients do (a cold round first when there is none);
+//! 3. throughput: the N clients, in pairs, send as fast as the server delivers, each with a
+//!    bounded number of messages in flight;
+//! 4. rate: the same pairs at a fixed aggregate rate, for latency p50/p99.
+//!
+//! A human table goes to standard output, then one line `RESULT {json}` with flat keys.
 
-fn main() {}
+mod conn;
+mod creds;
+mod load;
+mod stats;
+mod tls;
+
+use load::{IdleSessions, MessageClients, Pattern, Run};
+use sb_proto::sasl::ScramHash;
+use serde_json::{Map, Value, json};
+use stats::{Clock, LoginReport, PhaseSummary};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: loadgen --host IP [options]
+       loadgen scram-creds --hash SHA-256|SHA-1 --iterations I --users PAT --password PAT --count N [--first K]
+
+  --host IP               server address (required)
+  --port P                client port (5222)
+  --domain D              XMPP domain (localhost)
+  --users PAT             user name pattern, {n} is the index (bench{n})
+  --password PAT          password pattern (bench-pw-{n})
+  --first K               index of the first user (0)
+  --clients N             message clients, in pairs 2k<->2k+1 (100; 0 skips logins and messages)
+  --idle M                idle sessions held for the memory figure (0)
+  --pid PID               server process whose VmRSS is read (idle phase)
+  --settle S              seconds to let the server settle after the idle logins, before
+                          reading its RSS and again after closing them (2)
+  --throughput-secs S     unthrottled message phase (10; 0 skips)
+  --window W              messages in flight per sender in the throughput phase (16)
+  --rate R                aggregate messages/s of the latency phase (1000; 0 skips)
+  --duration S            seconds of the latency phase (10)
+  --concurrency C         logins in flight at once (64)
+  --source-ips LIST       source addresses, round robin: 127.0.1.1-250 or a,b,c
+  --timeout S             limit for one login (30)
+  --resource R            resource requested at bind (loadgen)
+  --label NAME            name of the server in the output";
+
+struct Options {
+    host: IpAddr,
+    port: u16,
+    domain: String,
+    users: Pattern,
+    passwords: Pattern,
+    first: usize,
+    clients: usize,
+    idle: usize,
+    pid: Option<u32>,
+    settle_secs: f64,
+    throughput_secs: f64,
+    window: usize,
+    rate: f64,
+    duration_secs: f64,
+    concurrency: usize,
+    sources: Vec<IpAddr>,
+    timeout_secs: f64,
+    resource: String,
+    label: String,
+}
+
+fn main() -> ExitCode {
+    if let Err(err) = simple_logger::SimpleLogger::new()
+        .with_level(log::LevelFilter::Warn)
+        .init()
+    {
+        eprintln!("loadgen: logger: {err}");
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("scram-creds") {
+        return match parse_creds(&args[1..]).and_then(|options| creds::run(&options)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("loadgen scram-creds: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let options = match parse_options(&args) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("loadgen: {err}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("loadgen: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(options)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Flags<'a> {
+    args: &'a [String],
+    position: usize,
+}
+
+impl<'a> Flags<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        let arg = self.args.get(self.position)?;
+        self.position += 1;
+        Some(arg)
+    }
+
+    fn value(&mut self, flag: &str) -> Result<&'a str, String> {
+        self.next().ok_or_else(|| format!("{flag} needs a value"))
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, String> {
+        let text = self.value(flag)?;
+        text.parse().map_err(|_| format!("{flag}: invalid value '{text}'"))
+    }
+}
+
+fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
+    let mut flags = Flags { args, position: 0 };
+    let mut host = None;
+    let mut options = Options {
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 5222,
+        domain: "localhost".to_owned(),
+        users: Pattern("bench{n}".to_owned()),
+        passwords: Pattern("bench-pw-{n}".to_owned()),
+        first: 0,
+        clients: 100,
+        idle: 0,
+        pid: None,
+        settle_secs: 2.0,
+        throughput_secs: 10.0,
+        window: 16,
+        rate: 1000.0,
+        duration_secs: 10.0,
+        concurrency: 64,
+        sources: Vec::new(),
+        timeout_secs: 30.0,
+        resource: "loadgen".to_owned(),
+        label: String::new(),
+    };
+    while let Some(flag) = flags.next() {
+        match flag {
+            "-h" | "--help" => return Ok(None),
+            "--host" => host = Some(flags.parse::<IpAddr>(flag)?),
+            "--port" => options.port = flags.parse(flag)?,
+            "--domain" => options.domain = flags.value(flag)?.to_owned(),
+            "--users" => options.users = Pattern(flags.value(flag)?.to_owned()),
+            "--password" => options.passwords = Pattern(flags.value(flag)?.to_owned()),
+            "--first" => options.first = flags.parse(flag)?,
+            "--clients" => options.clients = flags.parse(flag)?,
+            "--idle" => options.idle = flags.parse(flag)?,
+            "--pid" => options.pid = Some(flags.parse(flag)?),
+            "--settle" => options.settle_secs = flags.parse(flag)?,
+            "--throughput-secs" => options.throughput_secs = flags.parse(flag)?,
+            "--window" => options.window = flags.parse(flag)?,
+            "--rate" => options.rate = flags.parse(flag)?,
+            "--duration" => options.duration_secs = flags.parse(flag)?,
+            "--concurrency" => options.concurrency = flags.parse(flag)?,
+            "--source-ips" => options.sources = parse_sources(flags.value(flag)?)?,
+            "--timeout" => options.timeout_secs = flags.parse(flag)?,
+            "--resource" => options.resource = flags.value(flag)?.to_owned(),
+            "--label" => options.label = flags.value(flag)?.to_owned(),
+            other => return Err(format!("unknown option '{other}'")),
+        }
+    }
+    options.host = host.ok_or("--host is required")?;
+    if options.label.is_empty() {
+        options.label = format!("{}:{}", options.host, options.port);
+    }
+    for (name, value) in [
+        ("--settle", options.settle_secs),
+        ("--throughput-secs", options.throughput_secs),
+        ("--rate", options.rate),
+        ("--duration", options.duration_secs),
+        ("--timeout", options.timeout_secs),
+    ] {
+        // Bounded durations everywhere: a day is far beyond any bench.
+        if !(0.0..=86_400.0).contains(&value) {
+            return Err(format!("{name} must be between 0 and 86400"));
+        }
+    }
+    if options.window == 0 {
+        return Err("--window must be at least 1".to_owned());
+    }
+    Ok(Some(options))
+}
+
+/// `127.0.1.1-250` (a range of the last octet), `a,b,c`, or one address.
+fn parse_sources(text: &str) -> Result<Vec<IpAddr>, String> {
+    let mut sources = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((first, last)) = part.split_once('-') {
+            let first: Ipv4Addr = first.parse().map_err(|_| format!("bad address '{first}'"))?;
+            let last: u8 = last.parse().map_err(|_| format!("bad last octet '{last}'"))?;
+            let [a, b, c, start] = first.octets();
+            if last < start {
+                return Err(format!("empty range '{part}'"));
+            }
+            sources.extend((start..=last).map(|d| IpAddr::V4(Ipv4Addr::new(a, b, c, d))));
+        } else {
+            sources.push(part.parse().map_err(|_| format!("bad address '{part}'"))?);
+        }
+    }
+    if sources.is_empty() {
+        return Err("--source-ips lists no address".to_owned());
+    }
+    Ok(sources)
+}
+
+fn parse_creds(args: &[String]) -> Result<creds::CredsOptions, String> {
+    let mut flags = Flags { args, position: 0 };
+    let mut options = creds::CredsOptions {
+        hash: ScramHash::Sha256,
+        iterations: sb_proto::sasl::DEFAULT_ITERATIONS,
+        users: Pattern("bench{n}".to_owned()),
+        passwords: Pattern("bench-pw-{n}".to_owned()),
+        first: 0,
+        count: 0,
+    };
+    while let Some(flag) = flags.next() {
+        match flag {
+            "--hash" => {
+                let name = flags.value(flag)?;
+                options.hash = ScramHash::from_mechanism(&format!("SCRAM-{}", name.to_ascii_uppercase()))
+                    .ok_or_else(|| format!("--hash: SHA-256 or SHA-1, not '{name}'"))?;
+            }
+            "--iterations" => options.iterations = flags.parse(flag)?,
+            "--users" => options.users = Pattern(flags.value(flag)?.to_owned()),
+            "--password" => options.passwords = Pattern(flags.value(flag)?.to_owned()),
+            "--first" => options.first = flags.parse(flag)?,
+            "--count" => options.count = flags.parse(flag)?,
+            other => return Err(format!("unknown option '{other}'")),
+        }
+    }
+    if options.iterations == 0 {
+        return Err("--iterations must be at least 1".to_owned());
+    }
+    Ok(options)
+}
+
+/// 10,000 sessions need 10,000 descriptors; the soft limit is usually 1024.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::warn!("could not raise the open file limit");
+            }
+        }
+    }
+}
+
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss(&status)
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[derive(Default)]
+struct Results {
+    mechanism: Option<&'static str>,
+    idle: Option<(LoginReport, Option<u64>, Option<u64>, usize)>,
+    cold: Option<LoginReport>,
+    logins: Option<LoginReport>,
+    pairs: usize,
+    throughput: Option<PhaseSummary>,
+    rate: Option<PhaseSummary>,
+    message_errors: u64,
+}
+
+async fn run(options: Options) -> Result<bool, String> {
+    let tls = tls::client_config().map_err(|err| format!("TLS configuration: {err}"))?;
+    let run = Arc::new(Run {
+        target: conn::LoginTarget {
+            addr: SocketAddr::new(options.host, options.port),
+            domain: options.domain.clone(),
+            tls: tokio_rustls::TlsConnector::from(tls),
+            timeout: Duration::from_secs_f64(options.timeout_secs),
+            resource: options.resource.clone(),
+        },
+        users: options.users.clone(),
+        passwords: options.passwords.clone(),
+        sources: options.sources.clone(),
+        concurrency: options.concurrency,
+        clock: Clock::new(),
+        salted: Mutex::new(Default::default()),
+    });
+    println!(
+        "loadgen: {} at {}:{} (domain {}), users {} from {}",
+        options.label, options.host, options.port, options.domain, options.users.0, options.first
+    );
+    let mut results = Results::default();
+
+    if options.idle > 0 {
+        let before = options.pid.and_then(rss_kib);
+        let indices: Vec<usize> = (options.first..options.first + options.idle).collect();
+        let (sessions, report) = load::login_batch(&run, indices).await;
+        print_login("idle logins", &report);
+        results.mechanism = results.mechanism.or(report.mechanism);
+        let held = IdleSessions::hold(sessions);
+        tokio::time::sleep(Duration::from_secs_f64(options.settle_secs)).await;
+        let after = options.pid.and_then(rss_kib);
+        let count = held.len();
+        print_idle(count, before, after);
+        results.idle = Some((report, before, after, count));
+        held.close().await;
+        // Let the server finish tearing those sessions down before the next measurement.
+        tokio::time::sleep(Duration::from_secs_f64(options.settle_secs)).await;
+    }
+
+    if options.clients > 0 {
+        let indices: Vec<usize> = (options.first..options.first + options.clients).collect();
+        if indices
+            .iter()
+            .any(|&i| !run.salted.lock().is_ok_and(|c| c.contains_key(&i)))
+        {
+            // Nothing cached yet: a cold round computes the SaltedPasswords (PBKDF2 on this
+            // side), then the measured round logs in the way a returning client does.
+            let (sessions, report) = load::login_batch(&run, indices.clone()).await;
+            print_login("cold logins", &report);
+            results.mechanism = results.mechanism.or(report.mechanism);
+            IdleSessions::hold(sessions).close().await;
+            results.cold = Some(report);
+        }
+        let (sessions, report) = load::login_batch(&run, indices).await;
+        print_login("logins", &report);
+        results.mechanism = results.mechanism.or(report.mechanism);
+        results.logins = Some(report);
+        let clients = MessageClients::start(sessions, run.clock);
+        results.pairs = clients.pairs();
+        if options.throughput_secs > 0.0 && results.pairs > 0 {
+            let summary = clients.throughput(options.throughput_secs, options.window).await;
+            print_phase("throughput", &summary);
+            results.throughput = Some(summary);
+        }
+        if options.rate > 0.0 && options.duration_secs > 0.0 && results.pairs > 0 {
+            let summary = clients.fixed_rate(options.rate, options.duration_secs).await;
+            print_phase(&format!("rate {}/s", options.rate), &summary);
+            results.rate = Some(summary);
+        }
+        results.message_errors = clients.shared.errors.load(std::sync::atomic::Ordering::Relaxed);
+        clients.close().await;
+    }
+
+    let json = result_json(&options, &results);
+    print_summary(&options, &results);
+    println!("RESULT {json}");
+    Ok(healthy(&options, &results))
+}
+
+/// No login failed, and messages flowed when a message phase ran.
+fn healthy(options: &Options, results: &Results) -> bool {
+    let logins_ok = [
+        results.idle.as_ref().map(|i| &i.0),
+        results.cold.as_ref(),
+        results.logins.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .all(|report| report.failed() == 0);
+    let messages_ok = [&results.throughput, &results.rate]
+        .into_iter()
+        .flatten()
+        .all(|phase| phase.delivered > 0);
+    let pairs_ok = options.clients < 2 || results.pairs > 0;
+    logins_ok && messages_ok && pairs_ok
+}
+
+fn print_login(what: &str, report: &LoginReport) {
+    println!(
+        "  {what}: {}/{} in {:.2}s = {:.0}/s ({} with a cached SaltedPassword){}",
+        report.succeeded,
+        report.attempted,
+        report.secs,
+        report.per_s(),
+        report.warm,
+        report.mechanism.map(|m| format!(", {m}")).unwrap_or_default()
+    );
+    for (error, count) in &report.errors {
+        println!("    failed {count}x: {error}");
+    }
+}
+
+fn print_idle(count: usize, before: Option<u64>, after: Option<u64>) {
+    match (before, after) {
+        (Some(before), Some(after)) if count > 0 => println!(
+            "  idle memory: RSS {before} KiB -> {after} KiB with {count} sessions = {:.1} KiB per session",
+            after.saturating_sub(before) as f64 / count as f64
+        ),
+        _ => println!("  idle memory: not measured (no --pid, or no session)"),
+    }
+}
+
+fn print_phase(what: &str, summary: &PhaseSummary) {
+    println!(
+        "  {what}: sent {} delivered {} lost {} in {:.2}s = {:.0} msg/s, latency p50 {} p99 {}",
+        summary.sent,
+        summary.delivered,
+        summary.lost,
+        summary.secs,
+        summary.delivered_per_s,
+        ms(summary.p50_ms),
+        ms(summary.p99_ms)
+    );
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2} ms"))
+}
+
+fn print_summary(options: &Options, results: &Results) {
+    println!(
+        "\n{} (SASL {})",
+        options.label,
+        results.mechanism.unwrap_or("none succeeded")
+    );
+    println!(
+        "  {:<22} {:>9} {:>9} {:>8} {:>11} {:>10} {:>10} {:>8}",
+        "phase", "count", "failed", "secs", "per sec", "p50 ms", "p99 ms", "lost"
+    );
+    let login_row = |name: &str, report: &LoginReport| {
+        println!(
+            "  {:<22} {:>9} {:>9} {:>8.2} {:>11.0} {:>10} {:>10} {:>8}",
+            name,
+            report.succeeded,
+            report.failed(),
+            report.secs,
+            report.per_s(),
+            "",
+            "",
+            ""
+        );
+    };
+    if let Some((report, ..)) = &results.idle {
+        login_row("idle logins (cold)", report);
+    }
+    if let Some(report) = &results.cold {
+        login_row("logins (cold)", report);
+    }
+    if let Some(report) = &results.logins {
+        login_row("logins (cached PBKDF2)", report);
+    }
+    let phase_row = |name: &str, summary: &PhaseSummary| {
+        let p = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        println!(
+            "  {:<22} {:>9} {:>9} {:>8.2} {:>11.0} {:>10} {:>10} {:>8}",
+            name,
+            summary.delivered,
+            "",
+            summary.secs,
+            summary.delivered_per_s,
+            p(summary.p50_ms),
+            p(summary.p99_ms),
+            summary.lost
+        );
+    };
+    if let Some(summary) = &results.throughput {
+        phase_row("messages (max)", summary);
+    }
+    if let Some(summary) = &results.rate {
+        phase_row(&format!("messages @{}/s", options.rate), summary);
+    }
+    if let Some((_, before, after, count)) = &results.idle {
+        print_idle(*count, *before, *after);
+    }
+    if results.message_errors > 0 {
+        println!("  message errors received: {}", results.message_errors);
+    }
+}
+
+fn result_json(options: &Options, results: &Results) -> Value {
+    let mut map = Map::new();
+    let mut put = |key: &str, value: Value| {
+        map.insert(key.to_owned(), value);
+    };
+    put("label", json!(options.label));
+    put("host", json!(options.host.to_string()));
+    put("port", json!(options.port));
+    put("domain", json!(options.domain));
+    put("mechanism", json!(results.mechanism));
+    put("clients", json!(options.clients));
+    put("pairs", json!(results.pairs));
+    let mut failed = 0;
+    if let Some((report, before, after, count)) = &results.idle {
+        failed += report.failed();
+        put("idle_sessions", json!(count));
+        put("idle_logins_per_s", json!(report.per_s()));
+        put("idle_login_failed", json!(report.failed()));
+        put("idle_rss_before_kib", json!(before));
+        put("idle_rss_after_kib", json!(after));
+        let per_session = match (before, after) {
+            (Some(before), Some(after)) if *count > 0 => Some(after.saturating_sub(*before) as f64 / *count as f64),
+            _ => None,
+        };
+        put("idle_kib_per_session", json!(per_session));
+    }
+    if let Some(report) = &results.cold {
+        failed += report.failed();
+        put("logins_cold_per_s", json!(report.per_s()));
+    }
+    if let Some(report) = &results.logins {
+        failed += report.failed();
+        put("logins", json!(report.succeeded));
+        put("logins_secs", json!(report.secs));
+        put("logins_per_s", json!(report.per_s()));
+        put("logins_warm", json!(report.warm));
+    }
+    put("logins_failed", json!(failed));
+    for (prefix, summary) in [("throughput", &results.throughput), ("rate", &results.rate)] {
+        if let Some(summary) = summary {
+            put(&format!("{prefix}_secs"), json!(summary.secs));
+            put(&format!("{prefix}_sent"), json!(summary.sent));
+            put(&format!("{prefix}_delivered"), json!(summary.delivered));
+            put(&format!("{prefix}_lost"), json!(summary.lost));
+            put(&format!("{prefix}_delivered_per_s"), json!(summary.delivered_per_s));
+            put(&format!("{prefix}_p50_ms"), json!(summary.p50_ms));
+            put(&format!("{prefix}_p99_ms"), json!(summary.p99_ms));
+        }
+    }
+    if results.rate.is_some() {
+        put("rate_target", json!(options.rate));
+    }
+    put("message_errors", json!(results.message_errors));
+    Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn source_lists_and_ranges() {
+        let sources = parse_sources("127.0.1.1-3").unwrap();
+        assert_eq!(sources.len(), 3);
+        assert_eq!(sources[2], "127.0.1.3".parse::<IpAddr>().unwrap());
+        assert_eq!(parse_sources("127.0.0.5,127.0.0.6").unwrap().len(), 2);
+        assert!(parse_sources("127.0.1.5-3").is_err());
+        assert!(parse_sources("").is_err());
+        assert!(parse_sources("nonsense").is_err());
+    }
+
+    #[test]
+    fn options_need_a_host_and_parse_numbers() {
+        assert!(parse_options(&strings(&["--clients", "4"])).is_err());
+        let options = parse_options(&strings(&["--host", "127.0.0.5", "--clients", "4", "--rate", "2.5"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(options.clients, 4);
+        assert_eq!(options.rate, 2.5);
+        assert_eq!(options.label, "127.0.0.5:5222");
+        assert!(parse_options(&strings(&["--host", "127.0.0.5", "--duration", "-1"])).is_err());
+        assert!(parse_options(&strings(&["--host", "127.0.0.5", "--bogus"])).is_err());
+    }
+
+    #[test]
+    fn reads_vm_rss() {
+        assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t  12345 kB\n"), Some(12345));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn creds_options_accept_both_hashes() {
+        let options = parse_creds(&strings(&["--hash", "sha-1", "--count", "3"])).unwrap();
+        assert_eq!(options.hash, ScramHash::Sha1);
+        assert_eq!(options.count, 3);
+        assert!(parse_creds(&strings(&["--hash", "md5"])).is_err());
+    }
+}

@@ -1,0 +1,598 @@
+//! The running federation subsystem: settings snapshot, listeners, the link table, status.
+//!
+//! One outgoing link per remote domain carries every one of our domains to it (the first
+//! stanza's sender domain is authenticated first, the others are piggybacked). A link's
+//! bounded channel is also the queue while it comes up; a full queue is reported to the
+//! router, which bounces with `resource-constraint`. Incoming streams are separate tasks.
+
+use crate::dns::Resolver;
+use crate::link::{self, LinkHandle};
+use crate::policy::{Policy, normalize_domain};
+use crate::stream::AuthMethod;
+use crate::tls::{Identity, TlsSetup, TrustStore};
+use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
+use sb_server::core::{Core, unix_now};
+use sb_server::{DeliveryError, StanzaLink};
+use sb_store::{FederationConfig, Store};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const DEFAULT_S2S_PORT: u16 = 5269;
+
+/// Numbers that tests shorten; the defaults are the product's.
+#[derive(Clone, Debug)]
+pub struct FederationTuning {
+    /// Where the listener binds, on each XMPP listen address.
+    pub port: u16,
+    /// The port tried on a domain without SRV records.
+    pub fallback_port: u16,
+    /// Links with no stanza either way for this long are closed (SPEC: 10 minutes).
+    pub idle_timeout: Duration,
+    /// How long dialback may take before queued stanzas bounce (SPEC: 30 s).
+    pub dialback_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Stanzas a link queues (while it comes up, or while the socket is slow).
+    pub queue_capacity: usize,
+    /// The system's CA bundle; `None` to trust only the admin's bundle.
+    pub system_roots: Option<std::path::PathBuf>,
+}
+
+impl Default for FederationTuning {
+    fn default() -> Self {
+        FederationTuning {
+            port: DEFAULT_S2S_PORT,
+            fallback_port: DEFAULT_S2S_PORT,
+            idle_timeout: Duration::from_secs(600),
+            dialback_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            queue_capacity: 256,
+            system_roots: Some(crate::tls::SYSTEM_ROOTS.into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    #[error("cannot read the settings: {0}")]
+    Store(#[from] sb_store::StoreError),
+}
+
+/// The settings every new connection works with; replaced whole on reload.
+pub struct Snapshot {
+    pub enabled: bool,
+    pub config: FederationConfig,
+    pub policy: Policy,
+    pub resolver: Option<Arc<Resolver>>,
+    pub resolver_error: Option<String>,
+    /// `None` only if rustls could not build a configuration at all.
+    pub tls: Option<TlsSetup>,
+    pub tls_error: Option<String>,
+    pub max_stanza_bytes: usize,
+}
+
+impl Snapshot {
+    pub fn secret(&self) -> String {
+        self.config
+            .dialback_secret
+            .as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Incoming => "incoming",
+            Direction::Outgoing => "outgoing",
+        }
+    }
+}
+
+/// What `federation status` shows about one connection.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    pub id: u64,
+    pub direction: Direction,
+    /// The remote domain (outgoing: the target; incoming: the authenticated sender, or the
+    /// header's `from` until then).
+    pub peer_domain: String,
+    pub local_domains: Vec<String>,
+    pub address: Option<SocketAddr>,
+    /// `connecting`, `authenticating`, `up`.
+    pub state: &'static str,
+    /// Protocol and cipher when TLS is up.
+    pub tls: Option<String>,
+    pub auth: Option<AuthMethod>,
+    pub since_unix: u64,
+    pub last_activity: Instant,
+}
+
+impl LinkInfo {
+    pub fn new(id: u64, direction: Direction, peer_domain: &str) -> LinkInfo {
+        LinkInfo {
+            id,
+            direction,
+            peer_domain: peer_domain.to_owned(),
+            local_domains: Vec::new(),
+            address: None,
+            state: "connecting",
+            tls: None,
+            auth: None,
+            since_unix: unix_now(),
+            last_activity: Instant::now(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenerState {
+    pub address: SocketAddr,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FederationStatus {
+    pub enabled: bool,
+    pub listeners: Vec<ListenerState>,
+    /// Links with their idle time, outgoing first, then by peer domain.
+    pub links: Vec<(LinkInfo, Duration)>,
+    pub resolver: String,
+    pub problems: Vec<String>,
+}
+
+struct Listener {
+    state: ListenerState,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct State {
+    snapshot: Arc<Snapshot>,
+    links: HashMap<String, LinkHandle>,
+    incoming: HashMap<u64, (Arc<Mutex<LinkInfo>>, Arc<tokio::sync::Notify>)>,
+    listeners: Vec<Listener>,
+}
+
+pub struct Federation {
+    pub(crate) core: Arc<Core>,
+    store: Store,
+    pub(crate) tuning: FederationTuning,
+    state: Mutex<State>,
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Bumped to close every connection (federation disabled, shutdown).
+    stop: watch::Sender<u64>,
+    next_id: AtomicU64,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The router's way into the federation; weak so the router does not keep it alive.
+struct RemoteLink(Weak<Federation>);
+
+impl StanzaLink for RemoteLink {
+    fn send(&self, stanza: Element) -> Result<(), DeliveryError> {
+        match self.0.upgrade() {
+            Some(federation) => federation.send_remote(stanza),
+            None => Err(DeliveryError::Gone),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "federation".to_owned()
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn disabled_snapshot() -> Snapshot {
+    Snapshot {
+        enabled: false,
+        config: FederationConfig::default(),
+        policy: Policy::default(),
+        resolver: None,
+        resolver_error: None,
+        tls: None,
+        tls_error: None,
+        max_stanza_bytes: 256 * 1024,
+    }
+}
+
+impl Federation {
+    /// Start the federation subsystem for `core` (from `Server::core()`), reading its
+    /// settings from `store`; it registers itself as the router's remote link when enabled.
+    /// Must be called inside the tokio runtime.
+    pub async fn start(core: Arc<Core>, store: Store, tuning: FederationTuning) -> Arc<Federation> {
+        let federation = Arc::new(Federation {
+            core,
+            store,
+            tuning,
+            state: Mutex::new(State {
+                snapshot: Arc::new(disabled_snapshot()),
+                links: HashMap::new(),
+                incoming: HashMap::new(),
+                listeners: Vec::new(),
+            }),
+            lifecycle: tokio::sync::Mutex::new(()),
+            stop: watch::channel(0).0,
+            next_id: AtomicU64::new(1),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        if let Err(e) = federation.reload().await {
+            log::error!("federation: {e}");
+        }
+        federation
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&locked(&self.state).snapshot)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<u64> {
+        self.stop.subscribe()
+    }
+
+    /// Our domain and the components' (a stream to any of them is for us).
+    pub fn local_domains(&self) -> Vec<String> {
+        let mut domains = vec![normalize_domain(&self.core.domain())];
+        domains.extend(self.core.router.link_domains().iter().map(|d| normalize_domain(d)));
+        domains
+    }
+
+    fn build_snapshot(&self) -> Result<Snapshot, FederationError> {
+        let config = self.store.federation_config()?;
+        let dns = self.store.dns_config()?;
+        let xmpp = self.store.xmpp_config()?;
+        let (resolver, resolver_error) = match Resolver::new(&dns.nameservers) {
+            Ok(r) => (Some(Arc::new(r)), None),
+            Err(e) => {
+                log::error!("federation: resolver: {e}");
+                (None, Some(e.to_string()))
+            }
+        };
+        let certs_dir = self.core.dir.join("certs");
+        let bundle = config.trust_bundle.as_ref().map(|b| certs_dir.join(b));
+        let trust = TrustStore::load(self.tuning.system_roots.as_deref(), bundle.as_deref());
+        let identity = xmpp
+            .tls
+            .as_ref()
+            .map(|t| Identity::load(&certs_dir, &t.key, &t.cert, t.bundle.as_deref()));
+        let (identity, mut tls_error) = match identity {
+            Some(Ok(identity)) => (Some(identity), None),
+            Some(Err(e)) => (None, Some(e.to_string())),
+            None => (None, Some("no TLS identity configured (xmpp certs)".to_owned())),
+        };
+        let tls = match TlsSetup::new(identity, trust) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tls_error = Some(e.to_string());
+                let trust = TrustStore::load(self.tuning.system_roots.as_deref(), bundle.as_deref());
+                TlsSetup::new(None, trust).ok()
+            }
+        };
+        if let Some(error) = &tls_error
+            && config.enabled
+        {
+            log::warn!("federation: incoming STARTTLS unavailable: {error}");
+        }
+        let mut enabled = config.enabled && xmpp.enabled;
+        if config.enabled && config.dialback_secret.is_none() {
+            log::error!("federation: enabled but no dialback secret is set (federation dialback-secret generate)");
+            enabled = false;
+        }
+        Ok(Snapshot {
+            enabled,
+            policy: Policy::from_config(&config),
+            config,
+            resolver,
+            resolver_error,
+            tls,
+            tls_error,
+            max_stanza_bytes: xmpp.max_stanza_bytes as usize,
+        })
+    }
+
+    /// Re-read the settings: start or stop, rebind listeners, rebuild the resolver and TLS,
+    /// close links the new policy forbids. Running links keep their TLS and mode.
+    pub async fn reload(self: &Arc<Self>) -> Result<(), FederationError> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let snapshot = Arc::new(self.build_snapshot()?);
+        let was_enabled = locked(&self.state).snapshot.enabled;
+        locked(&self.state).snapshot = Arc::clone(&snapshot);
+        if !snapshot.enabled {
+            self.core.router.set_remote_link(None);
+            let listeners = std::mem::take(&mut locked(&self.state).listeners);
+            if was_enabled || !listeners.is_empty() {
+                log::info!("federation disabled: listeners closed, links closing");
+            }
+            drop(listeners);
+            self.stop.send_modify(|g| *g += 1);
+            return Ok(());
+        }
+        if !was_enabled {
+            log::info!(
+                "federation enabled: security {}, privacy {}, client certificates {}",
+                snapshot.config.security.as_str(),
+                snapshot.config.privacy.as_str(),
+                if snapshot.config.client_certs {
+                    "required"
+                } else {
+                    "not required"
+                }
+            );
+        }
+        let link: Arc<dyn StanzaLink> = Arc::new(RemoteLink(Arc::downgrade(self)));
+        self.core.router.set_remote_link(Some(link));
+        self.rebind(&snapshot).await;
+        // Links to domains the new policy forbids end now.
+        let handles: Vec<(String, LinkHandle)> = locked(&self.state)
+            .links
+            .iter()
+            .map(|(d, h)| (d.clone(), h.clone()))
+            .collect();
+        for (domain, handle) in handles {
+            if !snapshot.policy.allows(&domain) {
+                log::info!("federation: closing the link to {domain}: no longer allowed");
+                handle.close.notify_one();
+            }
+        }
+        let incoming: Vec<(String, Arc<tokio::sync::Notify>)> = locked(&self.state)
+            .incoming
+            .values()
+            .map(|(info, close)| (locked(info).peer_domain.clone(), Arc::clone(close)))
+            .collect();
+        for (domain, close) in incoming {
+            if !domain.is_empty() && !snapshot.policy.allows(&domain) {
+                log::info!("federation: closing an incoming link from {domain}: no longer allowed");
+                close.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    async fn rebind(self: &Arc<Self>, _snapshot: &Snapshot) {
+        let listen = match self.store.xmpp_config() {
+            Ok(config) => config.listen,
+            Err(e) => {
+                log::error!("federation: cannot read the listen addresses: {e}");
+                return;
+            }
+        };
+        let wanted: Vec<SocketAddr> = listen
+            .iter()
+            .filter_map(|a| match sb_server::parse_listen_address(a, self.tuning.port) {
+                Ok(addr) => Some(SocketAddr::new(addr.ip(), self.tuning.port)),
+                Err(e) => {
+                    log::warn!("federation: not listening on '{a}': {e}");
+                    None
+                }
+            })
+            .collect();
+        let mut current = std::mem::take(&mut locked(&self.state).listeners);
+        let mut keep = Vec::new();
+        for addr in wanted {
+            if let Some(pos) = current.iter().position(|l| {
+                l.task.is_some()
+                    && (l.state.address == addr || (self.tuning.port == 0 && l.state.address.ip() == addr.ip()))
+            }) {
+                keep.push(current.swap_remove(pos));
+                continue;
+            }
+            keep.push(match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let bound = listener.local_addr().unwrap_or(addr);
+                    log::info!("s2s: listening on {bound}");
+                    Listener {
+                        state: ListenerState {
+                            address: bound,
+                            error: None,
+                        },
+                        task: Some(tokio::spawn(accept_loop(Arc::downgrade(self), listener))),
+                    }
+                }
+                Err(e) => {
+                    log::error!("s2s: cannot listen on {addr}: {e}");
+                    Listener {
+                        state: ListenerState {
+                            address: addr,
+                            error: Some(e.to_string()),
+                        },
+                        task: None,
+                    }
+                }
+            });
+        }
+        drop(current);
+        locked(&self.state).listeners = keep;
+    }
+
+    /// The addresses the s2s listener is bound to (tests bind port 0 and read it here).
+    pub fn listening_on(&self) -> Vec<SocketAddr> {
+        locked(&self.state)
+            .listeners
+            .iter()
+            .filter(|l| l.task.is_some())
+            .map(|l| l.state.address)
+            .collect()
+    }
+
+    /// Stop listening and close every link (an orderly shutdown of the daemon also closes
+    /// them through the core's stop signal).
+    pub async fn shutdown(&self) {
+        let _lifecycle = self.lifecycle.lock().await;
+        self.core.router.set_remote_link(None);
+        let listeners = std::mem::take(&mut locked(&self.state).listeners);
+        drop(listeners);
+        self.stop.send_modify(|g| *g += 1);
+    }
+
+    /// Hand a stanza from the router to the link for its domain, creating the link when
+    /// there is none.
+    pub(crate) fn send_remote(self: &Arc<Self>, stanza: Element) -> Result<(), DeliveryError> {
+        let snapshot = self.snapshot();
+        if !snapshot.enabled {
+            return Err(DeliveryError::Gone);
+        }
+        let Some(domain) = stanza
+            .attr("to")
+            .and_then(|to| Jid::parse(to).ok())
+            .map(|to| normalize_domain(to.domain()))
+        else {
+            return Err(DeliveryError::Gone);
+        };
+        let decision = snapshot.policy.decide(&domain);
+        if !decision.allowed() {
+            log::info!("federation: not sending to {domain}: {}", decision.describe());
+            self.spawn_bounce(
+                stanza,
+                StanzaError::with_text(
+                    StanzaErrorCondition::NotAllowed,
+                    format!("federation with {domain} is not allowed by this server's policy"),
+                ),
+            );
+            return Ok(());
+        }
+        let mut stanza = stanza;
+        for _ in 0..2 {
+            let handle = {
+                let mut state = locked(&self.state);
+                state
+                    .links
+                    .entry(domain.clone())
+                    .or_insert_with(|| link::spawn(self, &domain))
+                    .clone()
+            };
+            match handle.tx.try_send(stanza) {
+                Ok(()) => return Ok(()),
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => return Err(DeliveryError::QueueFull),
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(back)) => {
+                    // The link ended between the lookup and the send: start a new one.
+                    self.forget_link(&domain, handle.id);
+                    stanza = back;
+                }
+            }
+        }
+        Err(DeliveryError::Gone)
+    }
+
+    pub(crate) fn spawn_bounce(&self, stanza: Element, error: StanzaError) {
+        let core = Arc::clone(&self.core);
+        self.runtime.spawn(async move { core.bounce(&stanza, error).await });
+    }
+
+    /// Remove the link for `domain` if it is still link `id`.
+    pub(crate) fn forget_link(&self, domain: &str, id: u64) {
+        let mut state = locked(&self.state);
+        if state.links.get(domain).is_some_and(|h| h.id == id) {
+            state.links.remove(domain);
+        }
+    }
+
+    pub(crate) fn register_incoming(&self, info: Arc<Mutex<LinkInfo>>, close: Arc<tokio::sync::Notify>) {
+        let id = locked(&info).id;
+        locked(&self.state).incoming.insert(id, (info, close));
+    }
+
+    pub(crate) fn unregister_incoming(&self, id: u64) {
+        locked(&self.state).incoming.remove(&id);
+    }
+
+    pub fn status(&self) -> FederationStatus {
+        let state = locked(&self.state);
+        let now = Instant::now();
+        let mut links: Vec<(LinkInfo, Duration)> = state
+            .links
+            .values()
+            .map(|h| locked(&h.info).clone())
+            .chain(state.incoming.values().map(|(i, _)| locked(i).clone()))
+            .map(|info| {
+                let idle = now.saturating_duration_since(info.last_activity);
+                (info, idle)
+            })
+            .collect();
+        links.sort_by(|(a, _), (b, _)| {
+            (a.direction != Direction::Outgoing, &a.peer_domain, a.id).cmp(&(
+                b.direction != Direction::Outgoing,
+                &b.peer_domain,
+                b.id,
+            ))
+        });
+        let snapshot = &state.snapshot;
+        let mut problems = Vec::new();
+        if snapshot.config.enabled && snapshot.config.dialback_secret.is_none() {
+            problems.push("no dialback secret set (federation dialback-secret generate)".to_owned());
+        }
+        if snapshot.enabled {
+            if let Some(error) = &snapshot.tls_error {
+                problems.push(format!("incoming STARTTLS unavailable: {error}"));
+            }
+            if let Some(error) = &snapshot.resolver_error {
+                problems.push(format!("resolver: {error}"));
+            }
+            for listener in &state.listeners {
+                if let Some(error) = &listener.state.error {
+                    problems.push(format!("listener {}: {error}", listener.state.address));
+                }
+            }
+        }
+        FederationStatus {
+            enabled: snapshot.enabled,
+            listeners: state.listeners.iter().map(|l| l.state.clone()).collect(),
+            links,
+            resolver: snapshot
+                .resolver
+                .as_ref()
+                .map(|r| r.description.clone())
+                .unwrap_or_else(|| "(unavailable)".to_owned()),
+            problems,
+        }
+    }
+}
+
+async fn accept_loop(federation: Weak<Federation>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let Some(federation) = federation.upgrade() else {
+                    return;
+                };
+                if federation.core.is_shutting_down() {
+                    continue;
+                }
+                tokio::spawn(crate::inbound::serve(federation, tcp, peer));
+            }
+            Err(e) => {
+                log::warn!("s2s: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Federation: server-to-server links in and out, Server Dialback, STARTTLS, DNS SRV,
+//! privacy lists and static routes (SPEC.md part 2, Expressway-E style).
+//!
+//! Layers, bottom up:
+//! - [`policy`], [`srv`] and [`stream`] are pure: who may federate, in which order to try a
+//!   domain's servers, and the s2s stream state machines (dialback in its three roles).
+//! - [`dns`] wraps hickory-resolver; [`tls`] builds the rustls configurations and judges
+//!   peer certificates.
+//! - [`Federation`] owns the I/O: the 5269 listener, one outgoing link per remote domain
+//!   with its bounded queue, verify-only streams, idle timers; it is the router's link for
+//!   every domain that is neither ours nor a component's.
+
+pub mod dns;
+mod federation;
+mod inbound;
+mod link;
+mod live;
+pub mod policy;
+pub mod srv;
+pub mod stream;
+pub mod tls;
+mod transport;
+
+pub use federation::{
+    DEFAULT_S2S_PORT, Direction, Federation, FederationError, FederationStatus, FederationTuning, LinkInfo,
+    ListenerState, Snapshot,
+};
+pub use live::FederationAdmin;
+pub use stream::AuthMethod;

@@ -1,0 +1,154 @@
+//! The admin layer's view of the federation (`federation status`, `dns check`, applying
+//! settings): synchronous calls from the admin's blocking thread, run on the daemon's runtime.
+
+use crate::federation::Federation;
+use crate::srv::order_srv;
+use sb_admin::{DnsCheckReport, DnsRecordCheck, DnsServiceCheck, FederationLink, FederationLive, FederationLiveStatus};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Upper bound for one admin call; `dns check` against a dead nameserver is the slow case.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What xmppd hands the admin layer (`LiveNode::federation`).
+pub struct FederationAdmin(pub Arc<Federation>);
+
+impl Federation {
+    pub fn admin_handle(self: &Arc<Self>) -> Arc<dyn FederationLive> {
+        Arc::new(FederationAdmin(Arc::clone(self)))
+    }
+}
+
+impl FederationAdmin {
+    /// Run `future` on the daemon's runtime and wait for it from this (non-runtime) thread.
+    fn block_on<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.0.runtime().spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv_timeout(CALL_TIMEOUT)
+            .map_err(|_| format!("no answer within {} s", CALL_TIMEOUT.as_secs()))
+    }
+}
+
+impl FederationLive for FederationAdmin {
+    fn reload(&self) -> Result<(), String> {
+        let federation = Arc::clone(&self.0);
+        self.block_on(async move { federation.reload().await.map_err(|e| e.to_string()) })?
+    }
+
+    fn status(&self) -> FederationLiveStatus {
+        let status = self.0.status();
+        FederationLiveStatus {
+            running: status.enabled,
+            listeners: status
+                .listeners
+                .iter()
+                .map(|l| match &l.error {
+                    None => l.address.to_string(),
+                    Some(e) => format!("{} ({e})", l.address),
+                })
+                .collect(),
+            links: status
+                .links
+                .into_iter()
+                .map(|(link, idle)| FederationLink {
+                    peer_domain: if link.peer_domain.is_empty() {
+                        "(unknown)".to_owned()
+                    } else {
+                        link.peer_domain
+                    },
+                    local_domains: link.local_domains,
+                    address: link.address.map(|a| a.to_string()).unwrap_or_default(),
+                    direction: link.direction.as_str().to_owned(),
+                    state: link.state.to_owned(),
+                    tls: link.tls,
+                    auth: link.auth.map(|a| a.as_str().to_owned()).unwrap_or_default(),
+                    since_unix: link.since_unix,
+                    idle_secs: idle.as_secs(),
+                })
+                .collect(),
+            resolver: status.resolver,
+            problems: status.problems,
+        }
+    }
+
+    fn dns_check(&self, domain: &str) -> DnsCheckReport {
+        let federation = Arc::clone(&self.0);
+        let domain = domain.to_owned();
+        self.block_on(async move { dns_check(&federation, &domain).await })
+            .unwrap_or_else(|e| DnsCheckReport {
+                resolver: e,
+                services: Vec::new(),
+            })
+    }
+}
+
+async fn dns_check(federation: &Federation, domain: &str) -> DnsCheckReport {
+    let snapshot = federation.snapshot();
+    let resolver = match &snapshot.resolver {
+        Some(r) => Arc::clone(r),
+        None => {
+            return DnsCheckReport {
+                resolver: format!(
+                    "unavailable: {}",
+                    snapshot.resolver_error.as_deref().unwrap_or("federation is disabled")
+                ),
+                services: Vec::new(),
+            };
+        }
+    };
+    let mut services = Vec::new();
+    for service in [
+        "_xmpp-client._tcp",
+        "_xmpp-component._tcp",
+        "_xmpp-server._tcp",
+        "_xmpps-server._tcp",
+    ] {
+        let name = format!("{service}.{domain}");
+        let mut check = DnsServiceCheck {
+            name: name.clone(),
+            ..DnsServiceCheck::default()
+        };
+        match resolver.srv(&name, false).await {
+            Err(e) => check.error = Some(e.to_string()),
+            Ok(records) => {
+                for record in order_srv(records, &mut crate::dns::random_up_to) {
+                    let mut line = DnsRecordCheck {
+                        priority: record.priority,
+                        weight: record.weight,
+                        port: record.port,
+                        target: record.target.clone(),
+                        ..DnsRecordCheck::default()
+                    };
+                    match resolver.addresses(&record.target).await {
+                        Err(e) => line.error = Some(e.to_string()),
+                        Ok(addresses) => {
+                            for ip in addresses {
+                                let addr = SocketAddr::new(ip, record.port);
+                                let answer =
+                                    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
+                                        .await
+                                    {
+                                        Ok(Ok(_)) => Ok(()),
+                                        Ok(Err(e)) => Err(e.to_string()),
+                                        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+                                    };
+                                line.addresses.push((ip.to_string(), answer));
+                            }
+                        }
+                    }
+                    check.records.push(line);
+                }
+            }
+        }
+        services.push(check);
+    }
+    DnsCheckReport {
+        resolver: resolver.description.clone(),
+        services,
+    }
+}

@@ -1,0 +1,447 @@
+//! Two complete nodes in one process (sb-server core + federation, each with its own sled
+//! store, certificate and listener on 127.0.0.1), federating over real sockets with real TLS
+//! and dialback. Users are stand-in sessions bound on each node's router, so the test sees
+//! exactly what a client session would be handed.
+
+use sb_federation::{AuthMethod, Direction, Federation, FederationTuning};
+use sb_proto::{Element, StanzaErrorCondition, ns};
+use sb_server::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
+use sb_server::{Server, ServerTuning};
+use sb_store::{PrivacyMode, Secret, SecurityMode, Store, TlsIdentity};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Generous: a failure shows up as a missing stanza, never as a slow one.
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Node {
+    domain: String,
+    server: Arc<Server>,
+    federation: Arc<Federation>,
+    store: Store,
+    dir: tempfile::TempDir,
+}
+
+fn write_identity(dir: &std::path::Path, domain: &str) -> String {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![domain.to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(certs.join("node.key"), key.serialize_pem()).unwrap();
+    std::fs::write(certs.join("node.crt"), cert.pem()).unwrap();
+    cert.pem()
+}
+
+impl Node {
+    async fn start(domain: &str) -> Node {
+        Node::start_with(domain, Duration::from_secs(10)).await
+    }
+
+    async fn start_with(domain: &str, dialback_timeout: Duration) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        write_identity(dir.path(), domain);
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .update_xmpp_config(|c| {
+                c.domain = domain.to_owned();
+                c.listen = vec!["127.0.0.1:0".to_owned()];
+                c.enabled = true;
+                c.tls = Some(TlsIdentity {
+                    key: "node.key".into(),
+                    cert: "node.crt".into(),
+                    bundle: None,
+                });
+            })
+            .unwrap();
+        store
+            .update_federation_config(|f| {
+                f.enabled = true;
+                f.dialback_secret = Some(Secret::new(format!("secret of {domain}")));
+                f.privacy = PrivacyMode::Off;
+                f.security = SecurityMode::TlsRequired;
+            })
+            .unwrap();
+        let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
+        server.start().await.unwrap();
+        let tuning = FederationTuning {
+            port: 0,
+            dialback_timeout,
+            system_roots: None,
+            ..FederationTuning::default()
+        };
+        let federation = Federation::start(Arc::clone(server.core()), store.clone(), tuning).await;
+        Node {
+            domain: domain.to_owned(),
+            server,
+            federation,
+            store,
+            dir,
+        }
+    }
+
+    fn s2s_addr(&self) -> SocketAddr {
+        self.federation.listening_on()[0]
+    }
+
+    async fn route_to(&self, other: &Node) {
+        let target = other.s2s_addr().to_string();
+        let domain = other.domain.clone();
+        self.store
+            .update_federation_config(|f| {
+                f.routes.insert(domain, vec![target]);
+            })
+            .unwrap();
+        self.federation.reload().await.unwrap();
+    }
+
+    fn user(&self, name: &str) -> mpsc::Receiver<Outbound> {
+        let core = self.server.core();
+        let (tx, rx) = mpsc::channel(64);
+        let handle = SessionHandle::new(core.router.next_session_id(), tx, Arc::new(SessionControl::default()));
+        let meta = SessionMeta {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since_unix: 0,
+            tls: true,
+        };
+        core.router.bind(name, "res", handle, meta);
+        rx
+    }
+
+    async fn send(&self, from: &str, to: &str, body: &str) {
+        let message = Element::new("message", ns::CLIENT)
+            .with_attr("from", format!("{from}@{}/res", self.domain))
+            .with_attr("to", to)
+            .with_attr("type", "chat")
+            .with_attr("id", body)
+            .with_child(Element::new("body", ns::CLIENT).with_text(body));
+        self.server.core().route(message).await;
+    }
+}
+
+async fn receive(rx: &mut mpsc::Receiver<Outbound>) -> Element {
+    match tokio::time::timeout(WAIT, rx.recv()).await {
+        Ok(Some(Outbound::Stanza(stanza))) => *stanza,
+        Ok(Some(Outbound::Raw(raw))) => panic!("unexpected raw bytes: {raw:?}"),
+        Ok(None) => panic!("session queue closed"),
+        Err(_) => panic!("nothing arrived within {WAIT:?}"),
+    }
+}
+
+fn body(stanza: &Element) -> String {
+    stanza
+        .get_child("body", ns::CLIENT)
+        .map(Element::text)
+        .unwrap_or_default()
+}
+
+fn error_condition(stanza: &Element) -> Option<StanzaErrorCondition> {
+    let error = stanza.get_child("error", ns::CLIENT)?;
+    error
+        .elements()
+        .find(|c| c.ns == ns::STANZAS_ERROR && c.name != "text")
+        .and_then(|c| StanzaErrorCondition::from_name(&c.name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_flow_both_ways_over_tls_and_dialback() {
+    let a = Node::start("a.example").await;
+    let b = Node::start("b.example").await;
+    a.route_to(&b).await;
+    b.route_to(&a).await;
+    let mut alice = a.user("alice");
+    let mut bob = b.user("bob");
+
+    a.send("alice", "bob@b.example/res", "hello bob").await;
+    let got = receive(&mut bob).await;
+    assert_eq!(body(&got), "hello bob");
+    assert_eq!(got.attr("from"), Some("alice@a.example/res"));
+    assert_eq!(got.ns, ns::CLIENT);
+
+    b.send("bob", "alice@a.example/res", "hello alice").await;
+    let got = receive(&mut alice).await;
+    assert_eq!(body(&got), "hello alice");
+
+    // A second message reuses the link; order is kept.
+    for i in 0..5 {
+        a.send("alice", "bob@b.example/res", &format!("n{i}")).await;
+    }
+    for i in 0..5 {
+        assert_eq!(body(&receive(&mut bob).await), format!("n{i}"));
+    }
+
+    let status = a.federation.status();
+    assert!(status.enabled);
+    let outgoing = status
+        .links
+        .iter()
+        .find(|(l, _)| l.direction == Direction::Outgoing)
+        .map(|(l, _)| l.clone())
+        .expect("an outgoing link");
+    assert_eq!(outgoing.peer_domain, "b.example");
+    assert_eq!(outgoing.auth, Some(AuthMethod::Dialback));
+    assert!(outgoing.tls.is_some(), "TLS is required");
+    assert_eq!(outgoing.address, Some(b.s2s_addr()));
+    let incoming = status
+        .links
+        .iter()
+        .find(|(l, _)| l.direction == Direction::Incoming && l.state == "up")
+        .map(|(l, _)| l.clone())
+        .expect("an incoming link");
+    assert_eq!(incoming.peer_domain, "b.example");
+    assert!(incoming.tls.is_some());
+    drop(a.dir);
+    drop(b.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_blocks_with_not_allowed_and_unreachable_domains_bounce() {
+    let a = Node::start("a.example").await;
+    let mut alice = a.user("alice");
+    a.store
+        .update_federation_config(|f| {
+            f.privacy = PrivacyMode::Allow;
+            f.allow = vec!["b.example".into()];
+            // A route nobody answers on: no DNS fallback may be tried.
+            f.routes.insert("dead.example".into(), vec!["127.0.0.1:1".into()]);
+        })
+        .unwrap();
+    a.federation.reload().await.unwrap();
+
+    a.send("alice", "someone@c.example", "blocked").await;
+    let bounce = receive(&mut alice).await;
+    assert_eq!(bounce.attr("type"), Some("error"));
+    assert_eq!(error_condition(&bounce), Some(StanzaErrorCondition::NotAllowed));
+
+    // Routed domains are allowed whatever the list says; this one does not answer.
+    a.send("alice", "someone@dead.example", "unreachable").await;
+    let bounce = receive(&mut alice).await;
+    assert_eq!(
+        error_condition(&bounce),
+        Some(StanzaErrorCondition::RemoteServerNotFound)
+    );
+
+    // Disabled: the router has no remote link, the core bounces.
+    a.store.update_federation_config(|f| f.enabled = false).unwrap();
+    a.federation.reload().await.unwrap();
+    a.send("alice", "someone@b.example", "off").await;
+    let bounce = receive(&mut alice).await;
+    assert_eq!(
+        error_condition(&bounce),
+        Some(StanzaErrorCondition::RemoteServerNotFound)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiving_side_denies_a_domain_with_a_dialback_error() {
+    let a = Node::start("a.example").await;
+    let b = Node::start("b.example").await;
+    a.route_to(&b).await;
+    b.route_to(&a).await;
+    b.store
+        .update_federation_config(|f| {
+            f.privacy = PrivacyMode::Deny;
+            f.deny = vec!["a.example".into()];
+            f.routes.clear();
+        })
+        .unwrap();
+    b.federation.reload().await.unwrap();
+    let mut alice = a.user("alice");
+    let mut bob = b.user("bob");
+    a.send("alice", "bob@b.example/res", "denied").await;
+    let bounce = receive(&mut alice).await;
+    assert_eq!(bounce.attr("type"), Some("error"));
+    assert!(bob.try_recv().is_err(), "nothing reached bob");
+}
+
+/// A raw peer: the framer-level checks and dialback answers a bad server gets.
+async fn raw_exchange(addr: SocketAddr, send: &[&str], until: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut received = String::new();
+    for chunk in send {
+        tcp.write_all(chunk.as_bytes()).await.unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while !received.contains(until) {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let _ = tokio::time::timeout(WAIT, read).await;
+    received
+}
+
+const HEADER_TO_B: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' \
+xmlns:stream='http://etherx.jabber.org/streams' from='a.example' to='b.example' version='1.0'>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_get_clear_errors() {
+    let a = Node::start("a.example").await;
+    let b = Node::start("b.example").await;
+    b.route_to(&a).await;
+    b.store
+        .update_federation_config(|f| f.security = SecurityMode::TlsOptional)
+        .unwrap();
+    b.federation.reload().await.unwrap();
+
+    // A domain B does not serve.
+    let other = HEADER_TO_B.replace("to='b.example'", "to='nowhere.example'");
+    let text = raw_exchange(b.s2s_addr(), &[&other], "</stream:stream>").await;
+    assert!(text.contains("<host-unknown"), "{text}");
+
+    // Garbage.
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, "<message><<"], "</stream:stream>").await;
+    assert!(text.contains("<not-well-formed"), "{text}");
+
+    // A spoofed key for a.example: B asks A (the authoritative server), which says invalid.
+    let forged = "<db:result from='a.example' to='b.example'>0123456789abcdef</db:result>";
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, forged], "</stream:stream>").await;
+    assert!(text.contains("type='invalid'"), "{text}");
+
+    // Stanzas without authentication.
+    let stanza = "<message from='x@a.example' to='bob@b.example'><body>x</body></message>";
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, stanza], "</stream:stream>").await;
+    assert!(text.contains("<not-authorized"), "{text}");
+
+    // The authoritative role answers with the SPEC formula: a key B issued to "a.example"
+    // for stream "417GAF25" is valid, another is not.
+    let key = sb_proto::dialback::dialback_key("secret of b.example", "a.example", "b.example", "417GAF25");
+    let verify = format!("<db:verify from='a.example' to='b.example' id='417GAF25'>{key}</db:verify>");
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, &verify], "type='").await;
+    assert!(text.contains("type='valid'"), "{text}");
+    let verify = format!("<db:verify from='a.example' to='b.example' id='417GAF26'>{key}</db:verify>");
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, &verify], "type='").await;
+    assert!(text.contains("type='invalid'"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_refuses_plaintext_dialback() {
+    let b = Node::start("b.example").await;
+    let forged = "<db:result from='a.example' to='b.example'>00</db:result>";
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, forged], "</db:result>").await;
+    assert!(text.contains("<required/>"), "{text}");
+    assert!(text.contains("<policy-violation"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_certificates_use_sasl_external() {
+    let a = Node::start("a.example").await;
+    let b = Node::start("b.example").await;
+    a.route_to(&b).await;
+    b.route_to(&a).await;
+    // Each trusts the other's self-signed certificate and requires certificates.
+    let a_cert = std::fs::read(a.dir.path().join("certs/node.crt")).unwrap();
+    let b_cert = std::fs::read(b.dir.path().join("certs/node.crt")).unwrap();
+    std::fs::write(a.dir.path().join("certs/peers.pem"), &b_cert).unwrap();
+    std::fs::write(b.dir.path().join("certs/peers.pem"), &a_cert).unwrap();
+    for node in [&a, &b] {
+        node.store
+            .update_federation_config(|f| {
+                f.client_certs = true;
+                f.trust_bundle = Some("peers.pem".into());
+            })
+            .unwrap();
+        node.federation.reload().await.unwrap();
+    }
+    let mut bob = b.user("bob");
+    a.send("alice", "bob@b.example/res", "certified").await;
+    assert_eq!(body(&receive(&mut bob).await), "certified");
+    let status = a.federation.status();
+    let outgoing = status
+        .links
+        .iter()
+        .find(|(l, _)| l.direction == Direction::Outgoing)
+        .map(|(l, _)| l.clone())
+        .unwrap();
+    assert_eq!(outgoing.auth, Some(AuthMethod::SaslExternal));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_links_close() {
+    let a = Node::start("a.example").await;
+    let mut b = Node::start("b.example").await;
+    // Rebuild B's federation with a short idle timeout.
+    b.federation.shutdown().await;
+    b.federation = Federation::start(
+        Arc::clone(b.server.core()),
+        b.store.clone(),
+        FederationTuning {
+            port: 0,
+            idle_timeout: Duration::from_millis(300),
+            system_roots: None,
+            ..FederationTuning::default()
+        },
+    )
+    .await;
+    a.route_to(&b).await;
+    b.route_to(&a).await;
+    let mut alice = a.user("alice");
+    b.send("bob", "alice@a.example/res", "ping").await;
+    assert_eq!(body(&receive(&mut alice).await), "ping");
+    let mut closed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !b
+            .federation
+            .status()
+            .links
+            .iter()
+            .any(|(l, _)| l.direction == Direction::Outgoing)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the idle outgoing link was not closed");
+    // The next stanza opens a new link.
+    b.send("bob", "alice@a.example/res", "again").await;
+    assert_eq!(body(&receive(&mut alice).await), "again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peers_time_out() {
+    // A "server" that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let b = Node::start_with("b.example", Duration::from_millis(500)).await;
+    b.store
+        .update_federation_config(|f| {
+            f.security = SecurityMode::TlsOptional;
+            f.routes.insert("silent.example".into(), vec![silent_addr.to_string()]);
+        })
+        .unwrap();
+    b.federation.reload().await.unwrap();
+
+    // Our user's stanza waits for the link, then bounces with remote-server-timeout.
+    let mut bob = b.user("bob");
+    b.send("bob", "x@silent.example", "anyone?").await;
+    let bounce = receive(&mut bob).await;
+    assert_eq!(
+        error_condition(&bounce),
+        Some(StanzaErrorCondition::RemoteServerTimeout)
+    );
+
+    // A peer claiming to be silent.example: its authoritative server never answers the
+    // verify, so the claim gets a dialback error, and the stream stays usable.
+    let header = HEADER_TO_B.replace("from='a.example'", "from='silent.example'");
+    let claim = "<db:result from='silent.example' to='b.example'>00</db:result>";
+    let text = raw_exchange(b.s2s_addr(), &[&header, claim], "</db:result>").await;
+    assert!(text.contains("type='error'"), "{text}");
+    assert!(text.contains("<remote-server-timeout"), "{text}");
+    holder.abort();
+}
