@@ -84,10 +84,7 @@ impl Store {
             Err(TryLockError::Error(err)) => return Err(StoreError::Io(err)),
         }
 
-        let db = sled::Config::new()
-            .path(dir.join("store"))
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        let db = open_sled(&dir.join("store"))?;
         migrations::upgrade(&db)?;
         let inner = Inner {
             config: db.open_tree("config")?,
@@ -167,6 +164,28 @@ fn decode_u64(what: impl FnOnce() -> String, raw: &[u8]) -> Result<u64> {
         reason: format!("expected 8 bytes, found {}", raw.len()),
     })?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+/// How long [`open_sled`] waits for this process's previous handle to let go.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Open sled, waiting (bounded) for its file lock. The caller holds `store.lock`, so no other
+/// process uses this store: sled's own lock can then only still be held by this process's
+/// previous handle, whose background flusher thread releases it shortly after the handle is
+/// dropped (a close-then-reopen, as `mmp` and the tests do). sled reports that case only as
+/// an I/O error with this text, hence the string match.
+fn open_sled(path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open() {
+            Err(sled::Error::Io(err))
+                if err.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -184,7 +184,11 @@ fn clippy_tier(_: &[String]) -> TaskResult {
 }
 
 fn unit_tier(_: &[String]) -> TaskResult {
-    run_status(cargo().args(["test", "--workspace"]), "cargo test --workspace")
+    // --no-fail-fast: one failing test binary must not hide the results of the others.
+    run_status(
+        cargo().args(["test", "--workspace", "--no-fail-fast"]),
+        "cargo test --workspace",
+    )
 }
 
 /// Debian's python3 first: python3-slixmpp is installed for it, not for a pyenv or venv
