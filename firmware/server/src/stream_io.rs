@@ -5,13 +5,15 @@
 //! What a stream *means* stays with its task; this only moves bytes and keeps time.
 
 use crate::c2s::transport::Transport;
+use crate::router::{Outbound, SessionControl};
 use crate::tuning::ServerTuning;
 use bytes::BytesMut;
 use sb_proto::{StreamError, StreamErrorCondition, StreamFramer};
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::timeout;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout};
 
 /// Room for one TLS record's worth of plaintext per read; the framer keeps what it needs.
 const READ_CHUNK: usize = 1024;
@@ -28,6 +30,51 @@ pub enum FlushError {
     Io(#[from] std::io::Error),
     #[error("the peer does not read")]
     Stalled,
+}
+
+/// What woke a connection task.
+pub enum Wake {
+    Shutdown,
+    Control,
+    Read(std::io::Result<usize>),
+    Outbound(Option<Outbound>),
+    Timer,
+}
+
+impl StreamIo {
+    /// Wait for whatever comes first: server shutdown, a close request for the attached
+    /// session, bytes from the peer, a stanza for the peer, or the next timer. Before a
+    /// session is attached (`control`/`outbound` are `None`) only the other sources count.
+    pub async fn wait(
+        &mut self,
+        stop: &mut watch::Receiver<u64>,
+        control: Option<&SessionControl>,
+        outbound: Option<&mut mpsc::Receiver<Outbound>>,
+        wake_at: Instant,
+    ) -> Wake {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => Wake::Shutdown,
+            _ = close_requested(control) => Wake::Control,
+            read = self.read() => Wake::Read(read),
+            item = next_outbound(outbound) => Wake::Outbound(item),
+            _ = sleep_until(wake_at.into()) => Wake::Timer,
+        }
+    }
+}
+
+async fn next_outbound(rx: Option<&mut mpsc::Receiver<Outbound>>) -> Option<Outbound> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn close_requested(control: Option<&SessionControl>) {
+    match control {
+        Some(control) => control.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 pub struct StreamIo {

@@ -15,7 +15,7 @@ use crate::limits::ConnectionSlot;
 use crate::presence::SessionPresence;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::sasl::{self as sasl_auth, AuthContext, Exchange, Outcome};
-use crate::stream_io::{FlushError, StreamIo};
+use crate::stream_io::{FlushError, StreamIo, Wake};
 use crate::{bind, session};
 use negotiation::{Mechanism, Negotiation, NegotiationConfig, Step};
 use sb_proto::sasl::encode_payload;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout};
+use tokio::time::timeout;
 use transport::Transport;
 
 /// Queued stanzas written in one go before the socket is flushed.
@@ -52,14 +52,6 @@ enum Flow {
     Close(Option<StreamError>),
     /// The socket is unusable: stop without a closing handshake.
     Abort,
-}
-
-enum Wake {
-    Shutdown,
-    Control,
-    Read(std::io::Result<usize>),
-    Outbound(Option<Outbound>),
-    Timer,
 }
 
 pub struct Connection {
@@ -114,20 +106,6 @@ pub async fn serve(
     Box::pin(connection.finish(flow)).await;
 }
 
-async fn outbound(rx: Option<&mut mpsc::Receiver<Outbound>>) -> Option<Outbound> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn control(control: Option<&SessionControl>) {
-    match control {
-        Some(control) => control.notified().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Connection {
     async fn run(&mut self) -> Flow {
         loop {
@@ -141,14 +119,7 @@ impl Connection {
                     Some(s) => (Some(&*s.control), Some(&mut s.rx)),
                     None => (None, None),
                 };
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => Wake::Shutdown,
-                    _ = control(control_ref) => Wake::Control,
-                    read = io.read() => Wake::Read(read),
-                    item = outbound(rx_ref) => Wake::Outbound(item),
-                    _ = sleep_until(wake_at.into()) => Wake::Timer,
-                }
+                io.wait(stop, control_ref, rx_ref, wake_at).await
             };
             let flow = match wake {
                 Wake::Shutdown => Flow::Close(Some(StreamError::new(StreamErrorCondition::SystemShutdown))),

@@ -11,7 +11,7 @@ use crate::c2s::transport::Transport;
 use crate::core::{Core, TrackedConnection, unix_now};
 use crate::limits::ConnectionSlot;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
-use crate::stream_io::{FlushError, StreamIo};
+use crate::stream_io::{FlushError, StreamIo, Wake};
 use ring::rand::{SecureRandom, SystemRandom};
 use sb_proto::{
     Element, FramerConfig, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamEvent,
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout};
+use tokio::time::timeout;
 
 /// Queued stanzas written in one go before the socket is flushed. A bridge carries the
 /// traffic of many users, so its batches are larger than a client's.
@@ -45,14 +45,6 @@ enum Flow {
     Close(Option<StreamError>),
     /// The socket is unusable: stop without a closing handshake.
     Abort,
-}
-
-enum Wake {
-    Shutdown,
-    Control,
-    Read(std::io::Result<usize>),
-    Outbound(Option<Outbound>),
-    Timer,
 }
 
 struct Connection {
@@ -131,20 +123,6 @@ pub async fn serve(
     Box::pin(connection.finish(flow)).await;
 }
 
-async fn outbound(rx: Option<&mut mpsc::Receiver<Outbound>>) -> Option<Outbound> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn control(control: Option<&SessionControl>) {
-    match control {
-        Some(control) => control.notified().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Connection {
     async fn run(&mut self) -> Flow {
         loop {
@@ -158,14 +136,7 @@ impl Connection {
                     Some(a) => (Some(&*a.control), Some(&mut a.rx)),
                     None => (None, None),
                 };
-                tokio::select! {
-                    biased;
-                    _ = stop.changed() => Wake::Shutdown,
-                    _ = control(control_ref) => Wake::Control,
-                    read = io.read() => Wake::Read(read),
-                    item = outbound(rx_ref) => Wake::Outbound(item),
-                    _ = sleep_until(wake_at.into()) => Wake::Timer,
-                }
+                io.wait(stop, control_ref, rx_ref, wake_at).await
             };
             let flow = match wake {
                 Wake::Shutdown => Flow::Close(Some(StreamError::new(StreamErrorCondition::SystemShutdown))),
