@@ -23,7 +23,8 @@ pub struct TlsIdentity {
 pub struct XmppConfig {
     /// Empty means unconfigured.
     pub domain: String,
-    /// `127.0.0.1`, `127.0.0.1:15222` or `[::1]:5222`; the port defaults per service.
+    /// [`crate::ListenTarget`]s in stored form: `127.0.0.1`, `127.0.0.1:15222`, `[::1]:5222`,
+    /// `a`, `eth0:5222`; the port defaults per service.
     pub listen: Vec<String>,
     pub enabled: bool,
     pub tls: Option<TlsIdentity>,

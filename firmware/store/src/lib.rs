@@ -14,6 +14,7 @@ mod callbridge;
 mod config;
 mod error;
 mod federation;
+mod listen;
 mod migrations;
 mod offline;
 mod roster;
@@ -25,6 +26,9 @@ pub use callbridge::CallBridge;
 pub use config::{TlsIdentity, XmppConfig};
 pub use error::{Result, StoreError};
 pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};
+pub use listen::{
+    BoardInterface, InterfaceAddresses, ListenHost, ListenParseError, ListenTarget, MAX_INTERFACE_NAME, Unresolved,
+};
 pub use migrations::SCHEMA_VERSION;
 pub use roster::{RosterItem, Subscription};
 pub use sb_proto::sasl::UserCredentials;
