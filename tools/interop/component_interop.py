@@ -6,9 +6,10 @@ Standalone:
 
     /usr/bin/python3 tools/interop/component_interop.py --xmppd target/debug/xmppd --mmp target/debug/mmp
 
-Starts xmppd on a loopback address (clients on a free port, Call Bridges on 5223 of the same
-address) with a temporary data directory, users alice and bob, and Call Bridge cb1 added with
-`mmp xmpp callbridge add-secret` (secret piped on stdin). Then:
+Starts xmppd on a loopback address (clients on a free port, Call Bridges on another free port
+of the same address, set with `mmp xmpp callbridge port`) with a temporary data directory,
+users alice and bob, and Call Bridge cb1 added with `mmp xmpp callbridge add-secret` (secret
+piped on stdin). Then:
   * cb1 connects as a slixmpp ComponentXMPP with TLS on the socket (xmppd's self-signed
     certificate trusted explicitly and verified) and completes the handshake;
   * alice logs in with slixmpp's ClientXMPP (SCRAM-SHA-256 over STARTTLS);
@@ -20,7 +21,11 @@ address) with a temporary data directory, users alice and bob, and Call Bridge c
   * an unknown name is refused (<host-unknown/>);
   * cb1 reconnecting replaces its old connection, which gets <conflict/>; traffic follows the
     new one;
-  * `xmpp status` (through mmp and the admin socket) lists cb1 and the refusals.
+  * `xmpp status` (through mmp and the admin socket) lists cb1, the refusals and the port;
+  * while running: `xmpp callbridge port <new>` moves the listener (the old port refuses,
+    cb1 joins on the new one over TLS), `xmpp callbridge plain on` lets cb1 join over plain
+    TCP on this loopback address, and `xmpp callbridge port off` closes the listener while
+    the connected cb1 keeps working.
 
 Every check asserts; the last line is `N passed, N failed` and the exit code is 1 on failure.
 Every wait is bounded.
@@ -49,7 +54,6 @@ except ImportError:  # pragma: no cover - reported as a failure below
     slixmpp = None
 
 DOMAIN = "localhost"
-COMPONENT_PORT = 5223
 STEP_TIMEOUT = 15.0
 USERS = {"alice": "alice-secret-1", "bob": "bob-secret-2"}
 BRIDGE = "cb1"
@@ -74,15 +78,6 @@ def free_port(address):
         return probe.getsockname()[1]
 
 
-def port_is_free(address, port):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((address, port))
-            return True
-        except OSError:
-            return False
-
-
 class Xmppd:
     """xmppd in a temporary directory on `address`, with USERS and Call Bridge cb1."""
 
@@ -91,6 +86,10 @@ class Xmppd:
         self.mmp = mmp
         self.address = address
         self.port = free_port(address)
+        # Not the default 5223: set with `xmpp callbridge port`, as an administrator would.
+        self.component_port = free_port(address)
+        while self.component_port == self.port:
+            self.component_port = free_port(address)
         self.keep = keep
         self.dir = tempfile.mkdtemp(prefix="switchboard-components-")
         self.process = None
@@ -114,6 +113,9 @@ class Xmppd:
     def start(self):
         self.mmp_run("xmpp", "domain", DOMAIN)
         self.mmp_run("xmpp", "listen", "%s:%d" % (self.address, self.port))
+        reply = self.mmp_run("xmpp", "callbridge", "port", str(self.component_port))
+        expect("Call Bridge port: %d, TLS" % self.component_port in reply,
+               "xmpp callbridge port answered: %s" % reply.strip())
         self.mmp_run("xmpp", "enable")
         for user, password in USERS.items():
             self.mmp_run("user", "add", user, stdin="%s\n%s\n" % (password, password))
@@ -129,7 +131,7 @@ class Xmppd:
         )
         log.close()
         deadline = time.monotonic() + 30
-        for port in (self.port, COMPONENT_PORT):
+        for port in (self.port, self.component_port):
             while True:
                 if self.process.poll() is not None:
                     raise CheckFailed("xmppd exited (%s) early:\n%s" % (self.process.returncode, self.log_tail()))
@@ -217,9 +219,10 @@ def make_classes():
     class Bridge(ComponentXMPP):
         """A Call Bridge stand-in: slixmpp's component, TLS on the socket."""
 
-        def __init__(self, name, secret, address, cafile):
+        def __init__(self, name, secret, address, port, cafile, use_ssl=True):
             super().__init__("%s.%s" % (name, DOMAIN), secret)
-            self.target = (address, COMPONENT_PORT)
+            self.target = (address, port)
+            self.use_ssl = use_ssl
             self.messages = Inbox()
             self.presences = Inbox()
             self.errors = Inbox()
@@ -261,12 +264,12 @@ def make_classes():
             self.fail("disconnected before the handshake completed")
 
         async def join(self):
-            self.connect(host=DOMAIN, port=COMPONENT_PORT, use_ssl=True)
+            self.connect(host=DOMAIN, port=self.target[1], use_ssl=self.use_ssl)
             await asyncio.wait_for(self.started, STEP_TIMEOUT)
 
         async def refused(self):
             """Connect, expecting a stream error; returns its condition."""
-            self.connect(host=DOMAIN, port=COMPONENT_PORT, use_ssl=True)
+            self.connect(host=DOMAIN, port=self.target[1], use_ssl=self.use_ssl)
             try:
                 await asyncio.wait_for(self.started, STEP_TIMEOUT)
             except CheckFailed:
@@ -383,8 +386,8 @@ class Suite:
         print("ok   %-52s (%.2fs)" % (name, time.monotonic() - started), flush=True)
         return True
 
-    def new_bridge(self, name=BRIDGE, secret=BRIDGE_SECRET):
-        return self.Bridge(name, secret, self.server.address, self.cafile)
+    def new_bridge(self, name=BRIDGE, secret=BRIDGE_SECRET, use_ssl=True):
+        return self.Bridge(name, secret, self.server.address, self.server.component_port, self.cafile, use_ssl)
 
     def new_client(self, user, resource):
         return self.Client(user, self.server.address, self.server.port, self.cafile, resource)
@@ -476,11 +479,57 @@ class Suite:
         status = await asyncio.to_thread(self.server.mmp_run, "xmpp", "status")
         expect("%s from " % BRIDGE_JID in status, "status does not list cb1 connected:\n%s" % status)
         for fault in ("Call Bridge 'cb1' from", "refused: wrong secret", "Call Bridge 'cb9' from",
-                      "refused: unknown name"):
+                      "refused: unknown name", "Call Bridge port  : %d, TLS\n" % self.server.component_port):
             expect(fault in status, "status lacks %r:\n%s" % (fault, status))
         log = self.server.log_text()
         expect(BRIDGE_SECRET not in log, "the Call Bridge secret reached xmppd's log")
         expect("conflict" in log, "the replacement is not logged")
+
+    async def wait_listening(self, port, listening):
+        """Poll (bounded) until the port accepts, or refuses, connections."""
+        for _ in range(100):
+            try:
+                socket.create_connection((self.server.address, port), timeout=1).close()
+                accepts = True
+            except OSError:
+                accepts = False
+            if accepts == listening:
+                return
+            await asyncio.sleep(0.05)
+        raise CheckFailed("port %d %s" % (port, "never accepted" if listening else "still accepts"))
+
+    async def port_moves_at_run_time(self):
+        old_port = self.server.component_port
+        new_port = free_port(self.server.address)
+        reply = await asyncio.to_thread(self.server.mmp_run, "xmpp", "callbridge", "port", str(new_port))
+        expect("Call Bridge port: %d, TLS" % new_port in reply, "xmpp callbridge port answered: %s" % reply.strip())
+        await self.wait_listening(new_port, True)
+        await self.wait_listening(old_port, False)
+        self.server.component_port = new_port
+        moved = self.new_bridge()
+        await moved.join()
+        expect(moved.tls_active(), "the component stream on the new port is not TLS")
+        self.bridge = moved
+        await self.still_working("the port change")
+
+    async def plain_on_loopback(self):
+        reply = await asyncio.to_thread(self.server.mmp_run, "xmpp", "callbridge", "plain", "on")
+        expect("plain TCP (loopback addresses only)" in reply, "xmpp callbridge plain on answered: %s" % reply.strip())
+        plain = self.new_bridge(use_ssl=False)
+        await plain.join()
+        expect(not plain.tls_active(), "plain on, yet the stream is TLS")
+        self.bridge = plain
+        await self.still_working("plain TCP")
+        status = await asyncio.to_thread(self.server.mmp_run, "xmpp", "status")
+        expect("%s from " % BRIDGE_JID in status and "no TLS" in status,
+               "status does not show cb1 without TLS:\n%s" % status)
+
+    async def port_off(self):
+        reply = await asyncio.to_thread(self.server.mmp_run, "xmpp", "callbridge", "port", "off")
+        expect("Call Bridge port: off" in reply, "xmpp callbridge port off answered: %s" % reply.strip())
+        await self.wait_listening(self.server.component_port, False)
+        # The connected bridge is not cut off by closing the listener.
+        await self.still_working("port off")
 
 
 async def run_suite(server, cafile):
@@ -499,6 +548,9 @@ async def run_suite(server, cafile):
     await suite.check("refused: unknown name, cb1 keeps working", suite.unknown_name_refused)
     await suite.check("reconnect: replaces the old connection", suite.replacement)
     await suite.check("status: bridge and refusals reported", suite.status_reports)
+    await suite.check("listener: callbridge port moves it at run time", suite.port_moves_at_run_time)
+    await suite.check("listener: callbridge plain on, loopback plain TCP", suite.plain_on_loopback)
+    await suite.check("listener: callbridge port off closes it", suite.port_off)
     for stream in (suite.bridge, suite.alice):
         if stream is not None:
             stream.disconnect()
@@ -506,12 +558,8 @@ async def run_suite(server, cafile):
 
 
 def pick_address():
-    """A loopback address of our own, with the component port free on it."""
-    for _ in range(50):
-        address = "127.0.%d.%d" % (random.randint(2, 254), random.randint(2, 254))
-        if port_is_free(address, COMPONENT_PORT):
-            return address
-    raise CheckFailed("no loopback address with port %d free" % COMPONENT_PORT)
+    """A loopback address of our own (ports on it are chosen free)."""
+    return "127.0.%d.%d" % (random.randint(2, 254), random.randint(2, 254))
 
 
 def main():
@@ -545,7 +593,7 @@ def main():
             return 1
         cafile = server.certificate()
         print("xmppd on %s (clients :%d, Call Bridges :%d), data in %s"
-              % (server.address, server.port, COMPONENT_PORT, server.dir))
+              % (server.address, server.port, server.component_port, server.dir))
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:

@@ -356,6 +356,8 @@ mod tests {
             "xmpp enable",
             "xmpp disable",
             "xmpp status",
+            "xmpp callbridge port <port>|off",
+            "xmpp callbridge plain on|off",
             "pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]",
             "user add <name>",
             "user del <name>",

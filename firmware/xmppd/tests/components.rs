@@ -367,3 +367,72 @@ async fn a_component_that_never_completes_the_handshake_is_closed() {
     let (mut silent, _) = bridges.open("cb1").await;
     silent.expect_stream_error("connection-timeout").await;
 }
+
+/// Whether `addr` comes to accept TCP connections (`listening`) or to refuse them, within a
+/// bounded wait: a dropped listener's accept task ends asynchronously after the reload.
+async fn reaches_listening(addr: std::net::SocketAddr, listening: bool) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() == listening {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbridge_port_and_plain_commands_change_the_listener_at_run_time() {
+    let mut bridges = Bridges::start(&[], &[], false, |_| {});
+    blocking(|| bridges.add_bridge("cb1", SECRET));
+    let first_addr = bridges.component_addr;
+    let kept = bridges.connect("cb1", SECRET).await;
+    assert!(kept.tls);
+
+    // A client port is refused, and nothing moves.
+    let clients_port = bridges.daemon.addr.port();
+    let reply = blocking(|| bridges.admin_line(&format!("xmpp callbridge port {clients_port}")));
+    assert!(!reply.ok, "{}", reply.text);
+    assert!(reply.text.contains("is the clients' port"), "{}", reply.text);
+    assert!(reaches_listening(first_addr, true).await);
+
+    // A new port: the daemon listens there (TLS) and no longer on the old one.
+    let free = std::net::TcpListener::bind((bridges.daemon.addr.ip(), 0)).expect("free port");
+    let new_port = free.local_addr().expect("address").port();
+    drop(free);
+    let reply = blocking(|| bridges.admin_line(&format!("xmpp callbridge port {new_port}")));
+    assert_eq!(reply.text, format!("Call Bridge port: {new_port}, TLS\nSUCCESS"));
+    bridges.component_addr = std::net::SocketAddr::new(bridges.daemon.addr.ip(), new_port);
+    assert!(reaches_listening(first_addr, false).await, "the old port still accepts");
+    let moved = bridges.connect("cb1", SECRET).await;
+    assert!(moved.tls);
+    let status = blocking(|| bridges.status());
+    assert!(
+        status.contains(&format!("Call Bridge port  : {new_port}, TLS\n")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("{} (listening)", bridges.component_addr)),
+        "{status}"
+    );
+
+    // Plain TCP on this loopback listener, same socket.
+    let reply = blocking(|| bridges.admin_line("xmpp callbridge plain on"));
+    assert_eq!(
+        reply.text,
+        format!("Call Bridge port: {new_port}, plain TCP (loopback addresses only)\nSUCCESS")
+    );
+    bridges.plain = true;
+    let plain = bridges.connect("cb1", SECRET).await;
+    assert!(!plain.tls);
+
+    // Off: nothing listens for Call Bridges any more.
+    let reply = blocking(|| bridges.admin_line("xmpp callbridge port off"));
+    assert_eq!(reply.text, "Call Bridge port: off\nSUCCESS");
+    assert!(
+        reaches_listening(bridges.component_addr, false).await,
+        "the Call Bridge port still accepts after 'port off'"
+    );
+    let status = blocking(|| bridges.status());
+    assert!(status.contains("Call Bridge port  : off\n"), "{status}");
+    drop((kept, moved, plain));
+}

@@ -169,7 +169,7 @@ pub async fn login(
     }
 }
 
-async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ClientError> {
+pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ClientError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {

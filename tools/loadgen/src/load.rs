@@ -18,9 +18,9 @@ use tokio::task::JoinHandle;
 const KEEPALIVE: Duration = Duration::from_secs(60);
 /// How long to wait for messages still in flight when a phase's senders stop.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-const CLOSE_LIMIT: Duration = Duration::from_secs(30);
+pub const CLOSE_LIMIT: Duration = Duration::from_secs(30);
 /// Longest a single message may take to be written before its sender gives up.
-const SEND_LIMIT: Duration = Duration::from_secs(10);
+pub const SEND_LIMIT: Duration = Duration::from_secs(10);
 
 /// `bench{n}` → `bench17`.
 #[derive(Clone, Debug)]
@@ -186,7 +186,7 @@ async fn hold_idle(mut conn: XmlConn<TlsTcp>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Write and flush within SEND_LIMIT; `false` when that failed or took too long.
-async fn write_bounded<S: tokio::io::AsyncWrite + Unpin>(io: &mut S, data: &[u8]) -> bool {
+pub async fn write_bounded<S: tokio::io::AsyncWrite + Unpin>(io: &mut S, data: &[u8]) -> bool {
     let write = async {
         io.write_all(data).await?;
         io.flush().await
@@ -194,7 +194,7 @@ async fn write_bounded<S: tokio::io::AsyncWrite + Unpin>(io: &mut S, data: &[u8]
     matches!(tokio::time::timeout(SEND_LIMIT, write).await, Ok(Ok(())))
 }
 
-async fn close_stream<S: tokio::io::AsyncWrite + Unpin>(io: &mut S) {
+pub async fn close_stream<S: tokio::io::AsyncWrite + Unpin>(io: &mut S) {
     let close = async {
         let _ = io.write_all(sb_proto::framer::STREAM_CLOSE).await;
         let _ = io.shutdown().await;
@@ -202,7 +202,11 @@ async fn close_stream<S: tokio::io::AsyncWrite + Unpin>(io: &mut S) {
     let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
 }
 
-type SharedWriter = Arc<tokio::sync::Mutex<WriteHalf<TlsTcp>>>;
+pub type SharedWriter = Arc<tokio::sync::Mutex<WriteHalf<TlsTcp>>>;
+
+/// A sender of a message phase: its index (carried in the body), its writer, and the escaped
+/// address its messages go to.
+pub type Sender = (usize, SharedWriter, String);
 
 /// Which phase a message belongs to; carried in its body so late arrivals are attributed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,16 +215,75 @@ pub enum MessagePhase {
     Rate = 1,
 }
 
-/// State the message clients' tasks share.
-pub struct MessageShared {
-    pub phases: [PhaseStats; 2],
-    /// Per sender: messages it may still have in flight in the throughput phase.
-    windows: Vec<Semaphore>,
-    pub errors: AtomicU64,
-    clock: Clock,
+/// How many messages may be in flight in the throughput phase; a delivery gives its
+/// sender's permit back.
+pub enum Windows {
+    /// One window per sender index (clients in pairs).
+    PerSender(Vec<Semaphore>),
+    /// One window for every sender together (all traffic of one direction to or from a
+    /// Call Bridge, whose server-side queue is shared).
+    Shared(Semaphore),
 }
 
-/// Logged-in clients talking in pairs (2k ↔ 2k+1).
+impl Windows {
+    pub fn of(&self, sender: usize) -> Option<&Semaphore> {
+        match self {
+            Windows::PerSender(windows) => windows.get(sender),
+            Windows::Shared(window) => Some(window),
+        }
+    }
+
+    /// Let `sender`'s window hold up to `size` messages again (permits lost with lost
+    /// messages come back; a shared window is opened once whichever sender asks).
+    pub fn open(&self, sender: usize, size: usize) {
+        if let Some(semaphore) = self.of(sender) {
+            semaphore.add_permits(size.saturating_sub(semaphore.available_permits()));
+        }
+    }
+}
+
+/// State the message tasks of one direction share: what was sent and delivered, and the
+/// windows that deliveries reopen.
+pub struct MessageShared {
+    pub phases: [PhaseStats; 2],
+    pub windows: Windows,
+    pub errors: AtomicU64,
+    pub clock: Clock,
+}
+
+impl MessageShared {
+    pub fn new(windows: Windows, clock: Clock) -> Arc<MessageShared> {
+        Arc::new(MessageShared {
+            phases: [PhaseStats::default(), PhaseStats::default()],
+            windows,
+            errors: AtomicU64::new(0),
+            clock,
+        })
+    }
+
+    /// One window per sender index up to `highest`.
+    pub fn per_sender(highest: usize, clock: Clock) -> Arc<MessageShared> {
+        MessageShared::new(
+            Windows::PerSender((0..=highest).map(|_| Semaphore::new(0)).collect()),
+            clock,
+        )
+    }
+
+    pub fn stats(&self, phase: MessagePhase) -> &PhaseStats {
+        &self.phases[phase as usize]
+    }
+
+    /// Wait (bounded) until every message sent in the phase has arrived.
+    pub async fn drain(&self, phase: MessagePhase) {
+        let stats = self.stats(phase);
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        while stats.delivered() < stats.sent() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Logged-in clients with a reader task each; deliveries are recorded in `shared`.
 pub struct MessageClients {
     writers: HashMap<usize, SharedWriter>,
     jids: HashMap<usize, String>,
@@ -229,14 +292,13 @@ pub struct MessageClients {
 }
 
 impl MessageClients {
-    pub fn start(sessions: Vec<(usize, Session)>, clock: Clock) -> MessageClients {
-        let slots = sessions.iter().map(|(index, _)| index + 2).max().unwrap_or(0);
-        let shared = Arc::new(MessageShared {
-            phases: [PhaseStats::default(), PhaseStats::default()],
-            windows: (0..slots).map(|_| Semaphore::new(0)).collect(),
-            errors: AtomicU64::new(0),
-            clock,
-        });
+    /// Clients that talk in pairs (2k ↔ 2k+1), each with its own window.
+    pub fn start_pairs(sessions: Vec<(usize, Session)>, clock: Clock) -> MessageClients {
+        let highest = sessions.iter().map(|(index, _)| index + 1).max().unwrap_or(0);
+        MessageClients::start(sessions, MessageShared::per_sender(highest, clock))
+    }
+
+    pub fn start(sessions: Vec<(usize, Session)>, shared: Arc<MessageShared>) -> MessageClients {
         let mut writers = HashMap::new();
         let mut jids = HashMap::new();
         let mut readers = Vec::new();
@@ -261,10 +323,9 @@ impl MessageClients {
         }
     }
 
-    /// (sender index, its writer, the partner's full JID) for every client whose partner is
-    /// logged in too.
-    fn senders(&self) -> Vec<(usize, SharedWriter, String)> {
-        let mut senders: Vec<(usize, SharedWriter, String)> = self
+    /// Every client with its partner's full JID, for those whose partner is logged in too.
+    fn senders(&self) -> Vec<Sender> {
+        let mut senders: Vec<Sender> = self
             .writers
             .iter()
             .filter_map(|(&index, writer)| {
@@ -276,106 +337,46 @@ impl MessageClients {
         senders
     }
 
+    /// Every client, each sending to `to`.
+    pub fn senders_to(&self, to: &str) -> Vec<Sender> {
+        let to = sb_proto::element::escape(to);
+        let mut senders: Vec<Sender> = self
+            .writers
+            .iter()
+            .map(|(&index, writer)| (index, Arc::clone(writer), to.clone()))
+            .collect();
+        senders.sort_by_key(|(index, _, _)| *index);
+        senders
+    }
+
+    /// Full JIDs of the logged-in clients, in index order.
+    pub fn jids(&self) -> Vec<String> {
+        let mut jids: Vec<(usize, String)> = self.jids.iter().map(|(i, jid)| (*i, jid.clone())).collect();
+        jids.sort_unstable();
+        jids.into_iter().map(|(_, jid)| jid).collect()
+    }
+
     pub fn pairs(&self) -> usize {
         self.senders().len() / 2
     }
 
-    /// Every sender as fast as the server takes it, with at most `window` of its messages
-    /// in flight, for `secs`.
+    /// Every client as fast as the server delivers, at most `window` of its messages in
+    /// flight, for `secs`.
     pub async fn throughput(&self, secs: f64, window: usize) -> PhaseSummary {
         let senders = self.senders();
         for (index, _, _) in &senders {
-            let semaphore = &self.shared.windows[*index];
-            let missing = window.saturating_sub(semaphore.available_permits());
-            semaphore.add_permits(missing);
+            self.shared.windows.open(*index, window);
         }
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
-        let tasks: Vec<JoinHandle<()>> = senders
-            .into_iter()
-            .map(|(index, writer, to)| {
-                let shared = Arc::clone(&self.shared);
-                tokio::spawn(async move {
-                    let mut seq = 0u64;
-                    loop {
-                        let permit = tokio::select! {
-                            permit = shared.windows[index].acquire() => permit,
-                            _ = tokio::time::sleep_until(deadline) => break,
-                        };
-                        let Ok(permit) = permit else { break };
-                        permit.forget();
-                        if tokio::time::Instant::now() >= deadline {
-                            break;
-                        }
-                        if send_message(&writer, &to, MessagePhase::Throughput, index, seq, &shared)
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        seq += 1;
-                    }
-                })
-            })
-            .collect();
-        join_all(tasks).await;
-        let sending = started.elapsed().as_secs_f64();
-        self.drain(MessagePhase::Throughput).await;
-        self.shared.phases[MessagePhase::Throughput as usize].summary(sending)
+        let sending = send_with_window(senders, &self.shared, secs).await;
+        self.shared.drain(MessagePhase::Throughput).await;
+        self.shared.stats(MessagePhase::Throughput).summary(sending)
     }
 
-    /// `rate` messages/s in all, spread evenly over the senders and over time, for `secs`.
+    /// `rate` messages/s in all, spread evenly over the clients and over time, for `secs`.
     pub async fn fixed_rate(&self, rate: f64, secs: f64) -> PhaseSummary {
-        let senders = self.senders();
-        if senders.is_empty() || rate <= 0.0 {
-            return self.shared.phases[MessagePhase::Rate as usize].summary(secs);
-        }
-        let period = Duration::from_secs_f64(senders.len() as f64 / rate);
-        let count = senders.len() as u32;
-        let started = Instant::now();
-        let origin = tokio::time::Instant::now();
-        let deadline = origin + Duration::from_secs_f64(secs);
-        let tasks: Vec<JoinHandle<()>> = senders
-            .into_iter()
-            .enumerate()
-            .map(|(slot, (index, writer, to))| {
-                let shared = Arc::clone(&self.shared);
-                // Staggered starts, so the aggregate is a steady stream and not bursts.
-                let first = origin + period.mul_f64(f64::from(slot as u32) / f64::from(count));
-                tokio::spawn(async move {
-                    let mut ticks = tokio::time::interval_at(first, period);
-                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    let mut seq = 0u64;
-                    loop {
-                        ticks.tick().await;
-                        if tokio::time::Instant::now() >= deadline {
-                            break;
-                        }
-                        if send_message(&writer, &to, MessagePhase::Rate, index, seq, &shared)
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        seq += 1;
-                    }
-                })
-            })
-            .collect();
-        join_all(tasks).await;
-        // Sends are scheduled within `secs`; the last tick may be observed a period later.
-        let sending = started.elapsed().as_secs_f64().min(secs);
-        self.drain(MessagePhase::Rate).await;
-        self.shared.phases[MessagePhase::Rate as usize].summary(sending)
-    }
-
-    /// Wait (bounded) until every message sent in the phase has arrived.
-    async fn drain(&self, phase: MessagePhase) {
-        let stats = &self.shared.phases[phase as usize];
-        let deadline = Instant::now() + DRAIN_LIMIT;
-        while stats.delivered() < stats.sent() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let sending = send_at_rate(self.senders(), &self.shared, rate, secs).await;
+        self.shared.drain(MessagePhase::Rate).await;
+        self.shared.stats(MessagePhase::Rate).summary(sending)
     }
 
     pub async fn close(self) {
@@ -393,13 +394,93 @@ impl MessageClients {
     }
 }
 
-async fn join_all(tasks: Vec<JoinHandle<()>>) {
+/// Throughput phase: each sender sends whenever its window (in `shared`) has room, for
+/// `secs`. Returns how long the senders ran.
+pub async fn send_with_window(senders: Vec<Sender>, shared: &Arc<MessageShared>, secs: f64) -> f64 {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let tasks: Vec<JoinHandle<()>> = senders
+        .into_iter()
+        .map(|(index, writer, to)| {
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                let Some(window) = shared.windows.of(index) else { return };
+                let mut seq = 0u64;
+                loop {
+                    let permit = tokio::select! {
+                        permit = window.acquire() => permit,
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    };
+                    let Ok(permit) = permit else { break };
+                    permit.forget();
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    if send_message(&writer, &to, MessagePhase::Throughput, index, seq, &shared)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    seq += 1;
+                }
+            })
+        })
+        .collect();
+    join_all(tasks).await;
+    started.elapsed().as_secs_f64()
+}
+
+/// Rate phase: `rate` messages/s from all senders together, spread evenly over them and over
+/// time, for `secs`. Returns the sending time (at most `secs`).
+pub async fn send_at_rate(senders: Vec<Sender>, shared: &Arc<MessageShared>, rate: f64, secs: f64) -> f64 {
+    if senders.is_empty() || rate <= 0.0 {
+        return secs;
+    }
+    let period = Duration::from_secs_f64(senders.len() as f64 / rate);
+    let count = senders.len() as u32;
+    let started = Instant::now();
+    let origin = tokio::time::Instant::now();
+    let deadline = origin + Duration::from_secs_f64(secs);
+    let tasks: Vec<JoinHandle<()>> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(slot, (index, writer, to))| {
+            let shared = Arc::clone(shared);
+            // Staggered starts, so the aggregate is a steady stream and not bursts.
+            let first = origin + period.mul_f64(f64::from(slot as u32) / f64::from(count));
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval_at(first, period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut seq = 0u64;
+                loop {
+                    ticks.tick().await;
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    if send_message(&writer, &to, MessagePhase::Rate, index, seq, &shared)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    seq += 1;
+                }
+            })
+        })
+        .collect();
+    join_all(tasks).await;
+    // Sends are scheduled within `secs`; the last tick may be observed a period later.
+    started.elapsed().as_secs_f64().min(secs)
+}
+
+pub async fn join_all(tasks: Vec<JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
     }
 }
 
-async fn send_message(
+pub async fn send_message(
     writer: &SharedWriter,
     to: &str,
     phase: MessagePhase,
@@ -468,7 +549,7 @@ async fn read_messages(
                         if let Some((phase, sender, sent_us)) = parse_body(&body.text()) {
                             let latency = shared.clock.now_us().saturating_sub(sent_us);
                             shared.phases[phase].record_delivery(latency);
-                            if let Some(window) = shared.windows.get(sender) {
+                            if let Some(window) = shared.windows.of(sender) {
                                 window.add_permits(1);
                             }
                         }

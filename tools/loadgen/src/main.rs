@@ -10,8 +10,13 @@
 //!    bounded number of messages in flight;
 //! 4. rate: the same pairs at a fixed aggregate rate, for latency p50/p99.
 //!
+//! With `--component NAME`, phases 3 and 4 are Call Bridge phases instead (component.rs): one
+//! XEP-0114 component `NAME.DOMAIN` sends to all N clients and they send to it, measured
+//! per direction.
+//!
 //! A human table goes to standard output, then one line `RESULT {json}` with flat keys.
 
+mod component;
 mod conn;
 mod creds;
 mod load;
@@ -50,7 +55,25 @@ usage: loadgen --host IP [options]
   --source-ips LIST       source addresses, round robin: 127.0.1.1-250 or a,b,c
   --timeout S             limit for one login (30)
   --resource R            resource requested at bind (loadgen)
-  --label NAME            name of the server in the output";
+  --label NAME            name of the server in the output
+
+Call Bridge mode (the clients exchange messages with one XEP-0114 component, not in pairs):
+  --component NAME        the component's name; its address is NAME.DOMAIN
+  --component-secret S    its shared secret (required with --component)
+  --component-port P      the server's component port (5223)
+  --component-plain       plain TCP to that port instead of TLS (servers allow it on loopback only)
+  --component-window W    messages in flight in the throughput phase (1024)
+  The throughput phase runs --throughput-secs per direction, one after the other; the rate
+  phase runs both directions at once, half of --rate each way.";
+
+/// `--component ...`: a Call Bridge run.
+struct ComponentOptions {
+    name: String,
+    secret: String,
+    port: u16,
+    plain: bool,
+    window: usize,
+}
 
 struct Options {
     host: IpAddr,
@@ -72,6 +95,7 @@ struct Options {
     timeout_secs: f64,
     resource: String,
     label: String,
+    component: Option<ComponentOptions>,
 }
 
 fn main() -> ExitCode {
@@ -165,7 +189,17 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         timeout_secs: 30.0,
         resource: "loadgen".to_owned(),
         label: String::new(),
+        component: None,
     };
+    let mut component_name = None;
+    let mut component = ComponentOptions {
+        name: String::new(),
+        secret: String::new(),
+        port: 5223,
+        plain: false,
+        window: 1024,
+    };
+    let mut component_secret = None;
     while let Some(flag) = flags.next() {
         match flag {
             "-h" | "--help" => return Ok(None),
@@ -188,10 +222,35 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
             "--timeout" => options.timeout_secs = flags.parse(flag)?,
             "--resource" => options.resource = flags.value(flag)?.to_owned(),
             "--label" => options.label = flags.value(flag)?.to_owned(),
+            "--component" => component_name = Some(flags.value(flag)?.to_owned()),
+            "--component-secret" => component_secret = Some(flags.value(flag)?.to_owned()),
+            "--component-port" => component.port = flags.parse(flag)?,
+            "--component-plain" => component.plain = true,
+            "--component-window" => component.window = flags.parse(flag)?,
             other => return Err(format!("unknown option '{other}'")),
         }
     }
     options.host = host.ok_or("--host is required")?;
+    match (component_name, component_secret) {
+        (Some(name), Some(secret)) => {
+            if name.is_empty() || name.contains(['.', '@', '/']) {
+                return Err(format!(
+                    "--component: '{name}' is not a name (the address is NAME.DOMAIN)"
+                ));
+            }
+            if component.window == 0 {
+                return Err("--component-window must be at least 1".to_owned());
+            }
+            options.component = Some(ComponentOptions {
+                name,
+                secret,
+                ..component
+            });
+        }
+        (Some(_), None) => return Err("--component needs --component-secret".to_owned()),
+        (None, Some(_)) => return Err("--component-secret is only used with --component".to_owned()),
+        (None, None) => {}
+    }
     if options.label.is_empty() {
         options.label = format!("{}:{}", options.host, options.port);
     }
@@ -304,6 +363,7 @@ struct Results {
     throughput: Option<PhaseSummary>,
     rate: Option<PhaseSummary>,
     message_errors: u64,
+    component: Option<component::ComponentReport>,
 }
 
 async fn run(options: Options) -> Result<bool, String> {
@@ -346,7 +406,9 @@ async fn run(options: Options) -> Result<bool, String> {
         tokio::time::sleep(Duration::from_secs_f64(options.settle_secs)).await;
     }
 
-    if options.clients > 0 {
+    if let Some(bridge) = options.component.as_ref().filter(|_| options.clients > 0) {
+        results.component = Some(run_component(&options, bridge, &run, &mut results).await?);
+    } else if options.clients > 0 {
         let indices: Vec<usize> = (options.first..options.first + options.clients).collect();
         if indices
             .iter()
@@ -364,7 +426,7 @@ async fn run(options: Options) -> Result<bool, String> {
         print_login("logins", &report);
         results.mechanism = results.mechanism.or(report.mechanism);
         results.logins = Some(report);
-        let clients = MessageClients::start(sessions, run.clock);
+        let clients = MessageClients::start_pairs(sessions, run.clock);
         results.pairs = clients.pairs();
         if options.throughput_secs > 0.0 && results.pairs > 0 {
             let summary = clients.throughput(options.throughput_secs, options.window).await;
@@ -386,6 +448,56 @@ async fn run(options: Options) -> Result<bool, String> {
     Ok(healthy(&options, &results))
 }
 
+/// The Call Bridge connects first (no point logging in users for a refused component), then
+/// the users log in once and both exchange messages.
+async fn run_component(
+    options: &Options,
+    bridge: &ComponentOptions,
+    run: &Arc<Run>,
+    results: &mut Results,
+) -> Result<component::ComponentReport, String> {
+    let target = component::ComponentTarget {
+        addr: SocketAddr::new(options.host, bridge.port),
+        domain: options.domain.clone(),
+        jid: format!("{}.{}", bridge.name, options.domain),
+        secret: bridge.secret.clone(),
+        tls: (!bridge.plain).then(|| run.target.tls.clone()),
+        timeout: Duration::from_secs_f64(options.timeout_secs),
+    };
+    let conn = component::connect(&target)
+        .await
+        .map_err(|err| format!("Call Bridge {} at {}: {err}", target.jid, target.addr))?;
+    println!(
+        "  Call Bridge {} connected to {} ({})",
+        target.jid,
+        target.addr,
+        if bridge.plain { "plain TCP" } else { "TLS" }
+    );
+    let indices: Vec<usize> = (options.first..options.first + options.clients).collect();
+    let (sessions, report) = load::login_batch(run, indices).await;
+    print_login("logins", &report);
+    results.mechanism = results.mechanism.or(report.mechanism);
+    results.cold = Some(report);
+    let plan = component::ComponentPlan {
+        window: bridge.window,
+        throughput_secs: options.throughput_secs,
+        rate: options.rate,
+        duration_secs: options.duration_secs,
+    };
+    let report = component::exchange(conn, &target.jid, sessions, run.clock, &plan).await;
+    if let Some(phase) = &report.throughput {
+        print_phase("throughput bridge->users", &phase.to_users);
+        print_phase("throughput users->bridge", &phase.from_users);
+    }
+    if let Some(phase) = &report.rate {
+        let each_way = options.rate / 2.0;
+        print_phase(&format!("rate {each_way}/s bridge->users"), &phase.to_users);
+        print_phase(&format!("rate {each_way}/s users->bridge"), &phase.from_users);
+    }
+    results.message_errors += report.errors;
+    Ok(report)
+}
+
 /// No login failed, and messages flowed when a message phase ran.
 fn healthy(options: &Options, results: &Results) -> bool {
     let logins_ok = [
@@ -400,8 +512,18 @@ fn healthy(options: &Options, results: &Results) -> bool {
         .into_iter()
         .flatten()
         .all(|phase| phase.delivered > 0);
-    let pairs_ok = options.clients < 2 || results.pairs > 0;
-    logins_ok && messages_ok && pairs_ok
+    let bridge_ok = match &results.component {
+        None => true,
+        Some(report) => {
+            report.users > 0
+                && [&report.throughput, &report.rate]
+                    .into_iter()
+                    .flatten()
+                    .all(|phase| phase.to_users.delivered > 0 && phase.from_users.delivered > 0)
+        }
+    };
+    let pairs_ok = options.component.is_some() || options.clients < 2 || results.pairs > 0;
+    logins_ok && messages_ok && pairs_ok && bridge_ok
 }
 
 fn print_login(what: &str, report: &LoginReport) {
@@ -498,6 +620,17 @@ fn print_summary(options: &Options, results: &Results) {
     if let Some(summary) = &results.rate {
         phase_row(&format!("messages @{}/s", options.rate), summary);
     }
+    if let Some(report) = &results.component {
+        if let Some(phase) = &report.throughput {
+            phase_row("bridge->users (max)", &phase.to_users);
+            phase_row("users->bridge (max)", &phase.from_users);
+        }
+        if let Some(phase) = &report.rate {
+            let each_way = options.rate / 2.0;
+            phase_row(&format!("bridge->users @{each_way}/s"), &phase.to_users);
+            phase_row(&format!("users->bridge @{each_way}/s"), &phase.from_users);
+        }
+    }
     if let Some((_, before, after, count)) = &results.idle {
         print_idle(*count, *before, *after);
     }
@@ -544,22 +677,48 @@ fn result_json(options: &Options, results: &Results) -> Value {
         put("logins_warm", json!(report.warm));
     }
     put("logins_failed", json!(failed));
-    for (prefix, summary) in [("throughput", &results.throughput), ("rate", &results.rate)] {
-        if let Some(summary) = summary {
-            put(&format!("{prefix}_secs"), json!(summary.secs));
-            put(&format!("{prefix}_sent"), json!(summary.sent));
-            put(&format!("{prefix}_delivered"), json!(summary.delivered));
-            put(&format!("{prefix}_lost"), json!(summary.lost));
-            put(&format!("{prefix}_delivered_per_s"), json!(summary.delivered_per_s));
-            put(&format!("{prefix}_p50_ms"), json!(summary.p50_ms));
-            put(&format!("{prefix}_p99_ms"), json!(summary.p99_ms));
-        }
-    }
+    put("message_errors", json!(results.message_errors));
     if results.rate.is_some() {
         put("rate_target", json!(options.rate));
     }
-    put("message_errors", json!(results.message_errors));
+    for (prefix, summary) in [("throughput", &results.throughput), ("rate", &results.rate)] {
+        if let Some(summary) = summary {
+            put_phase(&mut map, prefix, summary);
+        }
+    }
+    if let (Some(bridge), Some(report)) = (&options.component, &results.component) {
+        map.insert(
+            "component".to_owned(),
+            json!(format!("{}.{}", bridge.name, options.domain)),
+        );
+        map.insert("component_tls".to_owned(), json!(!bridge.plain));
+        map.insert("component_users".to_owned(), json!(report.users));
+        if let Some(phase) = &report.throughput {
+            put_phase(&mut map, "c2u_throughput", &phase.to_users);
+            put_phase(&mut map, "u2c_throughput", &phase.from_users);
+        }
+        if let Some(phase) = &report.rate {
+            map.insert("component_rate_each_way".to_owned(), json!(options.rate / 2.0));
+            put_phase(&mut map, "c2u_rate", &phase.to_users);
+            put_phase(&mut map, "u2c_rate", &phase.from_users);
+        }
+    }
     Value::Object(map)
+}
+
+/// `{prefix}_delivered_per_s`, `{prefix}_p99_ms`, ... of one phase (one direction).
+fn put_phase(map: &mut Map<String, Value>, prefix: &str, summary: &PhaseSummary) {
+    for (key, value) in [
+        ("secs", json!(summary.secs)),
+        ("sent", json!(summary.sent)),
+        ("delivered", json!(summary.delivered)),
+        ("lost", json!(summary.lost)),
+        ("delivered_per_s", json!(summary.delivered_per_s)),
+        ("p50_ms", json!(summary.p50_ms)),
+        ("p99_ms", json!(summary.p99_ms)),
+    ] {
+        map.insert(format!("{prefix}_{key}"), value);
+    }
 }
 
 #[cfg(test)]
@@ -592,6 +751,53 @@ mod tests {
         assert_eq!(options.label, "127.0.0.5:5222");
         assert!(parse_options(&strings(&["--host", "127.0.0.5", "--duration", "-1"])).is_err());
         assert!(parse_options(&strings(&["--host", "127.0.0.5", "--bogus"])).is_err());
+    }
+
+    #[test]
+    fn component_options_need_a_name_and_a_secret() {
+        let options = parse_options(&strings(&[
+            "--host",
+            "127.0.0.5",
+            "--component",
+            "cb1",
+            "--component-secret",
+            "s3cret",
+            "--component-port",
+            "15223",
+            "--component-plain",
+        ]))
+        .unwrap()
+        .unwrap();
+        let bridge = options.component.unwrap();
+        assert_eq!((bridge.name.as_str(), bridge.secret.as_str()), ("cb1", "s3cret"));
+        assert_eq!((bridge.port, bridge.plain, bridge.window), (15223, true, 1024));
+        let without_component = parse_options(&strings(&["--host", "127.0.0.5"])).unwrap().unwrap();
+        assert!(without_component.component.is_none());
+        for bad in [
+            &["--component", "cb1"][..],
+            &["--component-secret", "x"],
+            &["--component", "cb1.localhost", "--component-secret", "x"],
+            &[
+                "--component",
+                "cb1",
+                "--component-secret",
+                "x",
+                "--component-window",
+                "0",
+            ],
+            &[
+                "--component",
+                "cb1",
+                "--component-secret",
+                "x",
+                "--component-port",
+                "70000",
+            ],
+        ] {
+            let mut args = strings(&["--host", "127.0.0.5"]);
+            args.extend(strings(bad));
+            assert!(parse_options(&args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ Tiers, in order (--tier may repeat; default: all):
   unit       cargo test --workspace (unit tests and host integration tests)
   interop    slixmpp clients, components and raw-socket attacks against a real xmppd (tools/interop)
   federation s2s with Prosody and ejabberd in a network namespace (tools/interop-federation)
-  bench      load generator smoke run against xmppd with tiny numbers (no thresholds)
+  bench      load generator smoke run against xmppd: clients in pairs and a Call Bridge,
+             tiny numbers (no thresholds)
   appliance  the image booted in QEMU (tools/xtask/src/appliance)
 
 Before the tiers, missing Debian packages and the musl target are installed (skip with

@@ -1,5 +1,10 @@
 //! `xmpp callbridge ...`: the Call Bridges (XEP-0114 external components) allowed to connect,
-//! each with its shared secret, as CMS administrators know the commands.
+//! each with its shared secret, as CMS administrators know the commands; and where they
+//! connect (listener.rs).
+
+mod listener;
+
+pub use listener::{listener_summary, port_conflict};
 
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::{Admin, Family, Reply, Secret, SecretPrompt};
@@ -34,6 +39,10 @@ pub enum CallbridgeCommand {
     Del { name: String },
     /// `xmpp callbridge list`
     List,
+    /// `xmpp callbridge port <port>|off`: 0 is off.
+    Port { port: u16 },
+    /// `xmpp callbridge plain on|off`
+    Plain { on: bool },
 }
 
 impl Family for CallbridgeCommand {
@@ -55,6 +64,16 @@ impl Family for CallbridgeCommand {
             syntax: "xmpp callbridge list",
             summary: "list the Call Bridges with their domain and secret",
         },
+        Usage {
+            syntax: "xmpp callbridge port <port>|off",
+            summary: "port Call Bridges connect to on every listen address (default 5223; not a client port); \
+                      off closes it",
+        },
+        Usage {
+            syntax: "xmpp callbridge plain on|off",
+            summary: "plain TCP instead of TLS for Call Bridges, on loopback listen addresses only (a bridge on \
+                      the same host); other addresses keep TLS",
+        },
     ];
 
     fn parse(words: &[String]) -> Result<Self, ParseError> {
@@ -74,6 +93,12 @@ impl Family for CallbridgeCommand {
                 Args::new("xmpp callbridge list", rest).end()?;
                 Ok(CallbridgeCommand::List)
             }
+            Some("port") => Ok(CallbridgeCommand::Port {
+                port: listener::parse_port(rest)?,
+            }),
+            Some("plain") => Ok(CallbridgeCommand::Plain {
+                on: listener::parse_plain(rest)?,
+            }),
             _ => Err(unknown_subcommand(Self::PREFIX, words)),
         }
     }
@@ -84,6 +109,8 @@ impl Family for CallbridgeCommand {
             CallbridgeCommand::AddSecret { name, secret } => add_secret(admin, &name, secret),
             CallbridgeCommand::Del { name } => delete(admin, &name),
             CallbridgeCommand::List => list(admin),
+            CallbridgeCommand::Port { port } => listener::set_port(admin, port),
+            CallbridgeCommand::Plain { on } => listener::set_plain(admin, on),
         }
     }
 
@@ -404,6 +431,57 @@ mod tests {
             assert!(text.contains("expected a DNS label"), "{text}");
         }
         assert!(parse(&format!("xmpp callbridge add {}", "a".repeat(63))).is_ok());
+    }
+
+    #[test]
+    fn listener_settings_parse_and_refuse_bad_values() {
+        let port = |line: &str| {
+            parse(line).map(|command| match command {
+                Command::Callbridge(CallbridgeCommand::Port { port }) => port,
+                other => panic!("{line}: {other:?}"),
+            })
+        };
+        assert_eq!(port("xmpp callbridge port 15223"), Ok(15223));
+        assert_eq!(port("xmpp callbridge port 1"), Ok(1));
+        assert_eq!(port("xmpp callbridge port 65535"), Ok(65535));
+        assert_eq!(port("xmpp callbridge port off"), Ok(0));
+        assert_eq!(
+            parse("xmpp callbridge plain on"),
+            Ok(Command::Callbridge(CallbridgeCommand::Plain { on: true }))
+        );
+        assert_eq!(
+            parse("xmpp callbridge plain off"),
+            Ok(Command::Callbridge(CallbridgeCommand::Plain { on: false }))
+        );
+        for bad in ["0", "65536", "-1", "5223x", "OFF", "\"\""] {
+            assert_eq!(
+                failure(&format!("xmpp callbridge port {bad}")),
+                format!(
+                    "FAILURE: xmpp callbridge port: invalid port '{}': expected 1-65535 or off",
+                    bad.trim_matches('"')
+                )
+            );
+        }
+        assert_eq!(
+            failure("xmpp callbridge port"),
+            "FAILURE: xmpp callbridge port: missing <port>|off"
+        );
+        assert_eq!(
+            failure("xmpp callbridge port 5223 5224"),
+            "FAILURE: xmpp callbridge port: unexpected argument '5224'"
+        );
+        assert_eq!(
+            failure("xmpp callbridge plain yes"),
+            "FAILURE: xmpp callbridge plain: expected on or off, not 'yes'"
+        );
+        assert_eq!(
+            failure("xmpp callbridge plain"),
+            "FAILURE: xmpp callbridge plain: missing on|off"
+        );
+        assert_eq!(
+            failure("xmpp callbridge plain on off"),
+            "FAILURE: xmpp callbridge plain: unexpected argument 'off'"
+        );
     }
 
     #[test]

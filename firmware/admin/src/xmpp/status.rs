@@ -92,6 +92,7 @@ pub fn render_status(
             .collect(),
     };
     rows(&mut out, "Listeners", &listener_lines);
+    row(&mut out, "Call Bridge port", &super::callbridge::listener_summary(config));
 
     match (&config.tls, certificate) {
         (None, _) | (Some(_), None) => {
@@ -403,6 +404,7 @@ Domain            : example.com
 Listeners         : 127.0.0.1:5222 (listening)
                     192.0.2.7:5222 (listening)
                     127.0.0.1:5223 (listening)
+Call Bridge port  : 5223, TLS
 Certificate       : server.crt
   Subject         : CN=example.com
   Issuer          : CN=example.com
@@ -494,6 +496,7 @@ Service           : enabled, running since 2025-02-08 07:33:20 UTC
 Domain            : example.com
 Listeners         : 127.0.0.1:5222 (listening)
                     192.0.2.7:5222 (bind failed: Cannot assign requested address (os error 99))
+Call Bridge port  : 5223, TLS
 Certificate       : server.crt
   Subject         : CN=example.com
   Issuer          : CN=example.com
@@ -531,6 +534,7 @@ Faults:
 Service           : enabled, running since 2025-02-08 07:33:20 UTC
 Domain            : example.com
 Listeners         : 127.0.0.1:5222 (listening)
+Call Bridge port  : 5223, TLS
 Certificate       : server.crt (bundle ca.pem)
   Subject         : CN=example.com
   Issuer          : CN=example.com
@@ -556,6 +560,7 @@ Service           : disabled, not running (no daemon)
 Domain            : example.com
 Listeners         : 127.0.0.1 (not listening)
                     192.0.2.7 (not listening)
+Call Bridge port  : 5223, TLS
 Certificate       : (none)
 Connected clients : 0 (no daemon)
 Call Bridges      : none configured (no daemon)
@@ -586,6 +591,7 @@ Service           : enabled, not running
 Domain            : example.com
 Listeners         : 127.0.0.1 (not listening)
                     192.0.2.7 (not listening)
+Call Bridge port  : 5223, TLS
 Certificate       : server.crt
   Subject         : CN=example.com
   Issuer          : CN=example.com

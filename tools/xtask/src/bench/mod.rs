@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the load generator against a fresh xmppd and, in the same run, against
-//! Prosody and ejabberd configured here; then one comparison table.
+//! Prosody and ejabberd configured here; then one comparison table. On xmppd a Call Bridge
+//! scenario follows: one XEP-0114 component exchanging messages with the users.
 //!
 //! Servers run one after the other (never concurrently), each on its own loopback address,
 //! so they do not compete for the two cores while being measured.
@@ -20,6 +21,12 @@ usage: cargo xtask bench [options]
 Starts xmppd in a temporary directory with generated users, runs the load generator
 (tools/loadgen) against it, then does the same for each peer, and prints a comparison.
 
+On xmppd, a Call Bridge scenario follows the clients' one: Call Bridge cb1 (registered with
+`mmp xmpp callbridge add-secret`, its listener on a free port set with `mmp xmpp callbridge
+port`) connects over TLS on the socket, the --clients users log in, and messages go both
+ways: throughput per direction (--throughput-secs each, one direction after the other),
+then --rate msg/s (half each way, both at once) for the latency p50/p99 per direction.
+
   --peer prosody|ejabberd   also bench this Debian-packaged server (repeatable)
   --peers all               both peers
   --clients N               clients that log in and exchange messages in pairs (default 1000)
@@ -30,6 +37,9 @@ Starts xmppd in a temporary directory with generated users, runs the load genera
   --concurrency C           logins in flight at once (default 64)
   --source-ips LIST         client source addresses, e.g. 127.0.1.1-250 (default)
   --skip-xmppd              bench only the peers
+  --component-only          on xmppd, only the Call Bridge scenario (no idle sessions, no pairs)
+  --no-component            skip the Call Bridge scenario
+  --component-plain         the Call Bridge over plain TCP (`xmpp callbridge plain on`) instead of TLS
   --debug                   use debug builds instead of release
   --keep                    keep the temporary directories (configs, logs, data)";
 
@@ -46,6 +56,17 @@ pub struct BenchOptions {
     pub release: bool,
     pub keep: bool,
     pub skip_xmppd: bool,
+    pub component: ComponentScenario,
+    pub component_plain: bool,
+}
+
+/// Whether xmppd's run includes the Call Bridge scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComponentScenario {
+    /// After the clients' scenario.
+    Also,
+    Only,
+    Skip,
 }
 
 impl Default for BenchOptions {
@@ -62,6 +83,8 @@ impl Default for BenchOptions {
             release: true,
             keep: false,
             skip_xmppd: false,
+            component: ComponentScenario::Also,
+            component_plain: false,
         }
     }
 }
@@ -76,6 +99,10 @@ impl BenchOptions {
 /// Users are `bench{n}` with password `bench-pw-{n}` on every server.
 pub const USER_PATTERN: &str = "bench{n}";
 pub const PASSWORD_PATTERN: &str = "bench-pw-{n}";
+/// The Call Bridge of the component scenario, `cb1.localhost`, and its secret (this bench's
+/// throw-away server only).
+pub const CALLBRIDGE_NAME: &str = "cb1";
+pub const CALLBRIDGE_SECRET: &str = "bench-callbridge-secret";
 
 pub fn bench(args: &[String]) -> TaskResult {
     let mut options = BenchOptions::default();
@@ -107,6 +134,9 @@ pub fn bench(args: &[String]) -> TaskResult {
             "--debug" => options.release = false,
             "--keep" => options.keep = true,
             "--skip-xmppd" => options.skip_xmppd = true,
+            "--component-only" => options.component = ComponentScenario::Only,
+            "--no-component" => options.component = ComponentScenario::Skip,
+            "--component-plain" => options.component_plain = true,
             "-h" | "--help" => {
                 println!("{HELP}");
                 return Ok(());
@@ -119,11 +149,13 @@ pub fn bench(args: &[String]) -> TaskResult {
     }
     let outcome = run_bench(&options)?;
     print_comparison(&options, &outcome.results);
+    print_callbridge(&options, outcome.callbridge.as_ref());
     outcome.into_result().map(|_| ())
 }
 
-/// The `bench` tier of `cargo xtask test`: tiny numbers against xmppd only, to prove the tool
-/// chain works end to end. No thresholds; it fails only if logins fail or nothing arrives.
+/// The `bench` tier of `cargo xtask test`: tiny numbers against xmppd only, clients and the
+/// Call Bridge scenario, to prove the tool chain works end to end. No thresholds; it fails
+/// only if logins fail or nothing arrives.
 pub fn smoke() -> TaskResult {
     let options = BenchOptions {
         clients: 4,
@@ -137,18 +169,38 @@ pub fn smoke() -> TaskResult {
         release: false,
         keep: false,
         skip_xmppd: false,
+        component: ComponentScenario::Also,
+        component_plain: false,
     };
-    let outcome = run_bench(&options)?;
+    let mut outcome = run_bench(&options)?;
     print_comparison(&options, &outcome.results);
+    print_callbridge(&options, outcome.callbridge.as_ref());
+    let callbridge = outcome.callbridge.take();
     let results = outcome.into_result()?;
     let result = results.first().ok_or("no result")?;
+    check_delivered(result, &["rate_delivered"])?;
+    let callbridge = callbridge.ok_or("no Call Bridge result")?;
+    check_delivered(
+        &callbridge,
+        &[
+            "c2u_throughput_delivered",
+            "u2c_throughput_delivered",
+            "c2u_rate_delivered",
+            "u2c_rate_delivered",
+        ],
+    )
+}
+
+/// No failed login, and something delivered in each of these phases.
+fn check_delivered(result: &BenchResult, keys: &[&str]) -> TaskResult {
     let failed_logins = result.number("logins_failed").unwrap_or(f64::NAN);
-    let delivered = result.number("rate_delivered").unwrap_or(0.0);
     if failed_logins != 0.0 {
-        return Err(format!("{failed_logins} logins failed"));
+        return Err(format!("{}: {failed_logins} logins failed", result.server));
     }
-    if delivered <= 0.0 {
-        return Err("no message was delivered".into());
+    for key in keys {
+        if result.number(key).unwrap_or(0.0) <= 0.0 {
+            return Err(format!("{}: no message delivered ({key})", result.server));
+        }
     }
     Ok(())
 }
@@ -173,6 +225,8 @@ impl BenchResult {
 /// peer failing to start does not throw away the others' measurements.
 struct BenchOutcome {
     results: Vec<BenchResult>,
+    /// xmppd's Call Bridge scenario.
+    callbridge: Option<BenchResult>,
     failures: Vec<(String, String)>,
 }
 
@@ -204,6 +258,7 @@ fn run_bench(options: &BenchOptions) -> TaskResult<BenchOutcome> {
     let bin = cargo_build(packages, options.release)?;
     let mut outcome = BenchOutcome {
         results: Vec::new(),
+        callbridge: None,
         failures: Vec::new(),
     };
     let mut targets = if options.skip_xmppd { Vec::new() } else { vec![None] };
@@ -211,18 +266,17 @@ fn run_bench(options: &BenchOptions) -> TaskResult<BenchOutcome> {
     for peer in targets {
         let name = peer.map_or("xmppd", |p| p.name());
         banner(&format!("bench: {name}"));
-        match bench_one(options, &bin, peer) {
-            Ok(result) => outcome.results.push(result),
-            Err(err) => {
-                println!("bench: {name} FAILED: {err}");
-                outcome.failures.push((name.to_owned(), err));
-            }
+        if let Err(err) = bench_one(options, &bin, peer, &mut outcome) {
+            println!("bench: {name} FAILED: {err}");
+            outcome.failures.push((name.to_owned(), err));
         }
     }
     Ok(outcome)
 }
 
-fn bench_one(options: &BenchOptions, bin: &Path, peer: Option<Peer>) -> TaskResult<BenchResult> {
+/// Start one server, run its scenarios (a failing scenario is recorded and the next one
+/// still runs), stop it.
+fn bench_one(options: &BenchOptions, bin: &Path, peer: Option<Peer>, outcome: &mut BenchOutcome) -> TaskResult {
     let name = peer.map_or("xmppd", |p| p.name());
     let begun = Instant::now();
     let mut target = match peer {
@@ -234,16 +288,33 @@ fn bench_one(options: &BenchOptions, bin: &Path, peer: Option<Peer>) -> TaskResu
         target.addr,
         format_elapsed(begun.elapsed())
     );
-    let outcome = run_loadgen(options, &bin.join("loadgen"), &target);
+    let loadgen = bin.join("loadgen");
+    if peer.is_some() || options.component != ComponentScenario::Only {
+        match run_loadgen(options, &loadgen, &target) {
+            Ok(result) => outcome.results.push(result),
+            Err(err) => outcome.failures.push((name.to_owned(), err)),
+        }
+    }
+    if let Some(endpoint) = target
+        .callbridge
+        .filter(|_| options.component != ComponentScenario::Skip)
+    {
+        banner(&format!("bench: {name} with Call Bridge {CALLBRIDGE_NAME}"));
+        match run_loadgen_callbridge(options, &loadgen, &target, endpoint) {
+            Ok(result) => outcome.callbridge = Some(result),
+            Err(err) => outcome.failures.push((format!("{name} Call Bridge"), err)),
+        }
+    }
     let stopped = target.stop();
     println!("{name}: {stopped}");
     if options.keep {
         target.keep();
     }
-    outcome
+    Ok(())
 }
 
-fn run_loadgen(options: &BenchOptions, loadgen: &Path, target: &Target) -> TaskResult<BenchResult> {
+/// The arguments every scenario shares: server, users, phases.
+fn loadgen_command(options: &BenchOptions, loadgen: &Path, target: &Target, label: &str) -> Command {
     let mut command = Command::new(loadgen);
     command
         .arg("--host")
@@ -257,11 +328,9 @@ fn run_loadgen(options: &BenchOptions, loadgen: &Path, target: &Target) -> TaskR
         .arg("--password")
         .arg(PASSWORD_PATTERN)
         .arg("--label")
-        .arg(&target.name)
+        .arg(label)
         .arg("--clients")
         .arg(options.clients.to_string())
-        .arg("--idle")
-        .arg(options.idle.to_string())
         .arg("--rate")
         .arg(options.rate.to_string())
         .arg("--duration")
@@ -271,13 +340,51 @@ fn run_loadgen(options: &BenchOptions, loadgen: &Path, target: &Target) -> TaskR
         .arg("--concurrency")
         .arg(options.concurrency.to_string())
         .arg("--source-ips")
-        .arg(&options.source_ips)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .arg(&options.source_ips);
+    command
+}
+
+/// The Call Bridge scenario: no idle sessions; the users exchange messages with cb1.
+fn run_loadgen_callbridge(
+    options: &BenchOptions,
+    loadgen: &Path,
+    target: &Target,
+    endpoint: servers::CallbridgeEndpoint,
+) -> TaskResult<BenchResult> {
+    let label = format!("{} Call Bridge", target.name);
+    let mut command = loadgen_command(options, loadgen, target, &label);
+    command
+        .args([
+            "--idle",
+            "0",
+            "--component",
+            CALLBRIDGE_NAME,
+            "--component-secret",
+            CALLBRIDGE_SECRET,
+        ])
+        .arg("--component-port")
+        .arg(endpoint.port.to_string());
+    if endpoint.plain {
+        command.arg("--component-plain");
+    }
+    collect_result(command, loadgen, &label)
+}
+
+fn run_loadgen(options: &BenchOptions, loadgen: &Path, target: &Target) -> TaskResult<BenchResult> {
+    let mut command = loadgen_command(options, loadgen, target, &target.name);
+    command.arg("--idle").arg(options.idle.to_string());
     if let Some(pid) = target.rss_pid {
         command.arg("--pid").arg(pid.to_string());
     }
+    collect_result(command, loadgen, &target.name)
+}
+
+/// Run loadgen, echo its report, and keep its `RESULT` line.
+fn collect_result(mut command: Command, loadgen: &Path, label: &str) -> TaskResult<BenchResult> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = command
         .spawn()
         .map_err(|err| format!("cannot start {}: {err}", loadgen.display()))?;
@@ -292,12 +399,12 @@ fn run_loadgen(options: &BenchOptions, loadgen: &Path, target: &Target) -> TaskR
         }
     }
     let status = child.wait().map_err(|err| format!("waiting for loadgen: {err}"))?;
-    let json = json.ok_or_else(|| format!("loadgen against {} printed no result ({status})", target.name))?;
+    let json = json.ok_or_else(|| format!("loadgen against {label} printed no result ({status})"))?;
     if !status.success() {
-        println!("loadgen against {} reported problems ({status})", target.name);
+        println!("loadgen against {label} reported problems ({status})");
     }
     Ok(BenchResult {
-        server: target.name.clone(),
+        server: label.to_owned(),
         json,
     })
 }
@@ -367,6 +474,50 @@ fn print_comparison(options: &BenchOptions, results: &[BenchResult]) {
     for result in results {
         println!("RESULT {}", result.json);
     }
+}
+
+/// The Call Bridge scenario's figures, one row per direction.
+fn print_callbridge(options: &BenchOptions, result: Option<&BenchResult>) {
+    let Some(result) = result else { return };
+    banner("bench: Call Bridge (XEP-0114 component)");
+    let transport = match json_raw_value(&result.json, "component_tls") {
+        Some("false") => "plain TCP",
+        _ => "TLS",
+    };
+    println!(
+        "{}.localhost over {transport}, {} users; throughput phase {}s per direction, latency phase {} msg/s \
+         ({} each way, both at once) for {}s",
+        CALLBRIDGE_NAME,
+        options.clients,
+        options.throughput_secs,
+        options.rate,
+        f64::from(options.rate) / 2.0,
+        options.duration_secs
+    );
+    let header = ["direction", "msgs/s max", "msgs/s", "p50 ms", "p99 ms", "lost"];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for (name, prefix) in [("bridge -> users", "c2u"), ("users -> bridge", "u2c")] {
+        let number = |key: &str, decimals: usize| {
+            result
+                .number(&format!("{prefix}_{key}"))
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
+        };
+        rows.push(vec![
+            name.to_owned(),
+            number("throughput_delivered_per_s", 0),
+            number("rate_delivered_per_s", 0),
+            number("rate_p50_ms", 2),
+            number("rate_p99_ms", 2),
+            number("rate_lost", 0),
+        ]);
+    }
+    print_table(&rows);
+    println!(
+        "  msgs/s max: one direction at a time, a bounded window in flight; msgs/s, p50/p99, lost: \
+         at {} msg/s each way",
+        f64::from(options.rate) / 2.0
+    );
+    println!("RESULT {}", result.json);
 }
 
 fn print_table(rows: &[Vec<String>]) {

@@ -2,7 +2,7 @@
 //! address: xmppd (users made with `mmp`), and the Debian-packaged Prosody and ejabberd with
 //! configurations written here (nothing system-wide is read or touched).
 
-use super::{BenchOptions, PASSWORD_PATTERN, USER_PATTERN};
+use super::{BenchOptions, CALLBRIDGE_NAME, CALLBRIDGE_SECRET, PASSWORD_PATTERN, USER_PATTERN};
 use crate::util::{ServerProcess, TaskResult, TempDir, descendants, free_port, is_root, process_name, run_status};
 use std::fmt::Write as _;
 use std::fs;
@@ -60,6 +60,8 @@ pub struct Target {
     pub domain: String,
     /// The process whose VmRSS is the server's memory (beam.smp for ejabberd).
     pub rss_pid: Option<u32>,
+    /// Where Call Bridge `CALLBRIDGE_NAME` connects (xmppd only).
+    pub callbridge: Option<CallbridgeEndpoint>,
     process: ServerProcess,
     /// Command that asks the server to shut down cleanly before signals are used.
     graceful_stop: Option<Command>,
@@ -78,6 +80,14 @@ impl Target {
     pub fn keep(&mut self) {
         self.dir.keep();
     }
+}
+
+/// xmppd's component listener as the bench configured it.
+#[derive(Clone, Copy, Debug)]
+pub struct CallbridgeEndpoint {
+    pub port: u16,
+    /// Plain TCP (loopback) instead of TLS on the socket.
+    pub plain: bool,
 }
 
 /// Run a command, killing it if it outlives `limit`.
@@ -146,9 +156,18 @@ pub fn start_xmppd(options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
     fs::create_dir_all(&data).map_err(|err| format!("cannot create {}: {err}", data.display()))?;
     let mmp = bin.join("mmp");
     let listen = addr.to_string();
+    // The Call Bridge listener on a port of its own, set the way an administrator does.
+    let mut component_port = free_port(IpAddr::V4(XMPPD_IP))?;
+    while component_port == port {
+        component_port = free_port(IpAddr::V4(XMPPD_IP))?;
+    }
+    let component_port_text = component_port.to_string();
+    let plain = if options.component_plain { "on" } else { "off" };
     for words in [
         vec!["xmpp", "domain", DOMAIN],
         vec!["xmpp", "listen", &listen],
+        vec!["xmpp", "callbridge", "port", &component_port_text],
+        vec!["xmpp", "callbridge", "plain", plain],
         vec!["xmpp", "enable"],
     ] {
         crate::util::run_output(
@@ -168,6 +187,20 @@ pub fn start_xmppd(options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
     if let Some(first) = failures.first() {
         return Err(format!("mmp: {} user(s) not created; first: {first}", failures.len()));
     }
+    let added = run_with_input(
+        Command::new(&mmp)
+            .arg("-d")
+            .arg(&data)
+            .args(["xmpp", "callbridge", "add-secret", CALLBRIDGE_NAME]),
+        &format!("{CALLBRIDGE_SECRET}\n"),
+        "mmp xmpp callbridge add-secret",
+    )?;
+    if !added.contains("SUCCESS") {
+        return Err(format!(
+            "mmp xmpp callbridge add-secret {CALLBRIDGE_NAME}: {}",
+            added.trim()
+        ));
+    }
 
     let mut command = with_raised_fd_limit(&bin.join("xmppd"));
     command.arg("-d").arg(&data).args(["--log-level", "warn"]);
@@ -178,6 +211,10 @@ pub fn start_xmppd(options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
         addr,
         domain: DOMAIN.to_owned(),
         rss_pid: process.pid(),
+        callbridge: Some(CallbridgeEndpoint {
+            port: component_port,
+            plain: options.component_plain,
+        }),
         process,
         graceful_stop: None,
         dir,
@@ -346,6 +383,7 @@ VirtualHost "{DOMAIN}"
         addr,
         domain: DOMAIN.to_owned(),
         rss_pid: process.pid(),
+        callbridge: None,
         process,
         graceful_stop: None,
         dir,
@@ -519,6 +557,7 @@ modules:
         addr,
         domain: DOMAIN.to_owned(),
         rss_pid,
+        callbridge: None,
         process,
         graceful_stop: Some(stop),
         dir,
