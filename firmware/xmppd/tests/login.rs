@@ -159,17 +159,28 @@ async fn newer_session_wins_a_resource_conflict() {
     new.expect_body("to the new one").await;
 }
 
+/// Both versions are served, and the server picks its SHA-256 suites even though rustls
+/// (like most clients) lists AES-256-GCM-SHA384 first: they are cheaper per handshake.
 #[tokio::test]
-async fn tls_1_2_and_1_3_are_both_served() {
+async fn tls_1_2_and_1_3_are_both_served_with_sha256_suites() {
     let daemon = Daemon::start(&["alice"], &[], |_| {});
-    for (offered, expected) in [
-        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
-        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    for (offered, expected, expected_suite) in [
+        (
+            &rustls::version::TLS12,
+            rustls::ProtocolVersion::TLSv1_2,
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            &rustls::version::TLS13,
+            rustls::ProtocolVersion::TLSv1_3,
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+        ),
     ] {
         let mut client = Client::connect(daemon.addr).await;
         client.open_stream(DOMAIN).await;
-        let version = client.starttls_with(daemon.certificate(), &[offered]).await;
+        let (version, suite) = client.starttls_with(daemon.certificate(), &[offered]).await;
         assert_eq!(version, expected);
+        assert_eq!(suite, expected_suite);
         client.open_stream(DOMAIN).await;
         client.authenticate("alice", PASSWORD).await.expect("login");
     }

@@ -437,12 +437,13 @@ impl Client {
         self.starttls_with(certificate, rustls::DEFAULT_VERSIONS).await;
     }
 
-    /// STARTTLS offering only `versions`; returns the version negotiated.
+    /// STARTTLS offering only `versions` (suites in rustls's default order); returns the
+    /// version and cipher suite negotiated.
     pub async fn starttls_with(
         &mut self,
         certificate: CertificateDer<'static>,
         versions: &[&'static rustls::SupportedProtocolVersion],
-    ) -> rustls::ProtocolVersion {
+    ) -> (rustls::ProtocolVersion, rustls::CipherSuite) {
         self.send(&Element::new("starttls", ns::TLS)).await;
         self.expect("proceed", |e| e.is("proceed", ns::TLS)).await;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -459,10 +460,12 @@ impl Client {
             .await
             .expect("TLS handshake: timeout")
             .expect("TLS handshake");
-        let version = tls.get_ref().1.protocol_version().expect("negotiated version");
+        let session = tls.get_ref().1;
+        let version = session.protocol_version().expect("negotiated version");
+        let suite = session.negotiated_cipher_suite().expect("negotiated suite").suite();
         self.io = Some(Box::new(tls));
         self.framer.reset();
-        version
+        (version, suite)
     }
 
     /// SCRAM-SHA-256; `Err(condition)` on `<failure/>`.
