@@ -483,21 +483,42 @@ pub async fn inbound(core: &Core, stanza: Element, to: &Jid, user: &str) {
     }
 }
 
+/// RFC 6121 §4.3.2: the current presence of each available resource; `unavailable` when
+/// there is none; `unsubscribed` to a prober without a subscription, so its server can put
+/// right a roster that says otherwise.
 async fn answer_probe(core: &Core, probe: &Element, user: &str) {
     let Some(from) = probe.attr("from").and_then(|f| Jid::parse(f).ok()) else {
         return;
     };
     let own = from.node() == Some(user) && from.domain() == core.domain();
     let allowed = own
-        || core
-            .storage
-            .contact(user, &from.to_bare())
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.subscription.has_from());
-    if allowed {
+        || match core.storage.contact(user, &from.to_bare()) {
+            Ok(contact) => contact.is_some_and(|c| c.subscription.has_from()),
+            Err(e) => {
+                // Unknown is not "no": answering `unsubscribed` could cancel a real subscription.
+                log::error!("presence: roster lookup for {user}'s probe: {e}");
+                return;
+            }
+        };
+    let bare = bare_jid(core, user);
+    let reply_kind = if !allowed {
+        "unsubscribed"
+    } else if core.router.available_resources(user).is_empty() {
+        "unavailable"
+    } else {
         send_current_presence(core, user, &from.to_string()).await;
-    }
+        return;
+    };
+    let to = if allowed {
+        from.to_string()
+    } else {
+        from.to_bare().to_string()
+    };
+    let reply = Element::new("presence", ns::CLIENT)
+        .with_attr("from", bare)
+        .with_attr("to", to)
+        .with_attr("type", reply_kind);
+    core.route(reply).await;
 }
 
 /// Inbound subscription processing: `kind` from a contact to the local `user`.

@@ -183,6 +183,35 @@ async fn subscription_handshake_presence_and_unavailable_on_disconnect() {
     assert_eq!(items[0].attr("subscription"), Some("both"));
 }
 
+/// RFC 6121 §4.3.2: a probe for a contact with no available resource is answered with
+/// `unavailable` from the contact's bare JID, so the prober knows rather than guesses.
+#[tokio::test]
+async fn a_probe_for_a_contact_with_no_available_resource_gets_unavailable() {
+    let daemon = Daemon::start(&["alice", "bob"], &[], |_| {});
+    let (alice_jid, bob_jid) = (daemon.jid("alice"), daemon.jid("bob"));
+    let mut alice = daemon.online("alice", "phone").await;
+    let mut bob = daemon.online("bob", "desk").await;
+    alice.send(&presence(Some("subscribe"), Some(&bob_jid))).await;
+    bob.expect("subscribe", presence_from(alice_jid.clone(), Some("subscribe")))
+        .await;
+    bob.send(&presence(Some("subscribed"), Some(&alice_jid))).await;
+    alice
+        .expect("bob's presence", presence_from(format!("{bob_jid}/desk"), None))
+        .await;
+    bob.close().await;
+    alice
+        .expect(
+            "bob unavailable",
+            presence_from(format!("{bob_jid}/desk"), Some("unavailable")),
+        )
+        .await;
+
+    alice.send(&presence(Some("probe"), Some(&bob_jid))).await;
+    alice
+        .expect("probe answer", presence_from(bob_jid.clone(), Some("unavailable")))
+        .await;
+}
+
 #[tokio::test]
 async fn pending_subscription_request_is_redelivered_and_directed_presence() {
     let daemon = Daemon::start(&["alice", "bob"], &[], |_| {});
