@@ -94,10 +94,14 @@ impl std::fmt::Display for ComponentAuthFailureReason {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerStatus {
-    /// `ip:port` as bound, or as configured when binding failed.
+    /// `ip:port` as bound (`10.0.2.15:5222 on a` for an interface entry), or as configured
+    /// when it does not listen.
     pub address: String,
     /// Why binding failed; `None` when listening.
     pub error: Option<String>,
+    /// Why it does not listen yet, with nothing wrong: its interface has no IPv4 address.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,13 +119,25 @@ pub struct Admin {
     store: Store,
     dir: PathBuf,
     live: Option<Arc<dyn LiveNode>>,
+    /// The machine's board and interfaces, for `xmpp listen <iface>`.
+    appliance: crate::ApplianceHost,
 }
 
 impl Admin {
     /// `dir` is the data dir (store, `certs/`, admin socket); `live` is the running daemon, or
     /// `None` when `mmp` works on the store directly.
     pub fn new(store: Store, dir: PathBuf, live: Option<Arc<dyn LiveNode>>) -> Admin {
-        Admin { store, dir, live }
+        Admin {
+            store,
+            dir,
+            live,
+            appliance: crate::ApplianceHost::system(),
+        }
+    }
+
+    /// The same, checking interface names against another board file (tests).
+    pub fn with_appliance(self, appliance: crate::ApplianceHost) -> Admin {
+        Admin { appliance, ..self }
     }
 
     /// Run a command. A streaming command ([`Command::is_streaming`]) gets a FAILURE here: it
@@ -172,6 +188,10 @@ impl Admin {
 
     pub fn certs_dir(&self) -> PathBuf {
         crate::pki::certs_dir(&self.dir)
+    }
+
+    pub(crate) fn appliance(&self) -> &crate::ApplianceHost {
+        &self.appliance
     }
 
     pub(crate) fn live(&self) -> Option<&dyn LiveNode> {

@@ -9,7 +9,7 @@
 
 use crate::command::{Args, ParseError, Usage};
 use crate::{Admin, Family, Reply, SecretPrompt};
-use sb_store::Secret;
+use sb_store::{BoardInterface, Secret};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -98,7 +98,8 @@ impl ApplianceHost {
         std::fs::read_to_string(self.settings_dir.join(name)).unwrap_or_default()
     }
 
-    fn board_interfaces(&self) -> Vec<BoardInterface> {
+    /// The interfaces the board file names; empty off the appliance.
+    pub fn board_interfaces(&self) -> Vec<BoardInterface> {
         #[derive(Deserialize)]
         struct BoardFile {
             network: Network,
@@ -127,6 +128,34 @@ impl ApplianceHost {
             .then(|| (name.to_owned(), name.to_owned()))
     }
 
+    /// An interface for `xmpp listen`, as stored. On a board: one of the board's interfaces,
+    /// by its board or kernel name, stored by its board name (`eth0` becomes `a`). Off the
+    /// appliance: any interface this host has now, by its kernel name.
+    pub fn listen_interface(&self, name: &str) -> Result<String, String> {
+        let board = self.board_interfaces();
+        if !board.is_empty() {
+            return match board.iter().find(|i| i.name == name || i.kernel == name) {
+                Some(found) => Ok(found.name.clone()),
+                None => {
+                    let names: Vec<&str> = board.iter().map(|i| i.name.as_str()).collect();
+                    Err(format!(
+                        "no interface '{name}' on this board (interfaces: {})",
+                        names.join(", ")
+                    ))
+                }
+            };
+        }
+        let host = host_interfaces();
+        if host.iter().any(|known| known == name) {
+            Ok(name.to_owned())
+        } else {
+            Err(format!(
+                "no interface '{name}' on this host (interfaces: {})",
+                host.join(", ")
+            ))
+        }
+    }
+
     pub fn hostname_set(&self, name: &str) -> Reply {
         if !valid_hostname(name) {
             return Reply::failure("a hostname is 1-63 letters, digits and inner '-'");
@@ -144,12 +173,6 @@ impl ApplianceHost {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
-struct BoardInterface {
-    name: String,
-    kernel: String,
-}
-
 fn kernel_interfaces() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .map(|dir| {
@@ -159,6 +182,16 @@ fn kernel_interfaces() -> Vec<String> {
         })
         .unwrap_or_default();
     names.sort();
+    names
+}
+
+/// The interfaces getifaddrs lists, as xmppd sees them when it resolves a listen entry.
+fn host_interfaces() -> Vec<String> {
+    let mut names: Vec<String> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| addrs.map(|a| a.interface_name).collect())
+        .unwrap_or_default();
+    names.sort();
+    names.dedup();
     names
 }
 

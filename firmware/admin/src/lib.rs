@@ -351,7 +351,7 @@ mod tests {
         }
         for syntax in [
             "xmpp domain <domain>",
-            "xmpp listen <address>...",
+            "xmpp listen <iface or address>...",
             "xmpp certs <key> <crt> [<bundle>]",
             "xmpp enable",
             "xmpp disable",

@@ -13,7 +13,7 @@ use crate::tls::{Identity, TlsSetup, TrustStore};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use sb_server::core::{Core, unix_now};
 use sb_server::{DeliveryError, StanzaLink};
-use sb_store::{FederationConfig, Store};
+use sb_store::{FederationConfig, InterfaceAddresses, ListenTarget, Store, Unresolved};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -139,8 +139,26 @@ impl LinkInfo {
 
 #[derive(Clone, Debug)]
 pub struct ListenerState {
-    pub address: SocketAddr,
+    /// The XMPP listen entry it comes from (`127.0.0.1`, `a`).
+    pub entry: String,
+    /// The interface whose address this is, for an entry that names one.
+    pub interface: Option<String>,
+    /// Where it listens or tried to; `None` when the entry has no address (yet).
+    pub address: Option<SocketAddr>,
     pub error: Option<String>,
+    /// Why it does not listen yet, with nothing wrong: its interface has no IPv4 address.
+    pub waiting: Option<String>,
+}
+
+impl ListenerState {
+    /// For status lines: the address (and its interface), else the entry.
+    pub fn label(&self) -> String {
+        match (&self.address, &self.interface) {
+            (Some(address), Some(interface)) => format!("{address} on {interface}"),
+            (Some(address), None) => address.to_string(),
+            (None, _) => self.entry.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -171,6 +189,10 @@ struct State {
     links: HashMap<String, LinkHandle>,
     incoming: HashMap<u64, (Arc<Mutex<LinkInfo>>, Arc<tokio::sync::Notify>)>,
     listeners: Vec<Listener>,
+    /// What the listen entries resolved to at the last rebind.
+    applied: Vec<WantedListener>,
+    /// Follows interface address changes (see [`Federation::interfaces_changed`]).
+    interface_watcher: Option<JoinHandle<()>>,
 }
 
 pub struct Federation {
@@ -232,6 +254,8 @@ impl Federation {
                 links: HashMap::new(),
                 incoming: HashMap::new(),
                 listeners: Vec::new(),
+                applied: Vec::new(),
+                interface_watcher: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
             stop: watch::channel(0).0,
@@ -241,6 +265,17 @@ impl Federation {
         if let Err(e) = federation.reload().await {
             log::error!("federation: {e}");
         }
+        let mut changes = federation.core.interfaces.subscribe();
+        let weak = Arc::downgrade(&federation);
+        let watcher = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(federation) = weak.upgrade() else {
+                    return;
+                };
+                federation.interfaces_changed().await;
+            }
+        });
+        locked(&federation.state).interface_watcher = Some(watcher);
         federation
     }
 
@@ -329,7 +364,11 @@ impl Federation {
         locked(&self.state).snapshot = Arc::clone(&snapshot);
         if !snapshot.enabled {
             self.core.router.set_remote_link(None);
-            let listeners = std::mem::take(&mut locked(&self.state).listeners);
+            let listeners = {
+                let mut state = locked(&self.state);
+                state.applied.clear();
+                std::mem::take(&mut state.listeners)
+            };
             if was_enabled || !listeners.is_empty() {
                 log::info!("federation disabled: listeners closed, links closing");
             }
@@ -351,7 +390,7 @@ impl Federation {
         }
         let link: Arc<dyn StanzaLink> = Arc::new(RemoteLink(Arc::downgrade(self)));
         self.core.router.set_remote_link(Some(link));
-        self.rebind(&snapshot).await;
+        self.rebind(true).await;
         // Links to domains the new policy forbids end now.
         let handles: Vec<(String, LinkHandle)> = locked(&self.state)
             .links
@@ -378,7 +417,18 @@ impl Federation {
         Ok(())
     }
 
-    async fn rebind(self: &Arc<Self>, _snapshot: &Snapshot) {
+    /// An interface gained or lost an address: rebind the listeners of entries naming it.
+    async fn interfaces_changed(self: &Arc<Self>) {
+        let _lifecycle = self.lifecycle.lock().await;
+        if self.core.is_shutting_down() || !self.snapshot().enabled {
+            return;
+        }
+        self.rebind(false).await;
+    }
+
+    /// Listen where the XMPP listen entries say, at the s2s port. `retry`: also when nothing
+    /// changed (a reload retries failed binds); else only when the entries resolve differently.
+    async fn rebind(self: &Arc<Self>, retry: bool) {
         let listen = match self.store.xmpp_config() {
             Ok(config) => config.listen,
             Err(e) => {
@@ -386,24 +436,46 @@ impl Federation {
                 return;
             }
         };
-        let wanted: Vec<SocketAddr> = listen
-            .iter()
-            .filter_map(|a| match sb_server::parse_listen_address(a, self.tuning.port) {
-                Ok(addr) => Some(SocketAddr::new(addr.ip(), self.tuning.port)),
-                Err(e) => {
-                    log::warn!("federation: not listening on '{a}': {e}");
-                    None
-                }
-            })
-            .collect();
+        let wanted = wanted_listeners(&listen, &self.core.interfaces.current(), self.tuning.port);
+        if !retry && locked(&self.state).applied == wanted {
+            return;
+        }
         let mut current = std::mem::take(&mut locked(&self.state).listeners);
         let mut keep = Vec::new();
-        for addr in wanted {
+        for want in wanted.iter().cloned() {
+            let idle = |error: Option<String>, waiting: Option<String>| Listener {
+                state: ListenerState {
+                    entry: want.entry.clone(),
+                    interface: want.interface.clone(),
+                    address: None,
+                    error,
+                    waiting,
+                },
+                task: None,
+            };
+            let addr = match &want.target {
+                Target::Bind(addr) => *addr,
+                Target::Waiting(reason) => {
+                    log::info!("s2s: {} waits: {reason}", want.entry);
+                    keep.push(idle(None, Some(reason.clone())));
+                    continue;
+                }
+                Target::Refused(error) => {
+                    log::warn!("federation: not listening on '{}': {error}", want.entry);
+                    keep.push(idle(Some(error.clone()), None));
+                    continue;
+                }
+            };
             if let Some(pos) = current.iter().position(|l| {
                 l.task.is_some()
-                    && (l.state.address == addr || (self.tuning.port == 0 && l.state.address.ip() == addr.ip()))
+                    && l.state
+                        .address
+                        .is_some_and(|bound| bound == addr || (self.tuning.port == 0 && bound.ip() == addr.ip()))
             }) {
-                keep.push(current.swap_remove(pos));
+                let mut listener = current.swap_remove(pos);
+                listener.state.entry = want.entry;
+                listener.state.interface = want.interface;
+                keep.push(listener);
                 continue;
             }
             keep.push(match TcpListener::bind(addr).await {
@@ -412,8 +484,11 @@ impl Federation {
                     log::info!("s2s: listening on {bound}");
                     Listener {
                         state: ListenerState {
-                            address: bound,
+                            entry: want.entry,
+                            interface: want.interface,
+                            address: Some(bound),
                             error: None,
+                            waiting: None,
                         },
                         task: Some(tokio::spawn(accept_loop(Arc::downgrade(self), listener))),
                     }
@@ -422,8 +497,11 @@ impl Federation {
                     log::error!("s2s: cannot listen on {addr}: {e}");
                     Listener {
                         state: ListenerState {
-                            address: addr,
+                            entry: want.entry,
+                            interface: want.interface,
+                            address: Some(addr),
                             error: Some(e.to_string()),
+                            waiting: None,
                         },
                         task: None,
                     }
@@ -431,7 +509,9 @@ impl Federation {
             });
         }
         drop(current);
-        locked(&self.state).listeners = keep;
+        let mut state = locked(&self.state);
+        state.listeners = keep;
+        state.applied = wanted;
     }
 
     /// The addresses the s2s listener is bound to (tests bind port 0 and read it here).
@@ -440,7 +520,7 @@ impl Federation {
             .listeners
             .iter()
             .filter(|l| l.task.is_some())
-            .map(|l| l.state.address)
+            .filter_map(|l| l.state.address)
             .collect()
     }
 
@@ -449,7 +529,14 @@ impl Federation {
     pub async fn shutdown(&self) {
         let _lifecycle = self.lifecycle.lock().await;
         self.core.router.set_remote_link(None);
-        let listeners = std::mem::take(&mut locked(&self.state).listeners);
+        let (listeners, watcher) = {
+            let mut state = locked(&self.state);
+            state.applied.clear();
+            (std::mem::take(&mut state.listeners), state.interface_watcher.take())
+        };
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         drop(listeners);
         self.stop.send_modify(|g| *g += 1);
     }
@@ -559,7 +646,7 @@ impl Federation {
             }
             for listener in &state.listeners {
                 if let Some(error) = &listener.state.error {
-                    problems.push(format!("listener {}: {error}", listener.state.address));
+                    problems.push(format!("listener {}: {error}", listener.state.label()));
                 }
             }
         }
@@ -594,5 +681,80 @@ async fn accept_loop(federation: Weak<Federation>, listener: TcpListener) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// One s2s listener the XMPP listen entries ask for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct WantedListener {
+    entry: String,
+    interface: Option<String>,
+    target: Target,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Bind(SocketAddr),
+    /// The entry's interface has no IPv4 address yet.
+    Waiting(String),
+    /// The entry cannot listen (unparsable, no such interface).
+    Refused(String),
+}
+
+/// Servers on every IP address of the XMPP listen entries (an entry's own port is the
+/// client port; s2s always uses `port`).
+fn wanted_listeners(listen: &[String], interfaces: &InterfaceAddresses, port: u16) -> Vec<WantedListener> {
+    let mut wanted = Vec::new();
+    for entry in listen {
+        let target = ListenTarget::parse(entry);
+        let interface = target.as_ref().ok().and_then(|t| t.interface()).map(str::to_owned);
+        let one = |target: Target| WantedListener {
+            entry: entry.clone(),
+            interface: interface.clone(),
+            target,
+        };
+        match target.as_ref().map(|t| t.ips(interfaces)) {
+            Err(e) => wanted.push(one(Target::Refused(e.to_string()))),
+            Ok(Err(unresolved @ Unresolved::NoAddress(_))) => wanted.push(one(Target::Waiting(unresolved.to_string()))),
+            Ok(Err(unresolved)) => wanted.push(one(Target::Refused(unresolved.to_string()))),
+            Ok(Ok(ips)) => wanted.extend(ips.into_iter().map(|ip| one(Target::Bind(SocketAddr::new(ip, port))))),
+        }
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn servers_listen_on_every_address_of_each_entry_at_the_s2s_port() {
+        let pair = |name: &str, addr: Option<&str>| (name.to_owned(), addr.map(|a| a.parse().unwrap()));
+        let interfaces = InterfaceAddresses::from_pairs([
+            pair("eth0", Some("192.0.2.7")),
+            pair("eth0", Some("192.0.2.8")),
+            pair("eth1", None),
+        ]);
+        let listen: Vec<String> = ["127.0.0.1:15222", "eth0:5222", "eth1", "eth9"]
+            .map(str::to_owned)
+            .to_vec();
+        let targets: Vec<(String, Target)> = wanted_listeners(&listen, &interfaces, 5269)
+            .into_iter()
+            .map(|w| (w.entry, w.target))
+            .collect();
+        let bind = |a: &str| Target::Bind(a.parse().unwrap());
+        assert_eq!(
+            targets,
+            vec![
+                ("127.0.0.1:15222".to_owned(), bind("127.0.0.1:5269")),
+                ("eth0:5222".to_owned(), bind("192.0.2.7:5269")),
+                ("eth0:5222".to_owned(), bind("192.0.2.8:5269")),
+                (
+                    "eth1".to_owned(),
+                    Target::Waiting("no IPv4 address on eth1 yet".to_owned())
+                ),
+                ("eth9".to_owned(), Target::Refused("no interface 'eth9'".to_owned())),
+            ]
+        );
     }
 }

@@ -47,9 +47,10 @@ impl FederationLive for FederationAdmin {
             listeners: status
                 .listeners
                 .iter()
-                .map(|l| match &l.error {
-                    None => l.address.to_string(),
-                    Some(e) => format!("{} ({e})", l.address),
+                .map(|l| match (&l.error, &l.waiting) {
+                    (Some(e), _) => format!("{} ({e})", l.label()),
+                    (None, Some(reason)) => format!("{} (waiting: {reason})", l.label()),
+                    (None, None) => l.label(),
                 })
                 .collect(),
             links: status

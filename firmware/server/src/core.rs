@@ -1,6 +1,7 @@
 //! State shared by every connection: store, settings snapshot, router, limits.
 
 use crate::component::ComponentRegistry;
+use crate::interfaces::InterfaceWatch;
 use crate::limits::{AuthFailureLimiter, ConnectionLimiter};
 use crate::router::Router;
 use crate::storage::Storage;
@@ -98,6 +99,8 @@ pub struct Core {
     pub connections: Arc<ConnectionTracker>,
     next_id: AtomicU64,
     pub started_at_unix: u64,
+    /// Interface addresses, for listen entries that name an interface (c2s, components, s2s).
+    pub interfaces: InterfaceWatch,
 }
 
 impl Core {
@@ -109,6 +112,7 @@ impl Core {
         Core {
             storage,
             dir,
+            interfaces: InterfaceWatch::new(tuning.board_interfaces.clone()),
             tuning,
             router: Router::new(),
             components: ComponentRegistry::default(),

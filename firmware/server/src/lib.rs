@@ -10,6 +10,7 @@ pub mod c2s;
 pub mod component;
 pub mod core;
 pub mod disco;
+pub mod interfaces;
 pub mod iq;
 pub mod limits;
 pub mod message;
@@ -29,5 +30,5 @@ pub mod tuning;
 pub mod version;
 
 pub use router::{DeliveryError, Router, StanzaLink};
-pub use server::{ListenerState, Server, ServerError, ServerStatus, Service, parse_listen_address};
+pub use server::{ListenerState, Server, ServerError, ServerStatus, Service};
 pub use tuning::ServerTuning;

@@ -1,5 +1,9 @@
 //! The running XMPP service: listeners from the stored configuration (clients on 5222, Call
 //! Bridges on 5223 at every listen address), reload, status, and an orderly shutdown.
+//!
+//! A listen entry that names an interface stands for its IPv4 addresses at the time: the
+//! listeners are re-resolved when the interfaces' addresses change ([`Server::refresh_interfaces`],
+//! polled), and only the ones whose address came or went are bound or closed.
 
 use crate::component::{self, AuthFailure, ComponentStatus};
 use crate::core::{Core, Settings, unix_now};
@@ -8,7 +12,7 @@ use crate::storage::Storage;
 use crate::tls;
 use crate::tuning::ServerTuning;
 use sb_proto::{Jid, StreamError, StreamErrorCondition};
-use sb_store::Store;
+use sb_store::{InterfaceAddresses, ListenTarget, Store, Unresolved};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,34 +51,23 @@ pub enum ServerError {
     Domain(String),
 }
 
-/// Turn a configured listen address into a socket address: `127.0.0.1`, `127.0.0.1:15222`,
-/// `[::1]:5222`, `[::1]` or `::1`; the port defaults to 5222.
-pub fn parse_listen_address(text: &str, default_port: u16) -> Result<SocketAddr, String> {
-    let text = text.trim();
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let host = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
-    match host.parse::<IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, default_port)),
-        Err(_) => Err(format!(
-            "'{text}' is not an IP address (interface names are resolved by the appliance)"
-        )),
-    }
-}
-
 /// One configured listen address and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerState {
     pub service: Service,
     /// As configured (clients), or the configured address with the component port.
     pub address: String,
+    /// The interface whose address this is, for an entry that names one.
+    pub interface: Option<String>,
     /// Plain TCP where TLS would be the rule (a loopback component listener configured so).
     pub plain: bool,
     /// Where it listens, once bound.
     pub bound: Option<SocketAddr>,
     /// Why it does not listen.
     pub error: Option<String>,
+    /// Why it does not listen yet, with nothing wrong: its interface has no IPv4 address
+    /// (DHCP pending); it binds as soon as one appears.
+    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -105,6 +98,26 @@ struct Listener {
     task: Option<JoinHandle<()>>,
 }
 
+impl Listener {
+    /// A listener with no socket: waiting for an address, or refused.
+    fn idle(want: WantedListener, error: Option<String>, waiting: Option<String>) -> Listener {
+        Listener {
+            state: ListenerState {
+                service: want.service,
+                address: want.address,
+                interface: want.interface,
+                plain: want.plain,
+                bound: None,
+                error,
+                waiting,
+            },
+            addr: None,
+            plain: Arc::new(AtomicBool::new(want.plain)),
+            task: None,
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -119,6 +132,12 @@ struct ServiceState {
     started: bool,
     tls_error: Option<String>,
     listeners: Vec<Listener>,
+    /// The listen settings last applied: re-resolved when interface addresses change.
+    plan: ListenPlan,
+    /// What they resolved to, so an address change elsewhere rebinds nothing.
+    applied: Vec<WantedListener>,
+    /// Re-reads the interfaces' addresses (see [`Server::refresh_interfaces`]).
+    interface_poller: Option<JoinHandle<()>>,
 }
 
 pub struct Server {
@@ -131,11 +150,18 @@ pub struct Server {
 /// What the stored configuration says, already turned into what the server uses.
 struct Loaded {
     settings: Settings,
+    plan: ListenPlan,
+    enabled: bool,
+    tls_error: Option<String>,
+}
+
+/// The part of the configuration that decides the listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ListenPlan {
+    /// Stored listen entries ([`ListenTarget`] text).
     listen: Vec<String>,
     component_port: u16,
     component_plain: bool,
-    enabled: bool,
-    tls_error: Option<String>,
 }
 
 fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
@@ -167,9 +193,11 @@ fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
             max_stanza_bytes: config.max_stanza_bytes as usize,
             offline_limit: config.offline_limit as usize,
         },
-        listen: config.listen.clone(),
-        component_port: config.component_port,
-        component_plain: config.component_plain,
+        plan: ListenPlan {
+            listen: config.listen.clone(),
+            component_port: config.component_port,
+            component_plain: config.component_plain,
+        },
         enabled: config.enabled,
         tls_error,
     })
@@ -209,7 +237,12 @@ impl Server {
         let _lifecycle = self.lifecycle.lock().await;
         let loaded = load(self.core.storage.store(), &self.core.dir)?;
         self.apply(loaded).await;
-        self.state().started = true;
+        let period = self.core.tuning.interface_poll_interval;
+        let mut state = self.state();
+        state.started = true;
+        if state.interface_poller.is_none() && !period.is_zero() {
+            state.interface_poller = Some(tokio::spawn(poll_interfaces(Arc::downgrade(self), period)));
+        }
         Ok(())
     }
 
@@ -237,7 +270,9 @@ impl Server {
     }
 
     async fn apply(self: &Arc<Self>, loaded: Loaded) {
-        let wanted = wanted_listeners(&loaded);
+        // A reload may be the change to an interface name: resolve it against the list now.
+        self.core.interfaces.refresh();
+        let wanted = wanted_listeners(&loaded.plan, &self.core.interfaces.current());
         self.core.set_settings(loaded.settings);
         let was_enabled = {
             let mut state = self.state();
@@ -245,54 +280,97 @@ impl Server {
             std::mem::replace(&mut state.enabled, loaded.enabled)
         };
         if !loaded.enabled {
-            let stopped = std::mem::take(&mut self.state().listeners);
+            let stopped = {
+                let mut state = self.state();
+                state.applied.clear();
+                std::mem::take(&mut state.listeners)
+            };
             if was_enabled || !stopped.is_empty() {
                 log::info!("XMPP service disabled: listeners closed, sessions ended");
                 self.core.stop_all_connections();
             }
             return;
         }
+        self.state().plan = loaded.plan.clone();
+        self.reconcile(&loaded.plan, wanted).await;
+    }
+
+    /// The interfaces' addresses are read again; when one a listen entry names gained or lost
+    /// an address, its listeners are bound or closed. Listeners whose address stays keep
+    /// their socket, and established sessions are never touched.
+    pub async fn refresh_interfaces(self: &Arc<Self>) {
+        if !self.core.interfaces.refresh() {
+            return;
+        }
+        let _lifecycle = self.lifecycle.lock().await;
+        if self.core.is_shutting_down() {
+            return;
+        }
+        let (enabled, plan, applied) = {
+            let state = self.state();
+            (state.enabled, state.plan.clone(), state.applied.clone())
+        };
+        let wanted = wanted_listeners(&plan, &self.core.interfaces.current());
+        if !enabled || wanted == applied {
+            return;
+        }
+        log::info!("interface addresses changed: updating the listeners");
+        self.reconcile(&plan, wanted).await;
+    }
+
+    /// Make the listeners what `wanted` says: keep those already bound where wanted, bind the
+    /// new ones, close the rest.
+    async fn reconcile(&self, plan: &ListenPlan, wanted: Vec<WantedListener>) {
         let mut keep: Vec<Listener> = Vec::new();
         let mut current = std::mem::take(&mut self.state().listeners);
-        for wanted in wanted {
-            let existing = current.iter().position(|l| {
-                l.task.is_some() && l.state.service == wanted.service && wanted.addr.as_ref().ok() == l.addr.as_ref()
-            });
+        for want in wanted.iter().cloned() {
+            let service = want.service;
+            let addr = match want.target.clone() {
+                Target::Bind(addr) => addr,
+                Target::Waiting(reason) => {
+                    log::info!("{service}: {} waits: {reason}", want.address);
+                    keep.push(Listener::idle(want, None, Some(reason)));
+                    continue;
+                }
+                Target::Refused(error) => {
+                    log::error!("{service}: cannot listen on {}: {error}", want.address);
+                    keep.push(Listener::idle(want, Some(error), None));
+                    continue;
+                }
+            };
+            let existing = current
+                .iter()
+                .position(|l| l.task.is_some() && l.state.service == service && l.addr == Some(addr));
             if let Some(pos) = existing {
                 let mut listener = current.swap_remove(pos);
-                listener.state.address = wanted.address;
-                listener.state.plain = wanted.plain;
-                listener.plain.store(wanted.plain, Ordering::Relaxed);
+                listener.state.address = want.address;
+                listener.state.interface = want.interface;
+                listener.state.plain = want.plain;
+                listener.plain.store(want.plain, Ordering::Relaxed);
                 keep.push(listener);
                 continue;
             }
-            let service = wanted.service;
-            keep.push(match wanted.addr {
-                Ok(addr) => self.bind(service, wanted.address, addr, wanted.plain).await,
-                Err(error) => {
-                    log::error!("{service}: cannot listen on {}: {error}", wanted.address);
-                    Listener {
-                        state: ListenerState {
-                            service,
-                            address: wanted.address,
-                            plain: wanted.plain,
-                            bound: None,
-                            error: Some(error),
-                        },
-                        addr: None,
-                        plain: Arc::new(AtomicBool::new(wanted.plain)),
-                        task: None,
-                    }
-                }
-            });
+            if service == Service::Component && plan.component_plain && !want.plain {
+                log::warn!("component: TLS stays on for {addr}: plain TCP is only allowed on loopback addresses");
+            }
+            keep.push(self.bind(want, addr).await);
         }
         // Listeners no longer wanted close here (dropping aborts their accept loops);
         // their established sessions go on.
         drop(current);
-        self.state().listeners = keep;
+        let mut state = self.state();
+        state.listeners = keep;
+        state.applied = wanted;
     }
 
-    async fn bind(&self, service: Service, address: String, addr: SocketAddr, plain: bool) -> Listener {
+    async fn bind(&self, want: WantedListener, addr: SocketAddr) -> Listener {
+        let WantedListener {
+            service,
+            address,
+            interface,
+            plain,
+            ..
+        } = want;
         match TcpListener::bind(addr).await {
             Ok(listener) => {
                 let bound = listener.local_addr().unwrap_or(addr);
@@ -308,9 +386,11 @@ impl Server {
                     state: ListenerState {
                         service,
                         address,
+                        interface,
                         plain,
                         bound: Some(bound),
                         error: None,
+                        waiting: None,
                     },
                     addr: Some(addr),
                     task: Some(tokio::spawn(accept_loop(
@@ -328,9 +408,11 @@ impl Server {
                     state: ListenerState {
                         service,
                         address,
+                        interface,
                         plain,
                         bound: None,
                         error: Some(e.to_string()),
+                        waiting: None,
                     },
                     addr: Some(addr),
                     plain: Arc::new(AtomicBool::new(plain)),
@@ -418,7 +500,13 @@ impl Server {
     /// `ServerTuning::shutdown_timeout`) for the connections to finish their goodbyes.
     pub async fn shutdown(&self) {
         let _lifecycle = self.lifecycle.lock().await;
-        let listeners = std::mem::take(&mut self.state().listeners);
+        let (listeners, poller) = {
+            let mut state = self.state();
+            (std::mem::take(&mut state.listeners), state.interface_poller.take())
+        };
+        if let Some(poller) = poller {
+            poller.abort();
+        }
         drop(listeners);
         self.core.begin_shutdown();
         let open = self.core.connections.active();
@@ -483,43 +571,90 @@ fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr, service: Service, p
     }
 }
 
+/// Re-read the interfaces' addresses every `period` while the server lives.
+async fn poll_interfaces(server: std::sync::Weak<Server>, period: std::time::Duration) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        server.refresh_interfaces().await;
+    }
+}
+
 /// One listener the configuration asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct WantedListener {
     service: Service,
+    /// For status: the entry as configured (clients), with the component port (components).
     address: String,
-    addr: Result<SocketAddr, String>,
+    interface: Option<String>,
+    target: Target,
     plain: bool,
 }
 
-/// Clients on each listen address; Call Bridges on the same IP addresses at the component
-/// port (unless it is 0). Plain TCP for components only where asked for and on loopback.
-fn wanted_listeners(loaded: &Loaded) -> Vec<WantedListener> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Bind(SocketAddr),
+    /// The entry's interface has no IPv4 address yet.
+    Waiting(String),
+    /// The entry cannot listen (unparsable, no such interface).
+    Refused(String),
+}
+
+/// Clients on each listen entry; Call Bridges on the same IP addresses at the component port
+/// (unless it is 0). An interface entry stands for each of its IPv4 addresses. Plain TCP for
+/// components only where asked for and on loopback.
+fn wanted_listeners(plan: &ListenPlan, interfaces: &InterfaceAddresses) -> Vec<WantedListener> {
     let mut wanted = Vec::new();
-    for address in &loaded.listen {
-        let parsed = parse_listen_address(address, DEFAULT_C2S_PORT);
-        wanted.push(WantedListener {
-            service: Service::Client,
-            address: address.clone(),
-            addr: parsed.clone(),
-            plain: false,
-        });
-        if loaded.component_port == 0 {
+    for entry in &plan.listen {
+        let target = ListenTarget::parse(entry);
+        let interface = target.as_ref().ok().and_then(|t| t.interface()).map(str::to_owned);
+        let ips: Result<Vec<IpAddr>, Target> = match &target {
+            Err(e) => Err(Target::Refused(e.to_string())),
+            Ok(target) => target.ips(interfaces).map_err(|unresolved| match unresolved {
+                Unresolved::NoAddress(_) => Target::Waiting(unresolved.to_string()),
+                Unresolved::NoInterface(_) => Target::Refused(unresolved.to_string()),
+            }),
+        };
+        let mut push = |service: Service, address: String, port: u16, plain_asked: bool| match &ips {
+            Ok(ips) => wanted.extend(ips.iter().map(|ip| WantedListener {
+                service,
+                address: address.clone(),
+                interface: interface.clone(),
+                target: Target::Bind(SocketAddr::new(*ip, port)),
+                plain: plain_asked && ip.is_loopback(),
+            })),
+            Err(target) => wanted.push(WantedListener {
+                service,
+                address,
+                interface: interface.clone(),
+                target: target.clone(),
+                plain: false,
+            }),
+        };
+        let client_port = target.as_ref().ok().and_then(|t| t.port).unwrap_or(DEFAULT_C2S_PORT);
+        push(Service::Client, entry.clone(), client_port, false);
+        if plan.component_port == 0 {
             continue;
         }
-        let component_addr = parsed.map(|a| SocketAddr::new(a.ip(), loaded.component_port));
-        let plain = loaded.component_plain && component_addr.as_ref().is_ok_and(|a| a.ip().is_loopback());
-        if loaded.component_plain && !plain {
-            log::warn!("component: TLS stays on for {address}: plain TCP is only allowed on loopback addresses");
-        }
-        wanted.push(WantedListener {
-            service: Service::Component,
-            address: component_addr
-                .as_ref()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| address.clone()),
-            addr: component_addr,
-            plain,
-        });
+        let component_address = match &target {
+            Ok(target) => ListenTarget {
+                host: target.host.clone(),
+                port: Some(plan.component_port),
+            }
+            .to_string(),
+            Err(_) => entry.clone(),
+        };
+        push(
+            Service::Component,
+            component_address,
+            plan.component_port,
+            plan.component_plain,
+        );
     }
     wanted
 }
@@ -528,50 +663,47 @@ fn wanted_listeners(loaded: &Loaded) -> Vec<WantedListener> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn listen_addresses() {
-        let p = |s| parse_listen_address(s, 5222);
-        assert_eq!(p("127.0.0.1").unwrap(), "127.0.0.1:5222".parse().unwrap());
-        assert_eq!(p("127.0.0.2:15222").unwrap(), "127.0.0.2:15222".parse().unwrap());
-        assert_eq!(p("[::1]:5223").unwrap(), "[::1]:5223".parse().unwrap());
-        assert_eq!(p("[::1]").unwrap(), "[::1]:5222".parse().unwrap());
-        assert_eq!(p("::1").unwrap(), "[::1]:5222".parse().unwrap());
-        assert!(p("eth0").is_err());
-    }
-
-    fn loaded(listen: &[&str], component_port: u16, component_plain: bool) -> Loaded {
-        Loaded {
-            settings: Settings {
-                domain: "example.com".into(),
-                tls: None,
-                starttls_required: true,
-                max_stanza_bytes: 1024,
-                offline_limit: 1,
-            },
+    fn plan(listen: &[&str], component_port: u16, component_plain: bool) -> ListenPlan {
+        ListenPlan {
             listen: listen.iter().map(|a| a.to_string()).collect(),
             component_port,
             component_plain,
-            enabled: true,
-            tls_error: None,
         }
+    }
+
+    /// eth0 has two addresses, eth1 none; the board calls eth0 `a`.
+    fn interfaces() -> InterfaceAddresses {
+        let pair = |name: &str, addr: Option<&str>| (name.to_owned(), addr.map(|a| a.parse().unwrap()));
+        InterfaceAddresses::from_pairs([
+            pair("lo", Some("127.0.0.1")),
+            pair("eth0", Some("192.0.2.7")),
+            pair("eth0", Some("192.0.2.8")),
+            pair("eth1", None),
+        ])
+        .with_board_names(&[sb_store::BoardInterface {
+            name: "a".to_owned(),
+            kernel: "eth0".to_owned(),
+        }])
     }
 
     fn summary(wanted: &[WantedListener]) -> Vec<(Service, String, bool)> {
         wanted
             .iter()
             .map(|w| {
-                (
-                    w.service,
-                    w.addr.as_ref().map(|a| a.to_string()).unwrap_or_default(),
-                    w.plain,
-                )
+                let target = match &w.target {
+                    Target::Bind(addr) => addr.to_string(),
+                    Target::Waiting(reason) => format!("waiting: {reason}"),
+                    Target::Refused(error) => format!("refused: {error}"),
+                };
+                (w.service, target, w.plain)
             })
             .collect()
     }
 
     #[test]
     fn components_listen_beside_every_client_address_with_tls_off_only_on_loopback() {
-        let wanted = wanted_listeners(&loaded(&["127.0.0.2:15222", "192.0.2.7"], 5223, true));
+        let none = InterfaceAddresses::default();
+        let wanted = wanted_listeners(&plan(&["127.0.0.2:15222", "192.0.2.7", "[::1]"], 5223, true), &none);
         assert_eq!(
             summary(&wanted),
             vec![
@@ -579,17 +711,99 @@ mod tests {
                 (Service::Component, "127.0.0.2:5223".to_owned(), true),
                 (Service::Client, "192.0.2.7:5222".to_owned(), false),
                 (Service::Component, "192.0.2.7:5223".to_owned(), false),
+                (Service::Client, "[::1]:5222".to_owned(), false),
+                (Service::Component, "[::1]:5223".to_owned(), true),
             ]
         );
-        let tls_everywhere = wanted_listeners(&loaded(&["127.0.0.2"], 5223, false));
+        assert_eq!(wanted[1].address, "127.0.0.2:5223");
+        assert_eq!(wanted[5].address, "[::1]:5223");
+        let tls_everywhere = wanted_listeners(&plan(&["127.0.0.2"], 5223, false), &none);
         assert!(tls_everywhere.iter().all(|w| !w.plain));
-        let no_components = wanted_listeners(&loaded(&["127.0.0.2"], 0, false));
+        let no_components = wanted_listeners(&plan(&["127.0.0.2"], 0, false), &none);
         assert_eq!(
             summary(&no_components),
             vec![(Service::Client, "127.0.0.2:5222".to_owned(), false)]
         );
-        let unparsable = wanted_listeners(&loaded(&["eth0"], 5223, false));
-        assert!(unparsable.iter().all(|w| w.addr.is_err()));
-        assert_eq!(unparsable.len(), 2);
+    }
+
+    #[test]
+    fn interface_entries_listen_on_each_current_address_or_wait_for_one() {
+        let wanted = wanted_listeners(&plan(&["a:15222", "eth1", "lo"], 5223, true), &interfaces());
+        assert_eq!(
+            summary(&wanted),
+            vec![
+                (Service::Client, "192.0.2.7:15222".to_owned(), false),
+                (Service::Client, "192.0.2.8:15222".to_owned(), false),
+                (Service::Component, "192.0.2.7:5223".to_owned(), false),
+                (Service::Component, "192.0.2.8:5223".to_owned(), false),
+                (
+                    Service::Client,
+                    "waiting: no IPv4 address on eth1 yet".to_owned(),
+                    false
+                ),
+                (
+                    Service::Component,
+                    "waiting: no IPv4 address on eth1 yet".to_owned(),
+                    false
+                ),
+                (Service::Client, "127.0.0.1:5222".to_owned(), false),
+                (Service::Component, "127.0.0.1:5223".to_owned(), true),
+            ]
+        );
+        let labels: Vec<(&str, Option<&str>)> = wanted
+            .iter()
+            .map(|w| (w.address.as_str(), w.interface.as_deref()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("a:15222", Some("a")),
+                ("a:15222", Some("a")),
+                ("a:5223", Some("a")),
+                ("a:5223", Some("a")),
+                ("eth1", Some("eth1")),
+                ("eth1:5223", Some("eth1")),
+                ("lo", Some("lo")),
+                ("lo:5223", Some("lo")),
+            ]
+        );
+    }
+
+    #[test]
+    fn unusable_entries_are_refused_with_the_reason() {
+        let wanted = wanted_listeners(&plan(&["eth9", "300.1.1.1"], 5223, false), &interfaces());
+        let reasons: Vec<String> = summary(&wanted).into_iter().map(|(_, target, _)| target).collect();
+        assert_eq!(reasons.len(), 4);
+        assert_eq!(reasons[0], "refused: no interface 'eth9'");
+        assert_eq!(reasons[1], reasons[0]);
+        assert!(
+            reasons[2].starts_with("refused: invalid address '300.1.1.1'"),
+            "{reasons:?}"
+        );
+        assert_eq!(wanted[3].address, "300.1.1.1");
+    }
+
+    #[test]
+    fn an_address_change_elsewhere_leaves_the_wanted_listeners_alone() {
+        let listen = plan(&["127.0.0.1", "a"], 5223, false);
+        let before = wanted_listeners(&listen, &interfaces());
+        let pair = |name: &str, addr: &str| (name.to_owned(), Some(addr.parse().unwrap()));
+        let elsewhere = InterfaceAddresses::from_pairs([
+            pair("lo", "127.0.0.1"),
+            pair("eth0", "192.0.2.7"),
+            pair("eth0", "192.0.2.8"),
+            pair("eth1", "198.51.100.1"),
+        ])
+        .with_board_names(&[sb_store::BoardInterface {
+            name: "a".to_owned(),
+            kernel: "eth0".to_owned(),
+        }]);
+        assert_eq!(wanted_listeners(&listen, &elsewhere), before);
+        let moved = InterfaceAddresses::from_pairs([pair("lo", "127.0.0.1"), pair("eth0", "192.0.2.50")])
+            .with_board_names(&[sb_store::BoardInterface {
+                name: "a".to_owned(),
+                kernel: "eth0".to_owned(),
+            }]);
+        assert_ne!(wanted_listeners(&listen, &moved), before);
     }
 }

@@ -36,6 +36,12 @@ pub struct ServerTuning {
     pub close_grace: Duration,
     /// Upper bound for `Server::shutdown` to wait for every stream to close.
     pub shutdown_timeout: Duration,
+    /// How often the interfaces' addresses are read again, so listeners on an interface
+    /// (`xmpp listen a`) follow DHCP and `ipv4` changes.
+    pub interface_poll_interval: Duration,
+    /// The board's names for its interfaces (`a` is `eth0`), from the board file; empty off
+    /// the appliance, where interfaces go by their kernel names.
+    pub board_interfaces: Vec<sb_store::BoardInterface>,
 }
 
 impl Default for ServerTuning {
@@ -53,6 +59,8 @@ impl Default for ServerTuning {
             component_queue_len: 4096,
             close_grace: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
+            interface_poll_interval: Duration::from_secs(3),
+            board_interfaces: Vec::new(),
         }
     }
 }

@@ -93,6 +93,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
         }
     }
     let dir = dir.ok_or_else(|| StartError::Usage(USAGE.to_owned()))?;
+    // `xmpp listen a` names the board's interface a; off the appliance there is no board file.
+    tuning.board_interfaces = sb_admin::ApplianceHost::system().board_interfaces();
     Ok(Options {
         dir,
         log_level,
@@ -203,8 +205,13 @@ impl LiveNode for LiveServer {
                 .listeners
                 .into_iter()
                 .map(|l| ListenerStatus {
-                    address: l.bound.map(|a| a.to_string()).unwrap_or(l.address),
+                    address: match (l.bound, &l.interface) {
+                        (Some(bound), Some(interface)) => format!("{bound} on {interface}"),
+                        (Some(bound), None) => bound.to_string(),
+                        (None, _) => l.address,
+                    },
                     error: l.error,
+                    waiting: l.waiting,
                 })
                 .collect(),
             sessions: status
@@ -336,10 +343,11 @@ fn print_banner(server: &Server, dir: &Path) {
             (Service::Component, false) => "Call Bridges (TLS)",
             (Service::Component, true) => "Call Bridges (plain TCP)",
         };
-        match (&listener.bound, &listener.error) {
-            (Some(addr), _) => println!("  {what}: listening on {addr}"),
-            (None, Some(error)) => println!("  {what}: NOT listening on {}: {error}", listener.address),
-            (None, None) => {}
+        match (&listener.bound, &listener.error, &listener.waiting) {
+            (Some(addr), _, _) => println!("  {what}: listening on {addr}"),
+            (None, Some(error), _) => println!("  {what}: NOT listening on {}: {error}", listener.address),
+            (None, None, Some(reason)) => println!("  {what}: {} waits: {reason}", listener.address),
+            (None, None, None) => {}
         }
     }
     if !status.enabled {

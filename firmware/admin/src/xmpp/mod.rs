@@ -7,10 +7,8 @@ use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::pki::{self, PkiError};
 use crate::{Admin, Family, Reply};
 use sb_proto::Jid;
-use sb_store::{TlsIdentity, XmppConfig};
+use sb_store::{ListenTarget, TlsIdentity, XmppConfig};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 
 pub use callbridge::CallbridgeCommand;
 pub use status::render_status;
@@ -22,7 +20,7 @@ pub enum XmppCommand {
     Show,
     /// `xmpp domain <domain>`
     Domain { domain: String },
-    /// `xmpp listen <address>...`, normalized ([`ListenAddress`]).
+    /// `xmpp listen <iface or address>...`, each in stored form ([`ListenTarget`]).
     Listen { addresses: Vec<String> },
     /// `xmpp certs <key> <crt> [<bundle>]`: file names in the certificate folder.
     Certs {
@@ -50,8 +48,9 @@ impl Family for XmppCommand {
             summary: "set the XMPP domain served",
         },
         Usage {
-            syntax: "xmpp listen <address>...",
-            summary: "listen on these IPv4/IPv6 addresses, each with an optional :port ([v6]:port)",
+            syntax: "xmpp listen <iface or address>...",
+            summary: "listen on these interfaces (their IPv4 addresses, as they change) or IP addresses, \
+                      each with an optional :port (a, a:5222, 192.0.2.1, [v6]:port)",
         },
         Usage {
             syntax: "xmpp certs <key> <crt> [<bundle>]",
@@ -85,10 +84,11 @@ impl Family for XmppCommand {
             }
             Some("listen") => {
                 let mut args = Args::new("xmpp listen", rest);
-                let first = args.required("<address>")?;
+                let first = args.required("<iface or address>")?;
                 let mut words = vec![first];
                 words.extend(args.rest());
-                let addresses = normalize_listen(&words).map_err(|reason| args.invalid(reason))?;
+                let entries = normalize_listen(&words).map_err(|reason| args.invalid(reason))?;
+                let addresses = entries.iter().map(ToString::to_string).collect();
                 Ok(XmppCommand::Listen { addresses })
             }
             Some("certs") => {
@@ -121,9 +121,12 @@ impl Family for XmppCommand {
             },
             XmppCommand::Listen { addresses } => {
                 let words: Vec<&str> = addresses.iter().map(String::as_str).collect();
-                match normalize_listen(&words) {
+                let checked = normalize_listen(&words)
+                    .map_err(|reason| format!("xmpp listen: {reason}"))
+                    .and_then(|entries| check_interfaces(admin, &entries));
+                match checked {
                     Ok(addresses) => update(admin, "xmpp listen", move |config| config.listen = addresses),
-                    Err(reason) => Reply::failure(format!("xmpp listen: {reason}")),
+                    Err(reason) => Reply::failure(reason),
                 }
             }
             XmppCommand::Certs { key, cert, bundle } => match check_identity(admin, &key, &cert, bundle.as_deref()) {
@@ -157,16 +160,38 @@ fn normalize_domain(domain: &str) -> Result<String, String> {
     }
 }
 
-fn normalize_listen(words: &[&str]) -> Result<Vec<String>, String> {
-    let mut addresses: Vec<String> = Vec::with_capacity(words.len());
+/// Each word in stored form; the syntax only, the interfaces are [`check_interfaces`]'.
+fn normalize_listen(words: &[&str]) -> Result<Vec<ListenTarget>, String> {
+    let mut entries: Vec<ListenTarget> = Vec::with_capacity(words.len());
     for word in words {
-        let address = ListenAddress::parse(word)?.to_string();
-        if addresses.contains(&address) {
+        let entry = ListenTarget::parse(word).map_err(|e| e.to_string())?;
+        if entry.port == Some(0) {
+            return Err(format!("invalid address '{word}': port 0"));
+        }
+        if entries.contains(&entry) {
             return Err(format!("address '{word}' given twice"));
         }
-        addresses.push(address);
+        entries.push(entry);
     }
-    Ok(addresses)
+    Ok(entries)
+}
+
+/// Interface names must exist (on the appliance: the board's, stored by their board names);
+/// the result is the stored listen list. A `FAILURE` text when not.
+fn check_interfaces(admin: &Admin, entries: &[ListenTarget]) -> Result<Vec<String>, String> {
+    let mut stored: Vec<String> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let entry = match entry.interface() {
+            None => entry.clone(),
+            Some(name) => entry.with_interface(&admin.appliance().listen_interface(name)?),
+        };
+        let text = entry.to_string();
+        if stored.contains(&text) {
+            return Err(format!("xmpp listen: address '{text}' given twice"));
+        }
+        stored.push(text);
+    }
+    Ok(stored)
 }
 
 /// Refuse an identity the daemon could not serve, with the reason.
@@ -186,66 +211,6 @@ fn check_identity(admin: &Admin, key: &str, cert: &str, bundle: Option<&str>) ->
         pki::chain_ok(&cert_path, &pki::cert_file(&dir, bundle)?)?;
     }
     Ok(())
-}
-
-/// An address to listen on, as `xmpp listen` takes it: an IPv4 or IPv6 address with an
-/// optional port (`192.0.2.1`, `192.0.2.1:5222`, `::1`, `[::1]`, `[::1]:5222`). Without a port,
-/// each service listens on its own default port. The stored form is this type's `Display`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ListenAddress {
-    pub ip: IpAddr,
-    pub port: Option<u16>,
-}
-
-impl ListenAddress {
-    pub fn parse(text: &str) -> Result<ListenAddress, String> {
-        let address = if let Ok(ip) = text.parse::<IpAddr>() {
-            ListenAddress { ip, port: None }
-        } else if let Ok(socket) = text.parse::<SocketAddr>() {
-            if socket.port() == 0 {
-                return Err(format!("invalid address '{text}': port 0"));
-            }
-            ListenAddress {
-                ip: socket.ip(),
-                port: Some(socket.port()),
-            }
-        } else if let Some(Ok(ip)) = text
-            .strip_prefix('[')
-            .and_then(|inner| inner.strip_suffix(']'))
-            .map(str::parse::<std::net::Ipv6Addr>)
-        {
-            ListenAddress {
-                ip: IpAddr::V6(ip),
-                port: None,
-            }
-        } else {
-            return Err(format!(
-                "invalid address '{text}': expected an IPv4 or IPv6 address with an optional :port"
-            ));
-        };
-        Ok(address)
-    }
-
-    /// Where a service with this default port binds.
-    pub fn socket_addr(&self, default_port: u16) -> SocketAddr {
-        SocketAddr::new(self.ip, self.port.unwrap_or(default_port))
-    }
-}
-
-impl fmt::Display for ListenAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.ip, self.port) {
-            (ip, None) => write!(f, "{ip}"),
-            (ip, Some(port)) => write!(f, "{}", SocketAddr::new(ip, port)),
-        }
-    }
-}
-
-impl std::str::FromStr for ListenAddress {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        ListenAddress::parse(text)
-    }
 }
 
 /// The `xmpp` listing.
@@ -321,6 +286,12 @@ mod tests {
             }
         );
         assert_eq!(
+            xmpp("xmpp listen a eth0:5300"),
+            XmppCommand::Listen {
+                addresses: ["a", "eth0:5300"].map(str::to_owned).to_vec()
+            }
+        );
+        assert_eq!(
             xmpp("xmpp certs a.key a.crt"),
             XmppCommand::Certs {
                 key: "a.key".to_owned(),
@@ -350,10 +321,22 @@ mod tests {
             "FAILURE: xmpp domain: unexpected argument 'b.example'"
         );
         assert!(failure("xmpp domain bad@domain").starts_with("FAILURE: xmpp domain: invalid domain 'bad@domain'"));
-        assert_eq!(failure("xmpp listen"), "FAILURE: xmpp listen: missing <address>");
         assert_eq!(
-            failure("xmpp listen 127.0.0.1 eth0"),
-            "FAILURE: xmpp listen: invalid address 'eth0': expected an IPv4 or IPv6 address with an optional :port"
+            failure("xmpp listen"),
+            "FAILURE: xmpp listen: missing <iface or address>"
+        );
+        assert_eq!(
+            failure("xmpp listen 127.0.0.1 1eth0"),
+            "FAILURE: xmpp listen: invalid address '1eth0': expected an IPv4 or IPv6 address or an interface name, \
+             with an optional :port ([v6]:port)"
+        );
+        assert_eq!(
+            failure("xmpp listen a:0"),
+            "FAILURE: xmpp listen: invalid address 'a:0': port 0"
+        );
+        assert_eq!(
+            failure("xmpp listen a a"),
+            "FAILURE: xmpp listen: address 'a' given twice"
         );
         assert_eq!(
             failure("xmpp listen 127.0.0.1:0"),
@@ -390,26 +373,71 @@ mod tests {
         );
     }
 
+    /// A board that calls `lo` `a` (every test host has `lo`) and has a `b` the kernel lacks.
+    fn board(dir: &std::path::Path) -> crate::ApplianceHost {
+        let host = crate::ApplianceHost {
+            settings_dir: dir.join("appliance"),
+            run_dir: dir.join("run"),
+            board_file: dir.join("board.toml"),
+            data_mount: dir.to_path_buf(),
+        };
+        std::fs::write(
+            &host.board_file,
+            "[network]\ninterfaces = [{ name = \"a\", kernel = \"lo\" }, { name = \"b\", kernel = \"nosuch9\" }]\n",
+        )
+        .unwrap();
+        host
+    }
+
     #[test]
-    fn listen_addresses_normalize_and_resolve_ports() {
-        let v6 = ListenAddress::parse("[::1]:5300").unwrap();
-        assert_eq!(v6.to_string(), "[::1]:5300");
-        assert_eq!(v6.socket_addr(5222).port(), 5300);
-        let bare = ListenAddress::parse("[::1]").unwrap();
-        assert_eq!(bare.to_string(), "::1");
-        assert_eq!(bare.socket_addr(5222).to_string(), "[::1]:5222");
+    fn listen_takes_the_boards_interface_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, node) = admin_with_node(dir.path());
+        let admin = admin.with_appliance(board(dir.path()));
+        let listen = || admin.store().xmpp_config().unwrap().listen;
+        assert_eq!(run(&admin, "xmpp listen a:5300 127.0.0.1 b").text, "SUCCESS");
+        assert_eq!(listen(), ["a:5300", "127.0.0.1", "b"]);
+        // The kernel's name is stored as the board's.
+        assert_eq!(run(&admin, "xmpp listen lo").text, "SUCCESS");
+        assert_eq!(listen(), ["a"]);
+        assert_eq!(node.config_changes(), 2);
         assert_eq!(
-            ListenAddress::parse("127.0.0.7").unwrap().socket_addr(5223).to_string(),
-            "127.0.0.7:5223"
+            run(&admin, "xmpp listen z").text,
+            "FAILURE: no interface 'z' on this board (interfaces: a, b)"
         );
-        // "::1:5222" is itself a valid IPv6 address, not ::1 port 5222: brackets are needed.
-        assert_eq!(ListenAddress::parse("::1:5222").unwrap().port, None);
+        assert_eq!(
+            run(&admin, "xmpp listen 127.0.0.1 eth0").text,
+            "FAILURE: no interface 'eth0' on this board (interfaces: a, b)"
+        );
+        assert_eq!(
+            run(&admin, "xmpp listen a:5222 lo:5222").text,
+            "FAILURE: xmpp listen: address 'a:5222' given twice"
+        );
+        assert_eq!(listen(), ["a"]);
+        assert_eq!(node.config_changes(), 2);
+    }
+
+    #[test]
+    fn off_the_appliance_listen_takes_the_hosts_interface_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut host = board(dir.path());
+        host.board_file = dir.path().join("no-board.toml");
+        let admin = admin(dir.path()).with_appliance(host);
+        assert_eq!(run(&admin, "xmpp listen lo:5300").text, "SUCCESS");
+        assert_eq!(admin.store().xmpp_config().unwrap().listen, ["lo:5300"]);
+        let refused = run(&admin, "xmpp listen nosuch9").text;
+        assert!(
+            refused.starts_with("FAILURE: no interface 'nosuch9' on this host (interfaces: "),
+            "{refused}"
+        );
+        assert!(refused.contains("lo"), "{refused}");
     }
 
     #[test]
     fn config_changes_are_stored_and_announced() {
         let dir = tempfile::tempdir().unwrap();
         let (admin, node) = admin_with_node(dir.path());
+        let admin = admin.with_appliance(board(dir.path()));
         assert_eq!(run(&admin, "xmpp domain chat.example").text, "SUCCESS");
         assert_eq!(run(&admin, "xmpp listen 127.0.0.5 [::1]:5300").text, "SUCCESS");
         assert_eq!(run(&admin, "xmpp disable").text, "SUCCESS");

@@ -58,6 +58,10 @@ pub fn render_status(
     let state = match live {
         None => "not running (no daemon)".to_owned(),
         Some(live) if live.running => format!("running since {}", format_unix(live.started_at_unix)),
+        // DHCP has not answered yet: nothing is wrong, the listeners bind when it does.
+        Some(live) if live.listeners.iter().any(|l| l.waiting.is_some() && l.error.is_none()) => {
+            "not running (waiting for an interface address)".to_owned()
+        }
         Some(_) => {
             if config.enabled {
                 faults.push("service enabled but not running".to_owned());
@@ -77,9 +81,10 @@ pub fn render_status(
         Some(live) if !live.listeners.is_empty() => live
             .listeners
             .iter()
-            .map(|listener| match &listener.error {
-                None => format!("{} (listening)", listener.address),
-                Some(error) => {
+            .map(|listener| match (&listener.error, &listener.waiting) {
+                (None, None) => format!("{} (listening)", listener.address),
+                (None, Some(reason)) => format!("{} (waiting: {reason})", listener.address),
+                (Some(error), _) => {
                     faults.push(format!("listener {}: bind failed: {error}", listener.address));
                     format!("{} (bind failed: {error})", listener.address)
                 }
@@ -92,7 +97,11 @@ pub fn render_status(
             .collect(),
     };
     rows(&mut out, "Listeners", &listener_lines);
-    row(&mut out, "Call Bridge port", &super::callbridge::listener_summary(config));
+    row(
+        &mut out,
+        "Call Bridge port",
+        &super::callbridge::listener_summary(config),
+    );
 
     match (&config.tls, certificate) {
         (None, _) | (Some(_), None) => {
@@ -321,10 +330,12 @@ mod tests {
                 ListenerStatus {
                     address: "127.0.0.1:5222".to_owned(),
                     error: None,
+                    waiting: None,
                 },
                 ListenerStatus {
                     address: "192.0.2.7:5222".to_owned(),
                     error: Some("Cannot assign requested address (os error 99)".to_owned()),
+                    waiting: None,
                 },
             ],
             sessions: vec![
@@ -364,6 +375,7 @@ mod tests {
         live.listeners.push(ListenerStatus {
             address: "127.0.0.1:5223".to_owned(),
             error: None,
+            waiting: None,
         });
         live.sessions.truncate(1);
         live.callbridges = vec![
@@ -544,6 +556,64 @@ Connected clients : 0
 Call Bridges      : none configured
 Faults: none"
         );
+    }
+
+    #[test]
+    fn listeners_waiting_for_an_interface_address_are_no_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_certs, summary) = certificate();
+        let mut config = config(dir.path());
+        config.listen = vec!["a".to_owned(), "b".to_owned()];
+        let waiting = |address: &str, interface: &str| ListenerStatus {
+            address: address.to_owned(),
+            error: None,
+            waiting: Some(format!("no IPv4 address on {interface} yet")),
+        };
+        let mut live = live();
+        live.running = false;
+        live.sessions.clear();
+        live.listeners = vec![waiting("a", "a"), waiting("a:5223", "a")];
+        let render = |live: &LiveStatus| {
+            render_status(
+                &config,
+                &[],
+                Some(live),
+                Some(Ok(summary.clone())),
+                datetime!(2025-01-02 0:00 UTC),
+            )
+        };
+        let text = render(&live);
+        assert!(
+            text.starts_with(
+                "\
+Service           : enabled, not running (waiting for an interface address)
+Domain            : example.com
+Listeners         : a (waiting: no IPv4 address on a yet)
+                    a:5223 (waiting: no IPv4 address on a yet)
+"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("Faults: none"), "{text}");
+
+        // One interface got its address: it listens, the other still waits.
+        live.running = true;
+        live.listeners = vec![
+            ListenerStatus {
+                address: "10.0.2.15:5222 on a".to_owned(),
+                error: None,
+                waiting: None,
+            },
+            waiting("b", "b"),
+        ];
+        let text = render(&live);
+        assert!(
+            text.contains(
+                "Listeners         : 10.0.2.15:5222 on a (listening)\n                    b (waiting: no IPv4 address on b yet)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("Faults: none"), "{text}");
     }
 
     #[test]
