@@ -45,8 +45,8 @@ fn free_port(ip: std::net::IpAddr) -> u16 {
 /// A child forked while this process holds a store open inherits the store's lock (flock
 /// belongs to the open file, and the copy lives until the child's exec), and the daemon it
 /// becomes would find its store "in use". Tests run in parallel threads, so opening a
-/// store and spawning a daemon are serialized.
-static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// store and spawning a daemon are serialized; tests that start other processes take it too.
+pub static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,

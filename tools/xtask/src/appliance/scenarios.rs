@@ -379,6 +379,29 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
         add_user(v, &host, "alice", USER_PASSWORD)?;
         slixmpp_login(v.ports.c2s, "alice@localhost", USER_PASSWORD)
     });
+    // Left on `a` for the rest of the chain: after the reboots below, xmppd starts before the
+    // DHCP lease and must bind once it arrives (init's ready probe needs that).
+    report.check(
+        &mut ok,
+        "fast: xmpp listen a follows the interface's address (DHCP, static, DHCP again)",
+        |_| {
+            let v = need(&mut vm)?;
+            command_expect(
+                v,
+                &host,
+                "xmpp listen z",
+                "FAILURE: no interface 'z' on this board (interfaces: a)",
+            )?;
+            command_expect(v, &host, "xmpp listen a", "SUCCESS")?;
+            wait_for_output(v, &host, "xmpp status", "10.0.2.15:5222 on a (listening)")?;
+            slixmpp_login(v.ports.c2s, "alice@localhost", USER_PASSWORD)?;
+            command_expect(v, &host, "ipv4 a add 10.0.2.50/24 10.0.2.2", "SUCCESS")?;
+            wait_for_output(v, &host, "xmpp status", "10.0.2.50:5222 on a (listening)")?;
+            command_expect(v, &host, "ipv4 a del 10.0.2.50/24", "SUCCESS")?;
+            wait_for_output(v, &host, "xmpp status", "10.0.2.15:5222 on a (listening)")?;
+            slixmpp_login(v.ports.c2s, "alice@localhost", USER_PASSWORD)
+        },
+    );
     let mut domain_set = false;
     report.step(&mut ok, "fast: appliance setting (hostname) survives a reboot", |_| {
         let v = need(&mut vm)?;
