@@ -176,6 +176,17 @@ struct Listener {
     task: Option<JoinHandle<()>>,
 }
 
+impl Listener {
+    /// Stop accepting and wait until the socket is closed (an aborted task drops its listener
+    /// only when the runtime gets to it).
+    async fn close(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -440,7 +451,24 @@ impl Federation {
         if !retry && locked(&self.state).applied == wanted {
             return;
         }
-        let mut current = std::mem::take(&mut locked(&self.state).listeners);
+        let port_any = self.tuning.port == 0;
+        let (mut current, unwanted): (Vec<Listener>, Vec<Listener>) =
+            std::mem::take(&mut locked(&self.state).listeners)
+                .into_iter()
+                .partition(|l| {
+                    l.task.is_some()
+                        && l.state.address.is_some_and(|bound| {
+                            wanted.iter().any(|w| match w.target {
+                                Target::Bind(addr) => bound == addr || (port_any && bound.ip() == addr.ip()),
+                                _ => false,
+                            })
+                        })
+                });
+        // Closed before anything binds, so a specific address can replace a wildcard one on
+        // the same port.
+        for listener in unwanted {
+            listener.close().await;
+        }
         let mut keep = Vec::new();
         for want in wanted.iter().cloned() {
             let idle = |error: Option<String>, waiting: Option<String>| Listener {

@@ -99,6 +99,15 @@ struct Listener {
 }
 
 impl Listener {
+    /// Stop accepting and wait until the socket is closed (an aborted task drops its listener
+    /// only when the runtime gets to it).
+    async fn close(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// A listener with no socket: waiting for an address, or refused.
     fn idle(want: WantedListener, error: Option<String>, waiting: Option<String>) -> Listener {
         Listener {
@@ -322,7 +331,20 @@ impl Server {
     /// new ones, close the rest.
     async fn reconcile(&self, plan: &ListenPlan, wanted: Vec<WantedListener>) {
         let mut keep: Vec<Listener> = Vec::new();
-        let mut current = std::mem::take(&mut self.state().listeners);
+        let (mut current, unwanted): (Vec<Listener>, Vec<Listener>) =
+            std::mem::take(&mut self.state().listeners).into_iter().partition(|l| {
+                l.task.is_some()
+                    && l.addr.is_some_and(|addr| {
+                        wanted
+                            .iter()
+                            .any(|w| w.service == l.state.service && w.target == Target::Bind(addr))
+                    })
+            });
+        // Closed before anything binds: moving from 0.0.0.0:5222 to 10.0.2.15:5222 needs the
+        // wildcard socket gone first. Their established sessions go on.
+        for listener in unwanted {
+            listener.close().await;
+        }
         for want in wanted.iter().cloned() {
             let service = want.service;
             let addr = match want.target.clone() {
@@ -355,8 +377,6 @@ impl Server {
             }
             keep.push(self.bind(want, addr).await);
         }
-        // Listeners no longer wanted close here (dropping aborts their accept loops);
-        // their established sessions go on.
         drop(current);
         let mut state = self.state();
         state.listeners = keep;

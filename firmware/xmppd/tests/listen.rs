@@ -206,4 +206,17 @@ async fn follow_addresses() {
         "{}",
         status.text
     );
+
+    // From every address to one interface on the same port: the wildcard socket must be
+    // closed before the interface's address can bind (the appliance's first-boot 0.0.0.0).
+    ip("addr add 10.1.2.3/24 dev d0");
+    let reply = admin(&daemon, &format!("xmpp listen {} 0.0.0.0:15222", daemon.addr));
+    assert_eq!(reply.text, "SUCCESS");
+    let status = admin(&daemon, "xmpp status");
+    assert!(status.text.contains("0.0.0.0:15222 (listening)"), "{}", status.text);
+    let reply = admin(&daemon, &format!("xmpp listen {} d0:15222", daemon.addr));
+    assert_eq!(reply.text, "SUCCESS");
+    let status = admin(&daemon, "xmpp status");
+    assert!(status.text.contains(&listening(first)), "{}", status.text);
+    login_at(&daemon, first, "alice", "again").await.ping_server().await;
 }
