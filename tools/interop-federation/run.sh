@@ -4,7 +4,8 @@
 # clients on both sides. Needs root (ip netns). Installs what is missing, then runs
 # firmware/federation/tests/interop.rs. Bounded: every wait in the test and the clients has
 # a timeout; the whole run takes about a minute once built. `run.sh --bench` runs the s2s
-# benchmark against Prosody instead.
+# benchmarks against Prosody instead: XEP-0199 ping round trips, then loadgen's message pairs
+# across the link (100 pairs at 1600 msg/s; SB_S2S_PAIRS, SB_S2S_RATE, SB_S2S_SECS override).
 set -eu
 cd "$(dirname "$0")/../.."
 
@@ -27,10 +28,13 @@ fi
 
 if [ "${1:-}" = "--bench" ]; then
     shift
-    # s2s round trips to Prosody (figures for the issue note); release build.
+    # s2s figures with Prosody for the issue note; release builds. The message bench runs the
+    # loadgen binary of the same profile, next to the test binary. One test at a time: they
+    # would compete for the cores.
+    cargo build --release -p loadgen
     cargo test --release -p sb-federation --test interop --no-run
-    exec timeout 300 cargo test --release -p sb-federation --test interop prosody_s2s_bench -- \
-        --ignored --nocapture "$@"
+    exec timeout 600 cargo test --release -p sb-federation --test interop prosody_s2s_bench -- \
+        --ignored --nocapture --test-threads=1 "$@"
 fi
 # Build outside the time bound; the bound is for the run.
 cargo test -p sb-federation --test interop --no-run

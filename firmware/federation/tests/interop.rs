@@ -656,6 +656,178 @@ fn prosody_s2s_bench() {
     });
 }
 
+/// The load generator built with the same profile as this test (run.sh --bench builds it):
+/// `target/<profile>/loadgen`, beside the `deps` folder this test binary is in.
+fn loadgen_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test binary>");
+    let loadgen = profile_dir.join("loadgen");
+    assert!(
+        loadgen.is_file(),
+        "{} is missing: cargo build -p loadgen with this test's profile (run.sh --bench does)",
+        loadgen.display()
+    );
+    loadgen
+}
+
+/// A positive number from the environment, or `default`.
+fn env_number(name: &str, default: u32) -> u32 {
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(text) => text
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name}={text}: expected a positive whole number")),
+    }
+}
+
+/// A number of loadgen's flat `RESULT` object (`"key":123.4`), formatted with `decimals`.
+fn result_number(json: &str, key: &str, decimals: usize) -> String {
+    let needle = format!("\"{key}\":");
+    json.find(&needle)
+        .and_then(|start| {
+            let rest = &json[start + needle.len()..];
+            rest[..rest.find([',', '}']).unwrap_or(rest.len())]
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or_else(|| "-".to_owned(), |value| format!("{value:.decimals$}"))
+}
+
+/// The fixed rate of the message bench, both directions together (half each way). Found by
+/// raising it with 100 pairs (release builds, 2 shared cores): up to 1600 msg/s the p99 stays
+/// where it is at 400 msg/s (about 7 ms each way); at 2000 it grows to tens or a hundred ms,
+/// at 2400 to half a second towards Prosody, at 3000 Prosody falls behind (p50 over 100 ms)
+/// and at 4000 by seconds. Nothing was lost at any of these rates.
+const S2S_BENCH_RATE: u32 = 1600;
+
+/// Benchmark, not a timed test: loadgen's cross-server pairs, client 2k on our node and
+/// client 2k+1 on Prosody, so every message crosses the s2s link, ours -> Prosody on our
+/// outgoing link and back on Prosody's. Throughput (one direction after the other, a bounded
+/// window in flight), then a fixed rate, half each way at once, for latency p50/p99 per
+/// direction. Asserts only that every
+/// login worked and messages arrived both ways. `SB_S2S_PAIRS`, `SB_S2S_RATE`, `SB_S2S_SECS`
+/// override the defaults (100 pairs, S2S_BENCH_RATE msg/s, 10 s per phase).
+#[test]
+#[ignore = "benchmark; needs root, ip netns, prosody, dnsmasq, loadgen: tools/interop-federation/run.sh --bench"]
+fn prosody_s2s_bench_messages() {
+    use sb_proto::{Element, ns};
+    use sb_server::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
+    let pairs = env_number("SB_S2S_PAIRS", 100) as usize;
+    let rate = env_number("SB_S2S_RATE", S2S_BENCH_RATE);
+    let secs = env_number("SB_S2S_SECS", 10);
+    let loadgen = loadgen_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let netns = Netns::create("msgbench");
+    let _dnsmasq = start_dnsmasq(&netns, dir.path());
+    let prosody_dir = dir.path().join("prosody");
+    std::fs::create_dir_all(&prosody_dir).unwrap();
+    let _prosody = start_prosody_with(&netns, &prosody_dir, "warn");
+    // Their users are the odd indices, ours the even ones: loadgen pairs 2k with 2k+1.
+    let config = prosody_dir.join("prosody.cfg.lua");
+    for index in (1..2 * pairs).step_by(2) {
+        run(netns.exec("prosodyctl").arg("--config").arg(&config).args([
+            "register",
+            &format!("bench{index}"),
+            "b.example",
+            &format!("bench-pw-{index}"),
+        ]));
+    }
+    let our_dir = dir.path().join("ours");
+    in_namespace(&netns, || async {
+        wait_listening(&format!("{PROSODY_IP}:5269"), "prosody").await;
+        wait_listening(&format!("{PROSODY_IP}:5222"), "prosody c2s").await;
+        let node = OurNode::start(&our_dir).await;
+        for index in (0..2 * pairs).step_by(2) {
+            let credentials = UserCredentials::new(&format!("bench-pw-{index}")).unwrap();
+            node.admin
+                .store()
+                .add_user(&format!("bench{index}"), &credentials)
+                .unwrap();
+        }
+        node.mmp("federation allow add b.example").await;
+
+        // Warm up: a ping to Prosody's server brings both links up (dialback each way), so
+        // the measured phases do not include link setup.
+        let core = Arc::clone(node.server.core());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let handle = SessionHandle::new(core.router.next_session_id(), tx, Arc::new(SessionControl::default()));
+        let meta = SessionMeta {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since_unix: 0,
+            tls: true,
+        };
+        core.router.bind("warmup", "bench", handle, meta);
+        let ping = Element::new("iq", ns::CLIENT)
+            .with_attr("from", "warmup@a.example/bench")
+            .with_attr("to", "b.example")
+            .with_attr("type", "get")
+            .with_attr("id", "warmup")
+            .with_child(Element::new("ping", ns::PING));
+        core.route(ping).await;
+        let pong = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+        assert!(matches!(pong, Ok(Some(Outbound::Stanza(_)))), "no pong: {pong:?}");
+
+        let mut command = Command::new(&loadgen);
+        command
+            .args(["--host", OUR_IP, "--port", "5222", "--domain", "a.example"])
+            .args(["--users", "bench{n}", "--password", "bench-pw-{n}"])
+            .args([
+                "--peer-host",
+                PROSODY_IP,
+                "--peer-port",
+                "5222",
+                "--peer-domain",
+                "b.example",
+            ])
+            .args(["--peer-users", "bench{n}", "--peer-password", "bench-pw-{n}"])
+            .args(["--label", "xmppd <-> Prosody over s2s"])
+            .arg("--clients")
+            .arg((2 * pairs).to_string())
+            .arg("--throughput-secs")
+            .arg(secs.to_string())
+            .arg("--rate")
+            .arg(rate.to_string())
+            .arg("--duration")
+            .arg(secs.to_string());
+        // This thread is in the namespace already: loadgen is born there.
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("loadgen task")
+            .expect("loadgen ran");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        println!("{text}{}", String::from_utf8_lossy(&output.stderr));
+        let json = text
+            .lines()
+            .find_map(|line| line.strip_prefix("RESULT "))
+            .expect("loadgen printed no RESULT line");
+        assert!(
+            output.status.success(),
+            "loadgen reported failed logins or lost traffic"
+        );
+        let number = |key: &str, decimals: usize| result_number(json, key, decimals);
+        println!(
+            "BENCH s2s messages with Prosody, {pairs} pairs: throughput to Prosody {} msg/s, back {} msg/s; \
+             at {rate} msg/s ({} each way): to Prosody p50 {} ms p99 {} ms lost {}, back p50 {} ms p99 {} ms lost {}",
+            number("to_peer_throughput_delivered_per_s", 0),
+            number("from_peer_throughput_delivered_per_s", 0),
+            f64::from(rate) / 2.0,
+            number("to_peer_rate_p50_ms", 2),
+            number("to_peer_rate_p99_ms", 2),
+            number("to_peer_rate_lost", 0),
+            number("from_peer_rate_p50_ms", 2),
+            number("from_peer_rate_p99_ms", 2),
+            number("from_peer_rate_lost", 0),
+        );
+        node.federation.shutdown().await;
+    });
+}
+
 fn simple_logger_init() -> Result<(), log::SetLoggerError> {
     struct Stdout;
     impl log::Log for Stdout {

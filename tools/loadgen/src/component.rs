@@ -144,7 +144,7 @@ pub async fn exchange(
 ) -> ComponentReport {
     let to_users = MessageShared::new(Windows::Shared(Semaphore::new(0)), clock);
     let from_users = MessageShared::new(Windows::Shared(Semaphore::new(0)), clock);
-    let clients = MessageClients::start(sessions, Arc::clone(&to_users));
+    let clients = MessageClients::start_by(sessions, |_| Arc::clone(&to_users));
     let user_senders: Vec<Sender> = clients.senders_to(component_jid);
     let (reader, writer) = tokio::io::split(component.io);
     let reader_task = tokio::spawn(read_from_users(reader, component.framer, Arc::clone(&from_users)));

@@ -2,6 +2,7 @@
 //! throughput, and messages at a fixed rate (latency).
 
 use crate::conn::{self, Credentials, LoginTarget, Session, TlsTcp, XmlConn};
+use crate::peer::{PeerAccounts, is_peer_index};
 use crate::stats::{Clock, LoginReport, PhaseStats, PhaseSummary};
 use sb_proto::sasl::SaltedPassword;
 use sb_proto::{StreamEvent, StreamFramer, ns};
@@ -42,9 +43,19 @@ pub struct Run {
     pub clock: Clock,
     /// SaltedPassword per user index, reused by later logins as a real client would.
     pub salted: Mutex<HashMap<usize, SaltedPassword>>,
+    /// Cross-server pairs: the odd clients log in here instead.
+    pub peer: Option<PeerAccounts>,
 }
 
 impl Run {
+    /// Server, user name pattern and password pattern of client `index`.
+    fn account(&self, index: usize) -> (&LoginTarget, &Pattern, &Pattern) {
+        match &self.peer {
+            Some(peer) if is_peer_index(index) => (&peer.target, &peer.users, &peer.passwords),
+            _ => (&self.target, &self.users, &self.passwords),
+        }
+    }
+
     fn source_for(&self, index: usize) -> Option<IpAddr> {
         if self.sources.is_empty() {
             None
@@ -80,14 +91,15 @@ pub async fn login_batch(run: &Arc<Run>, indices: Vec<usize>) -> (Vec<(usize, Se
             let permits = Arc::clone(&permits);
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                let username = run.users.expand(index);
-                let password = run.passwords.expand(index);
+                let (target, users, passwords) = run.account(index);
+                let username = users.expand(index);
+                let password = passwords.expand(index);
                 let credentials = Credentials {
                     username: &username,
                     password: &password,
                     cached: run.cached(index),
                 };
-                let result = conn::login(&run.target, run.source_for(index), credentials).await;
+                let result = conn::login(target, run.source_for(index), credentials).await;
                 if let Ok(session) = &result
                     && let Some(salted) = &session.salted
                 {
@@ -283,22 +295,17 @@ impl MessageShared {
     }
 }
 
-/// Logged-in clients with a reader task each; deliveries are recorded in `shared`.
+/// Logged-in clients with a reader task each, which records deliveries in the
+/// [`MessageShared`] its client was given.
 pub struct MessageClients {
     writers: HashMap<usize, SharedWriter>,
     jids: HashMap<usize, String>,
     readers: Vec<JoinHandle<()>>,
-    pub shared: Arc<MessageShared>,
 }
 
 impl MessageClients {
-    /// Clients that talk in pairs (2k ↔ 2k+1), each with its own window.
-    pub fn start_pairs(sessions: Vec<(usize, Session)>, clock: Clock) -> MessageClients {
-        let highest = sessions.iter().map(|(index, _)| index + 1).max().unwrap_or(0);
-        MessageClients::start(sessions, MessageShared::per_sender(highest, clock))
-    }
-
-    pub fn start(sessions: Vec<(usize, Session)>, shared: Arc<MessageShared>) -> MessageClients {
+    /// `receiver(index)`: where client `index`'s reader records what it receives.
+    pub fn start_by(sessions: Vec<(usize, Session)>, receiver: impl Fn(usize) -> Arc<MessageShared>) -> MessageClients {
         let mut writers = HashMap::new();
         let mut jids = HashMap::new();
         let mut readers = Vec::new();
@@ -310,21 +317,17 @@ impl MessageClients {
                 reader,
                 framer,
                 Arc::clone(&writer),
-                Arc::clone(&shared),
+                receiver(index),
             )));
             writers.insert(index, writer);
             jids.insert(index, session.jid);
         }
-        MessageClients {
-            writers,
-            jids,
-            readers,
-            shared,
-        }
+        MessageClients { writers, jids, readers }
     }
 
-    /// Every client with its partner's full JID, for those whose partner is logged in too.
-    fn senders(&self) -> Vec<Sender> {
+    /// Every client with its partner's (2k ↔ 2k+1) full JID, for those whose partner is
+    /// logged in too.
+    pub fn pair_senders(&self) -> Vec<Sender> {
         let mut senders: Vec<Sender> = self
             .writers
             .iter()
@@ -356,29 +359,6 @@ impl MessageClients {
         jids.into_iter().map(|(_, jid)| jid).collect()
     }
 
-    pub fn pairs(&self) -> usize {
-        self.senders().len() / 2
-    }
-
-    /// Every client as fast as the server delivers, at most `window` of its messages in
-    /// flight, for `secs`.
-    pub async fn throughput(&self, secs: f64, window: usize) -> PhaseSummary {
-        let senders = self.senders();
-        for (index, _, _) in &senders {
-            self.shared.windows.open(*index, window);
-        }
-        let sending = send_with_window(senders, &self.shared, secs).await;
-        self.shared.drain(MessagePhase::Throughput).await;
-        self.shared.stats(MessagePhase::Throughput).summary(sending)
-    }
-
-    /// `rate` messages/s in all, spread evenly over the clients and over time, for `secs`.
-    pub async fn fixed_rate(&self, rate: f64, secs: f64) -> PhaseSummary {
-        let sending = send_at_rate(self.senders(), &self.shared, rate, secs).await;
-        self.shared.drain(MessagePhase::Rate).await;
-        self.shared.stats(MessagePhase::Rate).summary(sending)
-    }
-
     pub async fn close(self) {
         let deadline = tokio::time::Instant::now() + CLOSE_LIMIT;
         for writer in self.writers.values() {
@@ -391,6 +371,48 @@ impl MessageClients {
                 abort.abort();
             }
         }
+    }
+}
+
+/// Clients on one server talking in pairs (2k ↔ 2k+1), each with its own window.
+pub struct Pairs {
+    clients: MessageClients,
+    pub shared: Arc<MessageShared>,
+}
+
+impl Pairs {
+    pub fn start(sessions: Vec<(usize, Session)>, clock: Clock) -> Pairs {
+        let highest = sessions.iter().map(|(index, _)| index + 1).max().unwrap_or(0);
+        let shared = MessageShared::per_sender(highest, clock);
+        let clients = MessageClients::start_by(sessions, |_| Arc::clone(&shared));
+        Pairs { clients, shared }
+    }
+
+    pub fn pairs(&self) -> usize {
+        self.clients.pair_senders().len() / 2
+    }
+
+    /// Every client as fast as the server delivers, at most `window` of its messages in
+    /// flight, for `secs`.
+    pub async fn throughput(&self, secs: f64, window: usize) -> PhaseSummary {
+        let senders = self.clients.pair_senders();
+        for (index, _, _) in &senders {
+            self.shared.windows.open(*index, window);
+        }
+        let sending = send_with_window(senders, &self.shared, secs).await;
+        self.shared.drain(MessagePhase::Throughput).await;
+        self.shared.stats(MessagePhase::Throughput).summary(sending)
+    }
+
+    /// `rate` messages/s in all, spread evenly over the clients and over time, for `secs`.
+    pub async fn fixed_rate(&self, rate: f64, secs: f64) -> PhaseSummary {
+        let sending = send_at_rate(self.clients.pair_senders(), &self.shared, rate, secs).await;
+        self.shared.drain(MessagePhase::Rate).await;
+        self.shared.stats(MessagePhase::Rate).summary(sending)
+    }
+
+    pub async fn close(self) {
+        self.clients.close().await;
     }
 }
 

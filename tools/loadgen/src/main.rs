@@ -10,6 +10,10 @@
 //!    bounded number of messages in flight;
 //! 4. rate: the same pairs at a fixed aggregate rate, for latency p50/p99.
 //!
+//! With `--peer-host IP`, the pairs span two servers (peer.rs): client 2k on the server under
+//! test, client 2k+1 on a peer server of another domain, so messages cross the s2s link and
+//! are measured per direction.
+//!
 //! With `--component NAME`, phases 3 and 4 are Call Bridge phases instead (component.rs): one
 //! XEP-0114 component `NAME.DOMAIN` sends to all N clients and they send to it, measured
 //! per direction.
@@ -20,10 +24,11 @@ mod component;
 mod conn;
 mod creds;
 mod load;
+mod peer;
 mod stats;
 mod tls;
 
-use load::{IdleSessions, MessageClients, Pattern, Run};
+use load::{IdleSessions, Pairs, Pattern, Run};
 use sb_proto::sasl::ScramHash;
 use serde_json::{Map, Value, json};
 use stats::{Clock, LoginReport, PhaseSummary};
@@ -57,6 +62,18 @@ usage: loadgen --host IP [options]
   --resource R            resource requested at bind (loadgen)
   --label NAME            name of the server in the output
 
+Cross-server pairs (client 2k on the server above, client 2k+1 on the peer: messages cross
+the server-to-server link, measured per direction; one login round):
+  --peer-host IP          the peer server's address
+  --peer-port P           its client port (5222)
+  --peer-domain D         its XMPP domain (required with --peer-host)
+  --peer-users PAT        user name pattern there (as --users)
+  --peer-password PAT     password pattern there (as --password)
+  --peer-window W         messages in flight per direction in the throughput phase (128;
+                          each direction shares one s2s link, whose queue is bounded)
+  The throughput phase runs --throughput-secs per direction, one after the other; the rate
+  phase runs both directions at once, half of --rate each way.
+
 Call Bridge mode (the clients exchange messages with one XEP-0114 component, not in pairs):
   --component NAME        the component's name; its address is NAME.DOMAIN
   --component-secret S    its shared secret (required with --component)
@@ -65,6 +82,16 @@ Call Bridge mode (the clients exchange messages with one XEP-0114 component, not
   --component-window W    messages in flight in the throughput phase (1024)
   The throughput phase runs --throughput-secs per direction, one after the other; the rate
   phase runs both directions at once, half of --rate each way.";
+
+/// `--peer-...`: cross-server pairs.
+struct PeerOptions {
+    host: IpAddr,
+    port: u16,
+    domain: String,
+    users: Option<Pattern>,
+    passwords: Option<Pattern>,
+    window: usize,
+}
 
 /// `--component ...`: a Call Bridge run.
 struct ComponentOptions {
@@ -96,6 +123,7 @@ struct Options {
     resource: String,
     label: String,
     component: Option<ComponentOptions>,
+    peer: Option<PeerOptions>,
 }
 
 fn main() -> ExitCode {
@@ -190,7 +218,18 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         resource: "loadgen".to_owned(),
         label: String::new(),
         component: None,
+        peer: None,
     };
+    let mut peer_host = None;
+    let mut peer = PeerOptions {
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 5222,
+        domain: String::new(),
+        users: None,
+        passwords: None,
+        window: 128,
+    };
+    let mut peer_flag = None;
     let mut component_name = None;
     let mut component = ComponentOptions {
         name: String::new(),
@@ -227,6 +266,27 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
             "--component-port" => component.port = flags.parse(flag)?,
             "--component-plain" => component.plain = true,
             "--component-window" => component.window = flags.parse(flag)?,
+            "--peer-host" => peer_host = Some(flags.parse::<IpAddr>(flag)?),
+            "--peer-port" => {
+                peer.port = flags.parse(flag)?;
+                peer_flag = Some(flag);
+            }
+            "--peer-domain" => {
+                peer.domain = flags.value(flag)?.to_owned();
+                peer_flag = Some(flag);
+            }
+            "--peer-users" => {
+                peer.users = Some(Pattern(flags.value(flag)?.to_owned()));
+                peer_flag = Some(flag);
+            }
+            "--peer-password" => {
+                peer.passwords = Some(Pattern(flags.value(flag)?.to_owned()));
+                peer_flag = Some(flag);
+            }
+            "--peer-window" => {
+                peer.window = flags.parse(flag)?;
+                peer_flag = Some(flag);
+            }
             other => return Err(format!("unknown option '{other}'")),
         }
     }
@@ -251,8 +311,27 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         (None, Some(_)) => return Err("--component-secret is only used with --component".to_owned()),
         (None, None) => {}
     }
+    match (peer_host, peer_flag) {
+        (Some(host), _) => {
+            if peer.domain.is_empty() {
+                return Err("--peer-host needs --peer-domain".to_owned());
+            }
+            if peer.window == 0 {
+                return Err("--peer-window must be at least 1".to_owned());
+            }
+            if options.component.is_some() {
+                return Err("--peer-host and --component are separate modes".to_owned());
+            }
+            options.peer = Some(PeerOptions { host, ..peer });
+        }
+        (None, Some(flag)) => return Err(format!("{flag} is only used with --peer-host")),
+        (None, None) => {}
+    }
     if options.label.is_empty() {
-        options.label = format!("{}:{}", options.host, options.port);
+        options.label = match &options.peer {
+            Some(peer) => format!("{}:{} <-> {}:{}", options.host, options.port, peer.host, peer.port),
+            None => format!("{}:{}", options.host, options.port),
+        };
     }
     for (name, value) in [
         ("--settle", options.settle_secs),
@@ -364,6 +443,7 @@ struct Results {
     rate: Option<PhaseSummary>,
     message_errors: u64,
     component: Option<component::ComponentReport>,
+    peer: Option<peer::PeerReport>,
 }
 
 async fn run(options: Options) -> Result<bool, String> {
@@ -372,7 +452,7 @@ async fn run(options: Options) -> Result<bool, String> {
         target: conn::LoginTarget {
             addr: SocketAddr::new(options.host, options.port),
             domain: options.domain.clone(),
-            tls: tokio_rustls::TlsConnector::from(tls),
+            tls: tokio_rustls::TlsConnector::from(Arc::clone(&tls)),
             timeout: Duration::from_secs_f64(options.timeout_secs),
             resource: options.resource.clone(),
         },
@@ -382,6 +462,17 @@ async fn run(options: Options) -> Result<bool, String> {
         concurrency: options.concurrency,
         clock: Clock::new(),
         salted: Mutex::new(Default::default()),
+        peer: options.peer.as_ref().map(|peer| peer::PeerAccounts {
+            target: conn::LoginTarget {
+                addr: SocketAddr::new(peer.host, peer.port),
+                domain: peer.domain.clone(),
+                tls: tokio_rustls::TlsConnector::from(Arc::clone(&tls)),
+                timeout: Duration::from_secs_f64(options.timeout_secs),
+                resource: options.resource.clone(),
+            },
+            users: peer.users.clone().unwrap_or_else(|| options.users.clone()),
+            passwords: peer.passwords.clone().unwrap_or_else(|| options.passwords.clone()),
+        }),
     });
     println!(
         "loadgen: {} at {}:{} (domain {}), users {} from {}",
@@ -408,6 +499,8 @@ async fn run(options: Options) -> Result<bool, String> {
 
     if let Some(bridge) = options.component.as_ref().filter(|_| options.clients > 0) {
         results.component = Some(run_component(&options, bridge, &run, &mut results).await?);
+    } else if let Some(peer) = options.peer.as_ref().filter(|_| options.clients > 0) {
+        results.peer = Some(run_cross(&options, peer, &run, &mut results).await);
     } else if options.clients > 0 {
         let indices: Vec<usize> = (options.first..options.first + options.clients).collect();
         if indices
@@ -426,7 +519,7 @@ async fn run(options: Options) -> Result<bool, String> {
         print_login("logins", &report);
         results.mechanism = results.mechanism.or(report.mechanism);
         results.logins = Some(report);
-        let clients = MessageClients::start_pairs(sessions, run.clock);
+        let clients = Pairs::start(sessions, run.clock);
         results.pairs = clients.pairs();
         if options.throughput_secs > 0.0 && results.pairs > 0 {
             let summary = clients.throughput(options.throughput_secs, options.window).await;
@@ -498,6 +591,43 @@ async fn run_component(
     Ok(report)
 }
 
+/// Cross-server pairs: one login round (the peer's logins are not what is measured), then
+/// the message phases per direction.
+async fn run_cross(options: &Options, peer: &PeerOptions, run: &Arc<Run>, results: &mut Results) -> peer::PeerReport {
+    let indices: Vec<usize> = (options.first..options.first + options.clients).collect();
+    let (sessions, report) = load::login_batch(run, indices).await;
+    print_login("logins (both servers)", &report);
+    results.mechanism = results.mechanism.or(report.mechanism);
+    results.cold = Some(report);
+    let pairs = peer::CrossPairs::start(sessions, run.clock);
+    let mut report = peer::PeerReport {
+        pairs: pairs.pairs(),
+        ..peer::PeerReport::default()
+    };
+    results.pairs = report.pairs;
+    println!(
+        "  {} pairs across to {} ({}:{})",
+        report.pairs, peer.domain, peer.host, peer.port
+    );
+    if options.throughput_secs > 0.0 && report.pairs > 0 {
+        let phase = pairs.throughput(options.throughput_secs, peer.window).await;
+        print_phase("throughput to peer", &phase.to_peer);
+        print_phase("throughput from peer", &phase.from_peer);
+        report.throughput = Some(phase);
+    }
+    if options.rate > 0.0 && options.duration_secs > 0.0 && report.pairs > 0 {
+        let phase = pairs.fixed_rate(options.rate, options.duration_secs).await;
+        let each_way = options.rate / 2.0;
+        print_phase(&format!("rate {each_way}/s to peer"), &phase.to_peer);
+        print_phase(&format!("rate {each_way}/s from peer"), &phase.from_peer);
+        report.rate = Some(phase);
+    }
+    report.errors = pairs.errors();
+    results.message_errors += report.errors;
+    pairs.close().await;
+    report
+}
+
 /// No login failed, and messages flowed when a message phase ran.
 fn healthy(options: &Options, results: &Results) -> bool {
     let logins_ok = [
@@ -522,8 +652,15 @@ fn healthy(options: &Options, results: &Results) -> bool {
                     .all(|phase| phase.to_users.delivered > 0 && phase.from_users.delivered > 0)
         }
     };
+    let peer_ok = match &results.peer {
+        None => true,
+        Some(report) => [&report.throughput, &report.rate]
+            .into_iter()
+            .flatten()
+            .all(|phase| phase.to_peer.delivered > 0 && phase.from_peer.delivered > 0),
+    };
     let pairs_ok = options.component.is_some() || options.clients < 2 || results.pairs > 0;
-    logins_ok && messages_ok && pairs_ok && bridge_ok
+    logins_ok && messages_ok && pairs_ok && bridge_ok && peer_ok
 }
 
 fn print_login(what: &str, report: &LoginReport) {
@@ -631,6 +768,17 @@ fn print_summary(options: &Options, results: &Results) {
             phase_row(&format!("users->bridge @{each_way}/s"), &phase.from_users);
         }
     }
+    if let Some(report) = &results.peer {
+        if let Some(phase) = &report.throughput {
+            phase_row("to peer (max)", &phase.to_peer);
+            phase_row("from peer (max)", &phase.from_peer);
+        }
+        if let Some(phase) = &report.rate {
+            let each_way = options.rate / 2.0;
+            phase_row(&format!("to peer @{each_way}/s"), &phase.to_peer);
+            phase_row(&format!("from peer @{each_way}/s"), &phase.from_peer);
+        }
+    }
     if let Some((_, before, after, count)) = &results.idle {
         print_idle(*count, *before, *after);
     }
@@ -701,6 +849,20 @@ fn result_json(options: &Options, results: &Results) -> Value {
             map.insert("component_rate_each_way".to_owned(), json!(options.rate / 2.0));
             put_phase(&mut map, "c2u_rate", &phase.to_users);
             put_phase(&mut map, "u2c_rate", &phase.from_users);
+        }
+    }
+    if let (Some(peer), Some(report)) = (&options.peer, &results.peer) {
+        map.insert("peer_host".to_owned(), json!(peer.host.to_string()));
+        map.insert("peer_port".to_owned(), json!(peer.port));
+        map.insert("peer_domain".to_owned(), json!(peer.domain));
+        if let Some(phase) = &report.throughput {
+            put_phase(&mut map, "to_peer_throughput", &phase.to_peer);
+            put_phase(&mut map, "from_peer_throughput", &phase.from_peer);
+        }
+        if let Some(phase) = &report.rate {
+            map.insert("peer_rate_each_way".to_owned(), json!(options.rate / 2.0));
+            put_phase(&mut map, "to_peer_rate", &phase.to_peer);
+            put_phase(&mut map, "from_peer_rate", &phase.from_peer);
         }
     }
     Value::Object(map)
@@ -795,6 +957,57 @@ mod tests {
             ],
         ] {
             let mut args = strings(&["--host", "127.0.0.5"]);
+            args.extend(strings(bad));
+            assert!(parse_options(&args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn peer_options_need_a_domain_and_default_to_our_patterns() {
+        let options = parse_options(&strings(&[
+            "--host",
+            "127.0.0.10",
+            "--peer-host",
+            "127.0.0.11",
+            "--peer-domain",
+            "b.example",
+            "--peer-port",
+            "15222",
+        ]))
+        .unwrap()
+        .unwrap();
+        let peer = options.peer.unwrap();
+        assert_eq!(peer.host, "127.0.0.11".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            (peer.port, peer.domain.as_str(), peer.window),
+            (15222, "b.example", 128)
+        );
+        assert!(peer.users.is_none() && peer.passwords.is_none());
+        assert_eq!(options.label, "127.0.0.10:5222 <-> 127.0.0.11:15222");
+        for bad in [
+            &["--peer-host", "127.0.0.11"][..],
+            &["--peer-domain", "b.example"],
+            &["--peer-host", "nowhere", "--peer-domain", "b.example"],
+            &[
+                "--peer-host",
+                "127.0.0.11",
+                "--peer-domain",
+                "b.example",
+                "--peer-window",
+                "0",
+            ],
+            &[
+                "--peer-host",
+                "127.0.0.11",
+                "--peer-domain",
+                "b.example",
+                "--component",
+                "cb1",
+                "--component-secret",
+                "x",
+            ],
+        ] {
+            let mut args = strings(&["--host", "127.0.0.10"]);
             args.extend(strings(bad));
             assert!(parse_options(&args).is_err(), "{bad:?}");
         }

@@ -90,9 +90,15 @@ impl Default for BenchOptions {
 }
 
 impl BenchOptions {
-    /// Every generated account: the idle sessions and the message clients share `bench0..`.
+    /// Every generated account: the idle sessions and the message clients share `bench0..`
+    /// (the Call Bridge scenario uses the clients' accounts only).
     pub fn user_count(&self) -> usize {
-        self.clients.max(self.idle).max(2)
+        let idle = if self.component == ComponentScenario::Only && self.peers.is_empty() {
+            0
+        } else {
+            self.idle
+        };
+        self.clients.max(idle).max(2)
     }
 }
 
@@ -410,6 +416,10 @@ fn collect_result(mut command: Command, loadgen: &Path, label: &str) -> TaskResu
 }
 
 fn print_comparison(options: &BenchOptions, results: &[BenchResult]) {
+    if results.is_empty() {
+        // --component-only: the Call Bridge table follows on its own.
+        return;
+    }
     banner("bench: comparison");
     println!(
         "{} clients in pairs, {} idle sessions, throughput phase {}s, latency phase {} msg/s for {}s",
@@ -601,5 +611,12 @@ mod tests {
             ..BenchOptions::default()
         };
         assert_eq!(options.user_count(), 5000);
+        let options = BenchOptions {
+            clients: 100,
+            idle: 5000,
+            component: ComponentScenario::Only,
+            ..BenchOptions::default()
+        };
+        assert_eq!(options.user_count(), 100);
     }
 }
