@@ -22,12 +22,14 @@
 
 mod component;
 mod conn;
+mod cpu;
 mod creds;
 mod load;
 mod peer;
 mod stats;
 mod tls;
 
+use cpu::CpuSample;
 use load::{IdleSessions, Pairs, Pattern, Run};
 use sb_proto::sasl::ScramHash;
 use serde_json::{Map, Value, json};
@@ -49,7 +51,7 @@ usage: loadgen --host IP [options]
   --first K               index of the first user (0)
   --clients N             message clients, in pairs 2k<->2k+1 (100; 0 skips logins and messages)
   --idle M                idle sessions held for the memory figure (0)
-  --pid PID               server process whose VmRSS is read (idle phase)
+  --pid PID               server process: VmRSS read for the idle phase, CPU time per login/message
   --settle S              seconds to let the server settle after the idle logins, before
                           reading its RSS and again after closing them (2)
   --throughput-secs S     unthrottled message phase (10; 0 skips)
@@ -509,25 +511,33 @@ async fn run(options: Options) -> Result<bool, String> {
         {
             // Nothing cached yet: a cold round computes the SaltedPasswords (PBKDF2 on this
             // side), then the measured round logs in the way a returning client does.
-            let (sessions, report) = load::login_batch(&run, indices.clone()).await;
+            let cpu = CpuSample::now(options.pid);
+            let (sessions, mut report) = load::login_batch(&run, indices.clone()).await;
+            report.cpu = cpu.elapsed(options.pid);
             print_login("cold logins", &report);
             results.mechanism = results.mechanism.or(report.mechanism);
             IdleSessions::hold(sessions).close().await;
             results.cold = Some(report);
         }
-        let (sessions, report) = load::login_batch(&run, indices).await;
+        let cpu = CpuSample::now(options.pid);
+        let (sessions, mut report) = load::login_batch(&run, indices).await;
+        report.cpu = cpu.elapsed(options.pid);
         print_login("logins", &report);
         results.mechanism = results.mechanism.or(report.mechanism);
         results.logins = Some(report);
         let clients = Pairs::start(sessions, run.clock);
         results.pairs = clients.pairs();
         if options.throughput_secs > 0.0 && results.pairs > 0 {
-            let summary = clients.throughput(options.throughput_secs, options.window).await;
+            let cpu = CpuSample::now(options.pid);
+            let mut summary = clients.throughput(options.throughput_secs, options.window).await;
+            summary.cpu = cpu.elapsed(options.pid);
             print_phase("throughput", &summary);
             results.throughput = Some(summary);
         }
         if options.rate > 0.0 && options.duration_secs > 0.0 && results.pairs > 0 {
-            let summary = clients.fixed_rate(options.rate, options.duration_secs).await;
+            let cpu = CpuSample::now(options.pid);
+            let mut summary = clients.fixed_rate(options.rate, options.duration_secs).await;
+            summary.cpu = cpu.elapsed(options.pid);
             print_phase(&format!("rate {}/s", options.rate), &summary);
             results.rate = Some(summary);
         }
@@ -676,6 +686,7 @@ fn print_login(what: &str, report: &LoginReport) {
     for (error, count) in &report.errors {
         println!("    failed {count}x: {error}");
     }
+    println!("    {}", report.cpu.describe(report.succeeded, "login"));
 }
 
 fn print_idle(count: usize, before: Option<u64>, after: Option<u64>) {
@@ -699,6 +710,7 @@ fn print_phase(what: &str, summary: &PhaseSummary) {
         ms(summary.p50_ms),
         ms(summary.p99_ms)
     );
+    println!("    {}", summary.cpu.describe(summary.delivered as usize, "message"));
 }
 
 fn ms(value: Option<f64>) -> String {
@@ -816,9 +828,22 @@ fn result_json(options: &Options, results: &Results) -> Value {
     if let Some(report) = &results.cold {
         failed += report.failed();
         put("logins_cold_per_s", json!(report.per_s()));
+        put(
+            "logins_cold_server_cpu_ms",
+            json!(report.cpu.server_ms_per(report.succeeded)),
+        );
+        put(
+            "logins_cold_loadgen_cpu_ms",
+            json!(report.cpu.own_ms_per(report.succeeded)),
+        );
     }
     if let Some(report) = &results.logins {
         failed += report.failed();
+        put(
+            "logins_server_cpu_ms",
+            json!(report.cpu.server_ms_per(report.succeeded)),
+        );
+        put("logins_loadgen_cpu_ms", json!(report.cpu.own_ms_per(report.succeeded)));
         put("logins", json!(report.succeeded));
         put("logins_secs", json!(report.secs));
         put("logins_per_s", json!(report.per_s()));
@@ -878,6 +903,15 @@ fn put_phase(map: &mut Map<String, Value>, prefix: &str, summary: &PhaseSummary)
         ("delivered_per_s", json!(summary.delivered_per_s)),
         ("p50_ms", json!(summary.p50_ms)),
         ("p99_ms", json!(summary.p99_ms)),
+        (
+            "server_cpu_us_per_msg",
+            json!(
+                summary
+                    .cpu
+                    .server_ms_per(summary.delivered as usize)
+                    .map(|ms| ms * 1000.0)
+            ),
+        ),
     ] {
         map.insert(format!("{prefix}_{key}"), value);
     }

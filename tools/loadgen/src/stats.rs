@@ -1,5 +1,6 @@
 //! Counters and latency samples of the message phases, and the figures derived from them.
 
+use crate::cpu::CpuUse;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -43,6 +44,7 @@ impl PhaseStats {
             delivered_per_s: if secs > 0.0 { delivered as f64 / secs } else { 0.0 },
             p50_ms: percentile(&samples, 50.0).map(|us| us as f64 / 1000.0),
             p99_ms: percentile(&samples, 99.0).map(|us| us as f64 / 1000.0),
+            cpu: CpuUse::default(),
         }
     }
 }
@@ -56,6 +58,8 @@ pub struct PhaseSummary {
     pub delivered_per_s: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Filled in by the caller, which knows the server's pid.
+    pub cpu: CpuUse,
 }
 
 /// Nearest-rank percentile of sorted samples.
@@ -78,6 +82,7 @@ pub struct LoginReport {
     pub mechanism: Option<&'static str>,
     /// Error text → how often it happened.
     pub errors: Vec<(String, usize)>,
+    pub cpu: CpuUse,
 }
 
 impl LoginReport {

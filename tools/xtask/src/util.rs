@@ -88,16 +88,22 @@ pub fn run_output(command: &mut Command, what: &str) -> TaskResult<String> {
 
 /// Build binaries of the workspace and return the directory that holds them.
 pub fn cargo_build(packages: &[&str], release: bool) -> TaskResult<PathBuf> {
+    cargo_build_profile(packages, if release { "release" } else { "dev" })
+}
+
+/// Build with a named Cargo profile; returns the directory holding the binaries.
+pub fn cargo_build_profile(packages: &[&str], profile: &str) -> TaskResult<PathBuf> {
     let mut command = cargo();
-    command.arg("build");
-    if release {
-        command.arg("--release");
-    }
+    command.args(["build", "--profile", profile]);
     for package in packages {
         command.args(["-p", package]);
     }
-    run_status(&mut command, &format!("cargo build -p {}", packages.join(" -p ")))?;
-    Ok(target_dir().join(if release { "release" } else { "debug" }))
+    run_status(
+        &mut command,
+        &format!("cargo build --profile {profile} -p {}", packages.join(" -p ")),
+    )?;
+    // Cargo names the dev profile's directory "debug"; every other profile's is its name.
+    Ok(target_dir().join(if profile == "dev" { "debug" } else { profile }))
 }
 
 pub fn banner(title: &str) {

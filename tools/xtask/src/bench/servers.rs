@@ -221,9 +221,10 @@ pub fn start_xmppd(options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
     })
 }
 
-pub fn start_peer(peer: Peer, options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
+/// `loadgen` makes the SCRAM credentials a peer stores.
+pub fn start_peer(peer: Peer, options: &BenchOptions, loadgen: &Path) -> TaskResult<Target> {
     match peer {
-        Peer::Prosody => start_prosody(options, bin),
+        Peer::Prosody => start_prosody(options, loadgen),
         Peer::Ejabberd => start_ejabberd(options),
     }
 }
@@ -289,7 +290,7 @@ fn lua_string(text: &str) -> String {
     format!("{text:?}")
 }
 
-fn start_prosody(options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
+fn start_prosody(options: &BenchOptions, loadgen: &Path) -> TaskResult<Target> {
     let dir = TempDir::new("bench-prosody")?;
     let base = dir.path().to_path_buf();
     let port = free_port(IpAddr::V4(PROSODY_IP))?;
@@ -306,7 +307,7 @@ fn start_prosody(options: &BenchOptions, bin: &Path) -> TaskResult<Target> {
     let users = options.user_count();
     println!("prosody: writing {users} accounts (SCRAM-SHA-256, {SCRAM_ITERATIONS} iterations)");
     let creds = crate::util::run_output(
-        Command::new(bin.join("loadgen"))
+        Command::new(loadgen)
             .args(["scram-creds", "--hash", "SHA-256", "--iterations"])
             .arg(SCRAM_ITERATIONS.to_string())
             .args(["--users", USER_PATTERN, "--password", PASSWORD_PATTERN, "--count"])
