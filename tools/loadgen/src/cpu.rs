@@ -18,7 +18,8 @@ pub struct CpuSample {
 pub struct CpuUse {
     /// `None` when the server's pid is unknown or its counters could not be read.
     pub server_secs: Option<f64>,
-    pub own_secs: f64,
+    /// `None` when the phase was not measured.
+    pub own_secs: Option<f64>,
 }
 
 impl CpuSample {
@@ -37,7 +38,7 @@ impl CpuSample {
                 (Some(before), Some(after)) => Some(after.saturating_sub(before).as_secs_f64()),
                 _ => None,
             },
-            own_secs: later.own.saturating_sub(self.own).as_secs_f64(),
+            own_secs: Some(later.own.saturating_sub(self.own).as_secs_f64()),
         }
     }
 }
@@ -50,16 +51,18 @@ impl CpuUse {
     }
 
     pub fn own_ms_per(&self, operations: usize) -> Option<f64> {
-        (operations > 0).then(|| self.own_secs * 1000.0 / operations as f64)
+        let secs = self.own_secs?;
+        (operations > 0).then(|| secs * 1000.0 / operations as f64)
     }
 
-    /// "server 0.55 ms, loadgen 0.31 ms of CPU per login".
-    pub fn describe(&self, operations: usize, what: &str) -> String {
-        let own = self.own_ms_per(operations).unwrap_or(f64::NAN);
-        match self.server_ms_per(operations) {
-            Some(server) => format!("CPU per {what}: server {server:.3} ms, loadgen {own:.3} ms"),
-            None => format!("CPU per {what}: server unknown (no --pid), loadgen {own:.3} ms"),
-        }
+    /// "CPU per login: server 0.550 ms, loadgen 0.310 ms"; `None` when the phase was not
+    /// measured.
+    pub fn describe(&self, operations: usize, what: &str) -> Option<String> {
+        let own = self.own_ms_per(operations)?;
+        let server = self
+            .server_ms_per(operations)
+            .map_or_else(|| "unknown (no --pid)".to_owned(), |ms| format!("{ms:.3} ms"));
+        Some(format!("CPU per {what}: server {server}, loadgen {own:.3} ms"))
     }
 }
 
@@ -134,14 +137,19 @@ mod tests {
         }
         std::hint::black_box(x);
         let spent = before.elapsed(Some(std::process::id()));
-        assert!(spent.own_secs > 0.0, "getrusage saw no CPU time");
+        assert!(spent.own_secs.is_some_and(|s| s > 0.0), "getrusage saw no CPU time");
         assert!(spent.server_secs.is_some(), "/proc/self/stat could not be read");
         assert_eq!(CpuUse::default().server_ms_per(10), None);
         let use_ = CpuUse {
             server_secs: Some(0.5),
-            own_secs: 0.25,
+            own_secs: Some(0.25),
         };
         assert_eq!(use_.server_ms_per(1000), Some(0.5));
         assert_eq!(use_.own_ms_per(0), None);
+        assert_eq!(
+            CpuUse::default().own_ms_per(10),
+            None,
+            "an unmeasured phase reports nothing"
+        );
     }
 }

@@ -686,7 +686,9 @@ fn print_login(what: &str, report: &LoginReport) {
     for (error, count) in &report.errors {
         println!("    failed {count}x: {error}");
     }
-    println!("    {}", report.cpu.describe(report.succeeded, "login"));
+    if let Some(cpu) = report.cpu.describe(report.succeeded, "login") {
+        println!("    {cpu}");
+    }
 }
 
 fn print_idle(count: usize, before: Option<u64>, after: Option<u64>) {
@@ -710,7 +712,9 @@ fn print_phase(what: &str, summary: &PhaseSummary) {
         ms(summary.p50_ms),
         ms(summary.p99_ms)
     );
-    println!("    {}", summary.cpu.describe(summary.delivered as usize, "message"));
+    if let Some(cpu) = summary.cpu.describe(summary.delivered as usize, "message") {
+        println!("    {cpu}");
+    }
 }
 
 fn ms(value: Option<f64>) -> String {
