@@ -150,7 +150,11 @@ impl Connection {
                 }
                 Wake::Read(Ok(_)) => {
                     self.io.feed(&mut self.framer);
-                    Box::pin(self.process_input()).await
+                    let flow = Box::pin(self.process_input()).await;
+                    // The read arm wins the biased wait whenever input is ready, so a peer that
+                    // keeps sending would otherwise starve what is queued for it.
+                    self.drain_outbound();
+                    flow
                 }
                 Wake::Read(Err(e)) => {
                     log::debug!("component: read from {} failed: {e}", self.describe());
