@@ -123,7 +123,8 @@ impl Family for XmppCommand {
                 let words: Vec<&str> = addresses.iter().map(String::as_str).collect();
                 let checked = normalize_listen(&words)
                     .map_err(|reason| format!("xmpp listen: {reason}"))
-                    .and_then(|entries| check_interfaces(admin, &entries));
+                    .and_then(|entries| check_interfaces(admin, &entries))
+                    .and_then(|addresses| check_component_port(admin, addresses));
                 match checked {
                     Ok(addresses) => update(admin, "xmpp listen", move |config| config.listen = addresses),
                     Err(reason) => Reply::failure(reason),
@@ -150,6 +151,22 @@ fn update(admin: &Admin, command: &str, change: impl FnOnce(&mut XmppConfig)) ->
             Reply::success()
         }
         Err(err) => Reply::failure(format!("{command}: {err}")),
+    }
+}
+
+/// The clients' port of a new listen list must not be the Call Bridge port, which binds the
+/// same addresses (the reverse of `xmpp callbridge port`'s check).
+fn check_component_port(admin: &Admin, addresses: Vec<String>) -> Result<Vec<String>, String> {
+    let mut candidate = admin
+        .store()
+        .xmpp_config()
+        .map_err(|err| format!("xmpp listen: {err}"))?;
+    candidate.listen = addresses;
+    match callbridge::port_conflict(&candidate, candidate.component_port) {
+        Some(reason) => Err(format!(
+            "xmpp listen: {reason} (move the Call Bridges with xmpp callbridge port <port>)"
+        )),
+        None => Ok(candidate.listen),
     }
 }
 
@@ -465,6 +482,19 @@ mod tests {
         }));
         assert!(!reply.ok);
         assert_eq!(admin.store().xmpp_config().unwrap().domain, "chat.example");
+        assert_eq!(node.config_changes(), 4);
+        // The clients' port may not be the Call Bridge port (5223 by default).
+        let reply = run(&admin, "xmpp listen 127.0.0.5:5223");
+        assert_eq!(
+            reply.text,
+            "FAILURE: xmpp listen: port 5223 is the clients' port of listen address 127.0.0.5:5223; Call Bridges \
+             need a port of their own (move the Call Bridges with xmpp callbridge port <port>)"
+        );
+        assert_eq!(
+            admin.store().xmpp_config().unwrap().listen,
+            vec!["127.0.0.5".to_owned(), "[::1]:5300".to_owned()],
+            "a refused listen list is not stored"
+        );
         assert_eq!(node.config_changes(), 4);
     }
 

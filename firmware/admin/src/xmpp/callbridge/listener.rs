@@ -5,8 +5,7 @@
 
 use crate::command::{Args, ParseError};
 use crate::{Admin, Reply};
-use sb_store::XmppConfig;
-use std::net::{IpAddr, SocketAddr};
+use sb_store::{ListenHost, ListenTarget, XmppConfig};
 
 /// The clients' port of a listen entry that names none (xmppd's default).
 const DEFAULT_C2S_PORT: u16 = 5222;
@@ -121,48 +120,29 @@ pub fn listener_summary(config: &XmppConfig) -> String {
     }
 }
 
-/// An IP address (`127.0.0.1`, `::1`, `[::1]`), with or without a port; `None` for an
-/// interface name.
-fn entry_ip(entry: &str) -> Option<IpAddr> {
-    if let Ok(ip) = entry.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Ok(addr) = entry.parse::<SocketAddr>() {
-        return Some(addr.ip());
-    }
-    entry
-        .strip_prefix('[')
-        .and_then(|inner| inner.strip_suffix(']'))
-        .and_then(|inner| inner.parse::<IpAddr>().ok())
+/// A stored listen entry; entries were validated when set, so one that no longer parses
+/// is simply left out of these summaries.
+fn entry(text: &str) -> Option<ListenTarget> {
+    ListenTarget::parse(text).ok()
 }
 
 /// Only loopback IP addresses may serve plain TCP; an interface entry keeps TLS in this
 /// summary, as its addresses are the machine's network addresses.
-fn is_loopback_entry(entry: &str) -> bool {
-    entry_ip(entry).is_some_and(|ip| ip.is_loopback())
+fn is_loopback_entry(text: &str) -> bool {
+    entry(text).is_some_and(|target| matches!(target.host, ListenHost::Address(ip) if ip.is_loopback()))
 }
 
 /// The clients' port of a listen entry: its explicit `:port`, else the default.
-fn c2s_port(entry: &str) -> u16 {
-    if let Ok(addr) = entry.parse::<SocketAddr>() {
-        return addr.port();
-    }
-    if entry_ip(entry).is_some() {
-        return DEFAULT_C2S_PORT;
-    }
-    // An interface entry: `eth0` or `eth0:5222`.
-    entry
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(DEFAULT_C2S_PORT)
+fn c2s_port(text: &str) -> u16 {
+    entry(text).and_then(|target| target.port).unwrap_or(DEFAULT_C2S_PORT)
 }
 
 /// Where the component listener of an entry binds, without the clients' port.
-fn host_of(entry: &str) -> String {
-    match (entry.parse::<SocketAddr>(), entry_ip(entry)) {
-        (Ok(addr), _) => addr.ip().to_string(),
-        (Err(_), Some(ip)) => ip.to_string(),
-        (Err(_), None) => entry.rsplit_once(':').map_or(entry, |(name, _)| name).to_owned(),
+fn host_of(text: &str) -> String {
+    match entry(text).map(|target| target.host) {
+        Some(ListenHost::Address(ip)) => ip.to_string(),
+        Some(ListenHost::Interface(name)) => name,
+        None => text.to_owned(),
     }
 }
 
