@@ -12,6 +12,7 @@ use crate::stream::AuthMethod;
 use crate::tls::{Identity, TlsSetup, TrustStore};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use sb_server::core::{Core, unix_now};
+use sb_server::limits::ConnectionLimiter;
 use sb_server::{DeliveryError, StanzaLink};
 use sb_store::{FederationConfig, InterfaceAddresses, ListenTarget, Store, Unresolved};
 use std::collections::HashMap;
@@ -41,6 +42,9 @@ pub struct FederationTuning {
     pub queue_capacity: usize,
     /// The system's CA bundle; `None` to trust only the admin's bundle.
     pub system_roots: Option<std::path::PathBuf>,
+    /// Inbound s2s connections one address may hold at once. A peer needs one per domain
+    /// pair plus short-lived verify streams; a flood from one address stops here.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for FederationTuning {
@@ -53,6 +57,7 @@ impl Default for FederationTuning {
             connect_timeout: Duration::from_secs(10),
             queue_capacity: 256,
             system_roots: Some(crate::tls::SYSTEM_ROOTS.into()),
+            max_connections_per_ip: 128,
         }
     }
 }
@@ -216,6 +221,9 @@ pub struct Federation {
     stop: watch::Sender<u64>,
     next_id: AtomicU64,
     runtime: tokio::runtime::Handle,
+    /// Inbound connections per peer address (separate from the client limits: a busy peer
+    /// server must not use up its address's client allowance, nor the reverse).
+    connections: Arc<ConnectionLimiter>,
 }
 
 /// The router's way into the federation; weak so the router does not keep it alive.
@@ -272,6 +280,7 @@ impl Federation {
             stop: watch::channel(0).0,
             next_id: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::current(),
+            connections: Arc::new(ConnectionLimiter::default()),
         });
         if let Err(e) = federation.reload().await {
             log::error!("federation: {e}");
@@ -692,6 +701,12 @@ impl Federation {
     }
 }
 
+const TOO_MANY_CONNECTIONS: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>\
+<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>too many connections from this address</text>\
+</stream:error></stream:stream>";
+
 async fn accept_loop(federation: Weak<Federation>, listener: TcpListener) {
     loop {
         match listener.accept().await {
@@ -702,7 +717,17 @@ async fn accept_loop(federation: Weak<Federation>, listener: TcpListener) {
                 if federation.core.is_shutting_down() {
                     continue;
                 }
-                tokio::spawn(crate::inbound::serve(federation, tcp, peer));
+                let max = federation.tuning.max_connections_per_ip;
+                let Some(slot) = federation.connections.try_acquire(peer.ip(), max) else {
+                    log::warn!("s2s: refusing {peer}: {max} connections from {} already", peer.ip());
+                    // Best effort without waiting: nothing slow on the accept path.
+                    let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
+                    continue;
+                };
+                tokio::spawn(async move {
+                    crate::inbound::serve(federation, tcp, peer).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 log::warn!("s2s: accept failed: {e}");

@@ -323,6 +323,61 @@ async fn bad_peers_get_clear_errors() {
     assert!(text.contains("type='invalid'"), "{text}");
 }
 
+/// One address holds at most `max_connections_per_ip` inbound s2s connections; the next is
+/// told why and closed, and the ones it already has keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let mut b = Node::start("b.example").await;
+    b.federation.shutdown().await;
+    b.federation = Federation::start(
+        Arc::clone(b.server.core()),
+        b.store.clone(),
+        FederationTuning {
+            port: 0,
+            system_roots: None,
+            max_connections_per_ip: 2,
+            ..FederationTuning::default()
+        },
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(b.s2s_addr()).await.unwrap());
+    }
+    let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B], "</stream:stream>").await;
+    assert!(text.contains("<policy-violation"), "{text}");
+    assert!(text.contains("too many connections"), "{text}");
+    // The connections already held are served as usual.
+    let mut first = held.remove(0);
+    first.write_all(HEADER_TO_B.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let mut received = String::new();
+    let read = async {
+        while !received.contains("<stream:features") {
+            let n = first.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let _ = tokio::time::timeout(WAIT, read).await;
+    assert!(received.contains("<stream:features"), "{received}");
+    // Closing one frees its slot for a newcomer.
+    drop(first);
+    drop(held);
+    let mut admitted = false;
+    for _ in 0..50 {
+        let text = raw_exchange(b.s2s_addr(), &[HEADER_TO_B], "<stream:features").await;
+        if text.contains("<stream:features") {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "a freed slot was never given to a new connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_required_refuses_plaintext_dialback() {
     let b = Node::start("b.example").await;
