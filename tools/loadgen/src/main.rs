@@ -485,7 +485,9 @@ async fn run(options: Options) -> Result<bool, String> {
     if options.idle > 0 {
         let before = options.pid.and_then(rss_kib);
         let indices: Vec<usize> = (options.first..options.first + options.idle).collect();
-        let (sessions, report) = load::login_batch(&run, indices).await;
+        let cpu = CpuSample::now(options.pid);
+        let (sessions, mut report) = load::login_batch(&run, indices).await;
+        report.cpu = cpu.elapsed(options.pid);
         print_login("idle logins", &report);
         results.mechanism = results.mechanism.or(report.mechanism);
         let held = IdleSessions::hold(sessions);
@@ -821,6 +823,14 @@ fn result_json(options: &Options, results: &Results) -> Value {
         put("idle_sessions", json!(count));
         put("idle_logins_per_s", json!(report.per_s()));
         put("idle_login_failed", json!(report.failed()));
+        put(
+            "idle_logins_server_cpu_ms",
+            json!(report.cpu.server_ms_per(report.succeeded)),
+        );
+        put(
+            "idle_logins_loadgen_cpu_ms",
+            json!(report.cpu.own_ms_per(report.succeeded)),
+        );
         put("idle_rss_before_kib", json!(before));
         put("idle_rss_after_kib", json!(after));
         let per_session = match (before, after) {

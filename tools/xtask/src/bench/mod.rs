@@ -495,6 +495,10 @@ fn print_comparison(options: &BenchOptions, results: &[BenchResult]) {
             }
         }
         for (key, what) in [
+            (
+                "idle_logins_server_cpu_ms",
+                "server CPU per first login (idle sessions)",
+            ),
             ("logins_server_cpu_ms", "server CPU per login"),
             ("throughput_server_cpu_us_per_msg", "server CPU per message"),
         ] {
