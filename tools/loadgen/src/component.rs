@@ -322,22 +322,8 @@ async fn read_from_users(mut reader: ReadHalf<ComponentIo>, mut framer: StreamFr
             match framer.next_event() {
                 Ok(None) => break,
                 Ok(Some(StreamEvent::Element(element))) => {
-                    if !element.is("message", ns::COMPONENT) {
-                        continue;
-                    }
-                    if element.attr("type") == Some("error") {
-                        shared.errors.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let Some(body) = element.get_child("body", ns::COMPONENT) else {
-                        continue;
-                    };
-                    if let Some((phase, sender, sent_us)) = load::parse_body(&body.text()) {
-                        let latency = shared.clock.now_us().saturating_sub(sent_us);
-                        shared.phases[phase].record_delivery(latency);
-                        if let Some(window) = shared.windows.of(sender) {
-                            window.add_permits(1);
-                        }
+                    if element.is("message", ns::COMPONENT) {
+                        shared.record_message(&element, ns::COMPONENT);
                     }
                 }
                 Ok(Some(StreamEvent::Header(_))) => {}

@@ -5,7 +5,7 @@ use crate::conn::{self, Credentials, LoginTarget, Session, TlsTcp, XmlConn};
 use crate::peer::{PeerAccounts, is_peer_index};
 use crate::stats::{Clock, LoginReport, PhaseStats, PhaseSummary};
 use sb_proto::sasl::SaltedPassword;
-use sb_proto::{StreamEvent, StreamFramer, ns};
+use sb_proto::{Element, StreamEvent, StreamFramer, ns};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,6 +264,24 @@ pub struct MessageShared {
 }
 
 impl MessageShared {
+    /// Count one of our messages coming back in `namespace`: an error bounce, or a delivery
+    /// timed from the stamp in its body, which also frees its sender's window slot.
+    pub fn record_message(&self, message: &Element, namespace: &str) {
+        if message.attr("type") == Some("error") {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some((phase, sender, sent_us)) = message.get_child("body", namespace).and_then(|b| parse_body(&b.text()))
+        else {
+            return;
+        };
+        let latency = self.clock.now_us().saturating_sub(sent_us);
+        self.phases[phase].record_delivery(latency);
+        if let Some(window) = self.windows.of(sender) {
+            window.add_permits(1);
+        }
+    }
+
     pub fn new(windows: Windows, clock: Clock) -> Arc<MessageShared> {
         Arc::new(MessageShared {
             phases: [PhaseStats::default(), PhaseStats::default()],
@@ -561,20 +579,7 @@ async fn read_messages(
                 Ok(None) => break,
                 Ok(Some(StreamEvent::Element(element))) => {
                     if element.is("message", ns::CLIENT) {
-                        if element.attr("type") == Some("error") {
-                            shared.errors.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        let Some(body) = element.get_child("body", ns::CLIENT) else {
-                            continue;
-                        };
-                        if let Some((phase, sender, sent_us)) = parse_body(&body.text()) {
-                            let latency = shared.clock.now_us().saturating_sub(sent_us);
-                            shared.phases[phase].record_delivery(latency);
-                            if let Some(window) = shared.windows.of(sender) {
-                                window.add_permits(1);
-                            }
-                        }
+                        shared.record_message(&element, ns::CLIENT);
                     } else if element.is("iq", ns::CLIENT)
                         && let Some(reply) = conn::answer_iq(&element)
                     {
