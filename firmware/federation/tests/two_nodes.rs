@@ -70,10 +70,8 @@ impl Node {
         let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
         server.start().await.unwrap();
         let tuning = FederationTuning {
-            port: 0,
             dialback_timeout,
-            system_roots: None,
-            ..FederationTuning::default()
+            ..Node::tuning()
         };
         let federation = Federation::start(Arc::clone(server.core()), store.clone(), tuning).await;
         Node {
@@ -83,6 +81,21 @@ impl Node {
             store,
             dir,
         }
+    }
+
+    /// Tests' defaults: any free port, only the test CA trusted.
+    fn tuning() -> FederationTuning {
+        FederationTuning {
+            port: 0,
+            system_roots: None,
+            ..FederationTuning::default()
+        }
+    }
+
+    /// Replace the federation subsystem with one built from `tuning`.
+    async fn restart_federation(&mut self, tuning: FederationTuning) {
+        self.federation.shutdown().await;
+        self.federation = Federation::start(Arc::clone(self.server.core()), self.store.clone(), tuning).await;
     }
 
     fn s2s_addr(&self) -> SocketAddr {
@@ -328,17 +341,10 @@ async fn bad_peers_get_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_hold_more_than_its_share_of_connections() {
     let mut b = Node::start("b.example").await;
-    b.federation.shutdown().await;
-    b.federation = Federation::start(
-        Arc::clone(b.server.core()),
-        b.store.clone(),
-        FederationTuning {
-            port: 0,
-            system_roots: None,
-            max_connections_per_ip: 2,
-            ..FederationTuning::default()
-        },
-    )
+    b.restart_federation(FederationTuning {
+        max_connections_per_ip: 2,
+        ..Node::tuning()
+    })
     .await;
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -424,18 +430,10 @@ async fn trusted_certificates_use_sasl_external() {
 async fn idle_links_close() {
     let a = Node::start("a.example").await;
     let mut b = Node::start("b.example").await;
-    // Rebuild B's federation with a short idle timeout.
-    b.federation.shutdown().await;
-    b.federation = Federation::start(
-        Arc::clone(b.server.core()),
-        b.store.clone(),
-        FederationTuning {
-            port: 0,
-            idle_timeout: Duration::from_millis(300),
-            system_roots: None,
-            ..FederationTuning::default()
-        },
-    )
+    b.restart_federation(FederationTuning {
+        idle_timeout: Duration::from_millis(300),
+        ..Node::tuning()
+    })
     .await;
     a.route_to(&b).await;
     b.route_to(&a).await;
