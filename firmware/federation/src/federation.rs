@@ -14,7 +14,7 @@ use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use sb_server::core::{Core, unix_now};
 use sb_server::limits::ConnectionLimiter;
 use sb_server::{DeliveryError, StanzaLink};
-use sb_store::{FederationConfig, InterfaceAddresses, ListenTarget, Store, Unresolved};
+use sb_store::{FederationConfig, InterfaceAddresses, ListenTarget, Secret, Store, Unresolved};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,12 +82,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn secret(&self) -> String {
-        self.config
-            .dialback_secret
-            .as_ref()
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default()
+    pub fn secret(&self) -> Secret {
+        self.config.dialback_secret.clone().unwrap_or_else(|| Secret::new(""))
     }
 }
 

@@ -15,7 +15,7 @@ use crate::policy::{Policy, normalize_domain};
 use sb_proto::dialback::verify_dialback_key;
 use sb_proto::{Element, Jid, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamEvent, StreamHeader, ns};
 use sb_server::router::retarget_namespace;
-use sb_store::SecurityMode;
+use sb_store::{Secret, SecurityMode};
 
 /// `urn:xmpp:features:dialback`: we handle dialback errors gracefully (XEP-0220 §2.4.2).
 pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
@@ -24,30 +24,20 @@ pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 /// server, so a peer must not be able to make us open them without bound.
 pub const MAX_PENDING_VERIFICATIONS: usize = 16;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct IncomingConfig {
     /// Domains this server answers for (ours and the components'), normalized.
     pub local_domains: Vec<String>,
     pub security: SecurityMode,
     /// A certificate is configured, so STARTTLS can be offered.
     pub tls_available: bool,
-    pub secret: String,
+    /// The dialback secret; `Secret` prints as `<redacted>`, so the config can be logged.
+    pub secret: Secret,
     /// Require a trusted certificate naming the peer's domain before accepting it.
     pub client_certs: bool,
     pub policy: Policy,
     /// Unpredictable per connection; each stream restart appends a counter.
     pub stream_id_base: String,
-}
-
-impl std::fmt::Debug for IncomingConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IncomingConfig")
-            .field("local_domains", &self.local_domains)
-            .field("security", &self.security)
-            .field("tls_available", &self.tls_available)
-            .field("client_certs", &self.client_certs)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -535,7 +525,13 @@ impl IncomingStream {
                 StanzaErrorCondition::ItemNotFound,
             )];
         }
-        let valid = verify_dialback_key(&self.config.secret, &receiving, &originating, id, &element.text());
+        let valid = verify_dialback_key(
+            self.config.secret.expose(),
+            &receiving,
+            &originating,
+            id,
+            &element.text(),
+        );
         if valid {
             log::info!(
                 "s2s in {receiving}: db:verify for stream {id} ({originating} -> {receiving}): key is ours, valid"
@@ -603,11 +599,18 @@ mod tests {
             local_domains: vec!["montague.example".into(), "conf.montague.example".into()],
             security,
             tls_available: true,
-            secret: SECRET.into(),
+            secret: Secret::new(SECRET),
             client_certs: false,
             policy,
             stream_id_base: "417GAF2".into(),
         })
+    }
+
+    #[test]
+    fn the_config_logs_without_the_secret() {
+        let printed = format!("{:?}", stream(SecurityMode::TlsRequired, PrivacyMode::Off).config);
+        assert!(printed.contains("montague.example"), "{printed}");
+        assert!(!printed.contains(SECRET), "{printed}");
     }
 
     fn header(to: &str) -> StreamEvent {

@@ -17,7 +17,7 @@ use super::{
 use sb_proto::dialback::dialback_key;
 use sb_proto::{Element, Jid, StreamError, StreamErrorCondition, StreamEvent, StreamHeader, ns};
 use sb_server::router::retarget_namespace;
-use sb_store::SecurityMode;
+use sb_store::{Secret, SecurityMode};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Purpose {
@@ -27,26 +27,16 @@ pub enum Purpose {
     VerifyOnly(Vec<VerifyRequest>),
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OutgoingConfig {
     /// Our domain: the sender domain of a link, the receiving domain of a verify stream.
     pub local: String,
     /// The peer's domain.
     pub remote: String,
     pub security: SecurityMode,
-    pub secret: String,
+    /// The dialback secret; `Secret` prints as `<redacted>`, so the config can be logged.
+    pub secret: Secret,
     pub purpose: Purpose,
-}
-
-impl std::fmt::Debug for OutgoingConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutgoingConfig")
-            .field("local", &self.local)
-            .field("remote", &self.remote)
-            .field("security", &self.security)
-            .field("purpose", &self.purpose)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -458,7 +448,7 @@ impl OutgoingStream {
                 "the stream header has no id, which dialback needs",
             ));
         };
-        let key = dialback_key(&self.config.secret, &self.config.remote, local, &stream_id);
+        let key = dialback_key(self.config.secret.expose(), &self.config.remote, local, &stream_id);
         log::info!(
             "s2s out {local} -> {}: sending db:result (dialback key) on stream {stream_id}",
             self.config.remote
@@ -606,7 +596,7 @@ mod tests {
             local: "a.example".into(),
             remote: "b.example".into(),
             security,
-            secret: SECRET.into(),
+            secret: Secret::new(SECRET),
             purpose: Purpose::Link,
         })
     }
@@ -847,7 +837,7 @@ mod tests {
             local: "a.example".into(),
             remote: "b.example".into(),
             security: SecurityMode::TlsOptional,
-            secret: SECRET.into(),
+            secret: Secret::new(SECRET),
             purpose: Purpose::VerifyOnly(vec![request.clone()]),
         });
         s.start();
