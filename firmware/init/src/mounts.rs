@@ -345,7 +345,10 @@ mod tests {
         let ranges = blank_check_ranges(1 << 30);
         assert_eq!(ranges[0], (0, 1 << 20));
         for (block_size, block) in BACKUP_SUPERBLOCKS {
-            assert!(ranges.contains(&(block_size * block, block_size)), "{block_size} {block}");
+            assert!(
+                ranges.contains(&(block_size * block, block_size)),
+                "{block_size} {block}"
+            );
         }
         // 16 MiB: only the 1 KiB-block backup (at 8 MiB) fits.
         assert_eq!(blank_check_ranges(16 << 20), vec![(0, 1 << 20), (1024 * 8193, 1024)]);

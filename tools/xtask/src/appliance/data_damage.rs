@@ -17,7 +17,11 @@ pub fn data_partition(disk: &Path) -> TaskResult<(u64, u64)> {
         .output()
         .map_err(|e| format!("sfdisk (package fdisk): {e}"))?;
     if !output.status.success() {
-        return Err(format!("sfdisk -d {}: {}", disk.display(), String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "sfdisk -d {}: {}",
+            disk.display(),
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
     let dump = String::from_utf8_lossy(&output.stdout);
     parse_data_partition(&dump).ok_or_else(|| format!("no partition named \"data\" in {dump:?}"))
