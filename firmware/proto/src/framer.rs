@@ -1555,6 +1555,124 @@ mod tests {
         assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
     }
 
+    /// Issue 13: a 220 KiB namespace on an open `<x>`, then 8000 `<a/>`, made one copy of
+    /// the URI per element (gigabytes). Refused at the declaration now.
+    #[test]
+    fn namespace_amplification_attack_is_refused() {
+        let uri = format!("urn:{}", "n".repeat(220 * 1024));
+        let input = format!("{HEADER}<x xmlns='{uri}'>{}</x>", "<a/>".repeat(8000));
+        let (events, err) = run(input.as_bytes(), FramerConfig::default());
+        assert_eq!(events.len(), 1);
+        let err = err.expect("refused");
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        assert_eq!(err.text.as_deref(), Some("namespace URI longer than 1024 bytes"));
+
+        // With no length cap, the 8000 elements share the one URI instead of copying it.
+        let uncapped = FramerConfig {
+            max_namespace_bytes: usize::MAX,
+            ..FramerConfig::default()
+        };
+        let (events, err) = run(input.as_bytes(), uncapped);
+        assert_eq!(err, None);
+        let StreamEvent::Element(x) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(x.children.len(), 8000);
+        assert!(x.elements().all(|a| a.ns.shares_allocation_with(&x.ns)));
+    }
+
+    #[test]
+    fn namespace_length_limit() {
+        let at_limit = format!("urn:{}", "u".repeat(1020));
+        for declaration in [format!("xmlns='{at_limit}'"), format!("xmlns:p='{at_limit}'")] {
+            let e = stanza(&format!("<message {declaration}/>"));
+            assert_eq!(e.name, "message");
+            let over = declaration.replace("urn:", "urn:+");
+            let err = error_of(&format!("{HEADER}<message {over}/>"));
+            assert_eq!(err.condition, StreamErrorCondition::PolicyViolation, "{err}");
+        }
+        // The header's declarations too; the length is the decoded one.
+        let err = error_of(&format!(
+            "<stream:stream xmlns='{}' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "u".repeat(1025)
+        ));
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        let e = stanza(&format!("<message xmlns:p='{}&amp;' p:a=''/>", "u".repeat(1023)));
+        assert_eq!(e.attr("xmlns:p").map(str::len), Some(1024));
+    }
+
+    #[test]
+    fn redeclared_and_inherited_namespaces_share_one_allocation() {
+        let e = stanza("<iq><query xmlns='urn:q'><item xmlns='urn:q'/><item/></query><x xmlns='urn:q'/></iq>");
+        let query = e.get_child("query", "urn:q").unwrap();
+        assert!(query.elements().all(|item| item.ns.shares_allocation_with(&query.ns)));
+        // A sibling's declaration is a new scope: equal text, its own allocation.
+        let x = e.get_child("x", "urn:q").unwrap();
+        assert!(!x.ns.shares_allocation_with(&query.ns));
+
+        let (events, err) = run(
+            format!("{HEADER}<presence/><message><body/></message>").as_bytes(),
+            FramerConfig::default(),
+        );
+        assert_eq!(err, None);
+        let [_, StreamEvent::Element(presence), StreamEvent::Element(message)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert!(presence.ns.shares_allocation_with(&message.ns));
+        assert!(message.elements().all(|b| b.ns.shares_allocation_with(&message.ns)));
+    }
+
+    /// The declaration a prefixed attribute needs is copied into each element using it; a
+    /// long URI declared once and used by many elements is stopped by the memory budget.
+    #[test]
+    fn copies_for_prefixed_attributes_are_charged() {
+        let uri = format!("urn:{}", "u".repeat(1000));
+        let input = format!("{HEADER}<x xmlns:p='{uri}'>{}</x>", "<a p:b=''/>".repeat(1000));
+        let err = error_of(&input);
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        assert!(
+            err.text.as_deref().is_some_and(|t| t.contains("bytes of memory")),
+            "{err}"
+        );
+
+        // The budget grows with what was received: the same copies in a stanza carrying
+        // that much text pass.
+        let padded = format!(
+            "{HEADER}<x xmlns:p='{uri}'><body>{}</body>{}</x>",
+            "t".repeat(200 * 1024),
+            "<a p:b=''/>".repeat(1000)
+        );
+        let (events, err) = run(padded.as_bytes(), FramerConfig::default());
+        assert_eq!((events.len(), err), (2, None));
+    }
+
+    #[test]
+    fn memory_budget_counts_nodes_and_text() {
+        let config = FramerConfig {
+            // Enough for the message and body nodes themselves.
+            stanza_memory_allowance: 512,
+            memory_per_stanza_byte: 4,
+            ..FramerConfig::default()
+        };
+        // Text costs about its size: passes at 4 bytes per byte.
+        let text = format!("{HEADER}<message><body>{}</body></message>", "x".repeat(10_000));
+        let (events, err) = run(text.as_bytes(), config.clone());
+        assert_eq!((events.len(), err), (2, None));
+        // Empty elements cost a node each, far more than their 4 bytes.
+        let dense = format!("{HEADER}<message>{}</message>", "<a/>".repeat(100));
+        let (_, err) = run(dense.as_bytes(), config);
+        assert_eq!(err.unwrap().condition, StreamErrorCondition::PolicyViolation);
+        // The budget is per stanza: the next one starts afresh.
+        let (events, err) = run(
+            format!("{HEADER}{}", "<message><body>hello</body></message>".repeat(500)).as_bytes(),
+            FramerConfig {
+                stanza_memory_allowance: 1024,
+                ..FramerConfig::default()
+            },
+        );
+        assert_eq!((events.len(), err), (501, None));
+    }
+
     #[test]
     fn reset_expects_a_new_header_and_drops_buffered_bytes() {
         let mut f = framer();
