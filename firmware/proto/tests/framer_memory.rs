@@ -254,6 +254,26 @@ fn review_attack_is_refused_at_the_namespace() {
     );
 }
 
+/// The measurement can fail: with the budget lifted, the prefixed-attribute copies (the one
+/// copy left by design) grow far past the bound.
+#[test]
+fn without_the_budget_copies_break_the_bound() {
+    let uri = format!("urn:{}", "u".repeat(1020));
+    let input = with_header(&format!("<x xmlns:p='{uri}'>{}</x>", "<a p:b=''/>".repeat(5000)));
+    let unbudgeted = FramerConfig {
+        stanza_memory_allowance: usize::MAX / 2,
+        memory_per_stanza_byte: 0,
+        ..FramerConfig::default()
+    };
+    let (events, err, peak) = frame_measuring([input.as_slice()], &unbudgeted);
+    assert_eq!((events, err), (2, None));
+    assert!(
+        peak > FIXED + PER_INPUT_BYTE * input.len(),
+        "peak heap {peak} for {} bytes",
+        input.len()
+    );
+}
+
 /// Stanzas real clients and servers send are not refused by the memory budget, even dense
 /// ones well past the allowance.
 #[test]
