@@ -426,7 +426,7 @@ impl Router {
 /// `to_ns` (e.g. `jabber:client` to `jabber:component:accept` at a component link's edge).
 pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
     if element.ns == from_ns {
-        element.ns = to_ns.to_owned();
+        element.ns = to_ns.into();
     }
     for child in &mut element.children {
         if let Node::Element(e) = child {
