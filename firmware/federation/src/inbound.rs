@@ -2,7 +2,7 @@
 //! authoritative state machine, asks authoritative servers about keys (verify-only streams
 //! on their own tasks) and hands authenticated stanzas to the core.
 
-use crate::federation::{Direction, Federation, LinkInfo, Snapshot};
+use crate::federation::{Direction, Federation, LinkInfo, LinkState, Snapshot};
 use crate::stream::incoming::{IncomingConfig, IncomingStream};
 use crate::stream::{Output, Verdict, VerifyRequest};
 use crate::transport::Conn;
@@ -29,7 +29,7 @@ pub(crate) async fn serve(federation: Arc<Federation>, tcp: TcpStream, peer: Soc
     {
         let mut info = locked(&info);
         info.address = Some(peer);
-        info.state = "authenticating";
+        info.state = LinkState::Authenticating;
     }
     let close = Arc::new(tokio::sync::Notify::new());
     federation.register_incoming(Arc::clone(&info), Arc::clone(&close));
@@ -194,7 +194,7 @@ impl Inbound {
                         info.local_domains.push(local);
                     }
                     info.auth.get_or_insert(method);
-                    info.state = "up";
+                    info.state = LinkState::Up;
                     info.last_activity = Instant::now();
                 }
                 Output::Stanza(stanza) => {

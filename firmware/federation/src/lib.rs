@@ -14,7 +14,6 @@ pub mod dns;
 mod federation;
 mod inbound;
 mod link;
-mod live;
 pub mod policy;
 pub mod srv;
 pub mod stream;
@@ -22,8 +21,7 @@ pub mod tls;
 mod transport;
 
 pub use federation::{
-    DEFAULT_S2S_PORT, Direction, Federation, FederationError, FederationStatus, FederationTuning, LinkInfo,
-    ListenerState, Snapshot,
+    DEFAULT_S2S_PORT, Direction, Federation, FederationError, FederationStatus, FederationTuning, LinkInfo, LinkState,
+    Snapshot,
 };
-pub use live::FederationAdmin;
 pub use stream::AuthMethod;

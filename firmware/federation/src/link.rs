@@ -6,7 +6,7 @@
 //! domain's A/AAAA on the fallback port. Each address is tried in turn while failures are
 //! connection-level; a peer's considered refusal (dialback invalid) ends the attempt.
 
-use crate::federation::{Direction, Federation, LinkInfo, Snapshot};
+use crate::federation::{Direction, Federation, LinkInfo, LinkState, Snapshot};
 use crate::srv::Target;
 use crate::stream::outgoing::{OutgoingConfig, OutgoingStream, Purpose};
 use crate::stream::{LinkError, Output, Verdict, VerifyRequest};
@@ -460,7 +460,7 @@ pub(crate) async fn establish(
             if let Some(info) = info {
                 let mut info = locked(info);
                 info.address = Some(addr);
-                info.state = "connecting";
+                info.state = LinkState::Connecting;
             }
             match attempt(
                 federation,
@@ -545,7 +545,7 @@ async fn attempt(
                 } if !verify_only && done == local => {
                     if let Some(info) = info {
                         let mut info = locked(info);
-                        info.state = "up";
+                        info.state = LinkState::Up;
                         info.auth = Some(*method);
                         info.tls = conn.transport.tls_description();
                         info.local_domains = vec![local.to_owned()];
@@ -568,7 +568,7 @@ async fn attempt(
         }
         if let Some(info) = info {
             let mut info = locked(info);
-            info.state = "authenticating";
+            info.state = LinkState::Authenticating;
             info.tls = conn.transport.tls_description();
         }
         let outputs = match conn.next_event() {

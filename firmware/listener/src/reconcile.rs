@@ -276,19 +276,28 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let acceptor: Arc<dyn Acceptor> = recorder.clone();
         let mut set = ListenerSet::default();
-        set.reconcile(wanted(&["127.0.0.1:0"], Service::Component, 0, TlsMode::Plain), &acceptor)
-            .await;
+        set.reconcile(
+            wanted(&["127.0.0.1:0"], Service::Component, 0, TlsMode::Plain),
+            &acceptor,
+        )
+        .await;
         let [bound] = set.bound()[..] else {
             panic!("one listener expected: {:?}", set.status());
         };
         connect_and_wait(bound, &recorder, 1).await;
-        set.reconcile(wanted(&["127.0.0.1:0"], Service::Component, 0, TlsMode::Direct), &acceptor)
-            .await;
+        set.reconcile(
+            wanted(&["127.0.0.1:0"], Service::Component, 0, TlsMode::Direct),
+            &acceptor,
+        )
+        .await;
         assert_eq!(set.bound(), vec![bound], "the socket stays");
         connect_and_wait(bound, &recorder, 2).await;
         assert_eq!(
             *recorder.0.lock().unwrap(),
-            [(Service::Component, TlsMode::Plain), (Service::Component, TlsMode::Direct)]
+            [
+                (Service::Component, TlsMode::Plain),
+                (Service::Component, TlsMode::Direct)
+            ]
         );
     }
 
@@ -300,8 +309,11 @@ mod tests {
             .await;
         let port = set.bound()[0].port();
         // The wildcard socket holds the port: the specific address can only bind once it is gone.
-        set.reconcile(wanted(&["127.0.0.1"], Service::Client, port, TlsMode::Starttls), &acceptor)
-            .await;
+        set.reconcile(
+            wanted(&["127.0.0.1"], Service::Client, port, TlsMode::Starttls),
+            &acceptor,
+        )
+        .await;
         let status = set.status();
         assert_eq!(status.len(), 1);
         assert!(status[0].error.is_none(), "{:?}", status[0].error);

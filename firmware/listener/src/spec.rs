@@ -237,7 +237,10 @@ mod tests {
         for (got, want) in targets.iter().zip(expected) {
             assert_eq!((got.0.as_str(), got.1.as_str()), want);
         }
-        assert!(targets[5].1.starts_with("refused: invalid address '300.1.1.1'"), "{targets:?}");
+        assert!(
+            targets[5].1.starts_with("refused: invalid address '300.1.1.1'"),
+            "{targets:?}"
+        );
     }
 
     #[test]

@@ -25,10 +25,10 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod stream_io;
-pub mod tls;
 pub mod tuning;
 pub mod version;
 
 pub use router::{DeliveryError, Router, StanzaLink};
-pub use server::{ListenerState, Server, ServerError, ServerStatus, Service};
+pub use sb_listener::{ListenerStatus, Service, TlsMode};
+pub use server::{Server, ServerError, ServerStatus};
 pub use tuning::ServerTuning;
