@@ -25,6 +25,7 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod stream_io;
+pub mod transport;
 pub mod tuning;
 pub mod version;
 
