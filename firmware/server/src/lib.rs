@@ -10,7 +10,6 @@ pub mod c2s;
 pub mod component;
 pub mod core;
 pub mod disco;
-pub mod interfaces;
 pub mod iq;
 pub mod limits;
 pub mod message;
@@ -30,6 +29,8 @@ pub mod tuning;
 pub mod version;
 
 pub use router::{DeliveryError, Router, StanzaLink};
+// The interfaces' addresses belong to the listener module; the core keeps the watch.
+pub use sb_listener::interfaces;
 pub use sb_listener::{ListenerStatus, Service, TlsMode};
 pub use server::{Server, ServerError, ServerStatus};
 pub use tuning::ServerTuning;
