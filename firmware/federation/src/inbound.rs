@@ -2,7 +2,7 @@
 //! authoritative state machine, asks authoritative servers about keys (verify-only streams
 //! on their own tasks) and hands authenticated stanzas to the core.
 
-use crate::federation::{Direction, Federation, LinkInfo, LinkState, Snapshot};
+use crate::service::{Direction, Federation, LinkInfo, LinkState, Snapshot};
 use crate::stream::incoming::{IncomingConfig, IncomingStream};
 use crate::stream::{Output, Verdict, VerifyRequest};
 use crate::transport::Conn;

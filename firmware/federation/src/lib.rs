@@ -11,16 +11,16 @@
 //!   every domain that is neither ours nor a component's.
 
 pub mod dns;
-mod federation;
 mod inbound;
 mod link;
 pub mod policy;
+mod service;
 pub mod srv;
 pub mod stream;
 pub mod tls;
 mod transport;
 
-pub use federation::{
+pub use service::{
     DEFAULT_S2S_PORT, Direction, Federation, FederationError, FederationStatus, FederationTuning, LinkInfo, LinkState,
     Snapshot,
 };

@@ -6,7 +6,7 @@
 //! domain's A/AAAA on the fallback port. Each address is tried in turn while failures are
 //! connection-level; a peer's considered refusal (dialback invalid) ends the attempt.
 
-use crate::federation::{Direction, Federation, LinkInfo, LinkState, Snapshot};
+use crate::service::{Direction, Federation, LinkInfo, LinkState, Snapshot};
 use crate::srv::Target;
 use crate::stream::outgoing::{OutgoingConfig, OutgoingStream, Purpose};
 use crate::stream::{LinkError, Output, Verdict, VerifyRequest};

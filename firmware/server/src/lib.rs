@@ -20,7 +20,7 @@ pub mod roster;
 pub mod router;
 pub mod routing;
 pub mod sasl;
-pub mod server;
+pub mod service;
 pub mod session;
 pub mod storage;
 pub mod stream_io;
@@ -32,5 +32,5 @@ pub use router::{DeliveryError, Router, StanzaLink};
 // The interfaces' addresses belong to the listener module; the core keeps the watch.
 pub use sb_listener::interfaces;
 pub use sb_listener::{ListenerStatus, Service, TlsMode};
-pub use server::{Server, ServerError, ServerStatus};
+pub use service::{Server, ServerError, ServerStatus};
 pub use tuning::ServerTuning;
