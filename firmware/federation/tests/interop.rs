@@ -176,6 +176,10 @@ struct OurNode {
     server: Arc<Server>,
 }
 
+// The daemon's adapter from federation to the admin layer, as xmppd wires it.
+#[path = "../../xmppd/src/federation_admin.rs"]
+mod federation_admin;
+
 struct Live(Arc<Federation>);
 
 impl LiveNode for Live {
@@ -185,7 +189,7 @@ impl LiveNode for Live {
     fn config_changed(&self) {}
     fn user_changed(&self, _user: &str) {}
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
-        Some(self.0.admin_handle())
+        Some(federation_admin::admin_handle(&self.0))
     }
 }
 

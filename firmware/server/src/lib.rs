@@ -10,7 +10,6 @@ pub mod c2s;
 pub mod component;
 pub mod core;
 pub mod disco;
-pub mod interfaces;
 pub mod iq;
 pub mod limits;
 pub mod message;
@@ -21,14 +20,17 @@ pub mod roster;
 pub mod router;
 pub mod routing;
 pub mod sasl;
-pub mod server;
+pub mod service;
 pub mod session;
 pub mod storage;
 pub mod stream_io;
-pub mod tls;
+pub mod transport;
 pub mod tuning;
 pub mod version;
 
 pub use router::{DeliveryError, Router, StanzaLink};
-pub use server::{ListenerState, Server, ServerError, ServerStatus, Service};
+// The interfaces' addresses belong to the listener module; the core keeps the watch.
+pub use sb_listener::interfaces;
+pub use sb_listener::{ListenerStatus, Service, TlsMode};
+pub use service::{Server, ServerError, ServerStatus};
 pub use tuning::ServerTuning;

@@ -4,6 +4,8 @@
 //! fresh DIR (domain `localhost`, listening on 127.0.0.1, a self-signed certificate), starts
 //! the XMPP service and the admin socket, and shuts down cleanly on SIGTERM or SIGINT.
 
+mod federation_admin;
+
 use sb_admin::{
     Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
     LiveStatus, SessionInfo,
@@ -208,10 +210,10 @@ impl LiveNode for LiveServer {
                     address: match (l.bound, &l.interface) {
                         (Some(bound), Some(interface)) => format!("{bound} on {interface}"),
                         (Some(bound), None) => bound.to_string(),
-                        (None, _) => l.address,
+                        (None, _) => l.configured,
                     },
-                    error: l.error,
-                    waiting: l.waiting,
+                    error: l.error.map(|e| e.to_string()),
+                    waiting: l.waiting.map(|w| w.to_string()),
                 })
                 .collect(),
             sessions: status
@@ -273,7 +275,7 @@ impl LiveNode for LiveServer {
     }
 
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
-        Some(self.federation.admin_handle())
+        Some(federation_admin::admin_handle(&self.federation))
     }
 
     fn user_changed(&self, user: &str) {
@@ -338,15 +340,16 @@ fn print_banner(server: &Server, dir: &Path) {
         status.domain
     );
     for listener in &status.listeners {
-        let what = match (listener.service, listener.plain) {
+        let what = match (listener.service, listener.plain()) {
             (Service::Client, _) => "clients",
             (Service::Component, false) => "Call Bridges (TLS)",
             (Service::Component, true) => "Call Bridges (plain TCP)",
+            (Service::Server, _) => "servers",
         };
         match (&listener.bound, &listener.error, &listener.waiting) {
             (Some(addr), _, _) => println!("  {what}: listening on {addr}"),
-            (None, Some(error), _) => println!("  {what}: NOT listening on {}: {error}", listener.address),
-            (None, None, Some(reason)) => println!("  {what}: {} waits: {reason}", listener.address),
+            (None, Some(error), _) => println!("  {what}: NOT listening on {}: {error}", listener.configured),
+            (None, None, Some(reason)) => println!("  {what}: {} waits: {reason}", listener.configured),
             (None, None, None) => {}
         }
     }

@@ -8,7 +8,6 @@
 
 pub mod negotiation;
 mod stanza;
-pub mod transport;
 
 use crate::core::{Core, Settings, TrackedConnection, unix_now};
 use crate::limits::ConnectionSlot;
@@ -16,6 +15,7 @@ use crate::presence::SessionPresence;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::sasl::{self as sasl_auth, AuthContext, Exchange, Outcome};
 use crate::stream_io::{FlushError, StreamIo, Wake};
+use crate::transport::Transport;
 use crate::{bind, session};
 use negotiation::{Mechanism, Negotiation, NegotiationConfig, Step};
 use sb_proto::sasl::encode_payload;
@@ -28,7 +28,6 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use transport::Transport;
 
 /// Queued stanzas written in one go before the socket is flushed.
 const OUTBOUND_BATCH: usize = 32;

@@ -7,11 +7,11 @@
 
 use super::accept::{Accept, AuthFailureReason, Inbound, Refusal};
 use super::registry::{AuthFailure, ComponentLink};
-use crate::c2s::transport::Transport;
 use crate::core::{Core, TrackedConnection, unix_now};
 use crate::limits::ConnectionSlot;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::stream_io::{FlushError, StreamIo, Wake};
+use crate::transport::Transport;
 use ring::rand::{SecureRandom, SystemRandom};
 use sb_proto::{
     Element, FramerConfig, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamEvent,
