@@ -13,7 +13,7 @@ pub mod jid;
 pub mod ns;
 pub mod sasl;
 
-pub use element::{Element, Node};
+pub use element::{Element, Node, retarget_namespace};
 pub use error::{StanzaError, StanzaErrorCondition, StanzaErrorType, StreamError, StreamErrorCondition};
 pub use framer::{FramerConfig, STREAM_CLOSE, StreamEvent, StreamFramer, StreamHeader};
 pub use jid::{Jid, JidError};

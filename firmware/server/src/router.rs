@@ -8,9 +8,9 @@
 //!
 //! Stanzas inside the server always carry the `jabber:client` namespace; a link to a stream
 //! with another default namespace (`jabber:component:accept`, `jabber:server`) translates at
-//! its edge with [`retarget_namespace`].
+//! its edge with [`sb_proto::retarget_namespace`].
 
-use sb_proto::{Element, Node, StreamError, ns};
+use sb_proto::{Element, StreamError, ns};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -422,19 +422,6 @@ impl Router {
     }
 }
 
-/// Rewrite the stanza-content namespace of `element` and its descendants from `from_ns` to
-/// `to_ns` (e.g. `jabber:client` to `jabber:component:accept` at a component link's edge).
-pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
-    if element.ns == from_ns {
-        element.ns = to_ns.to_owned();
-    }
-    for child in &mut element.children {
-        if let Node::Element(e) = child {
-            retarget_namespace(e, from_ns, to_ns);
-        }
-    }
-}
-
 /// Whether `ns` is one of the namespaces stanzas travel in on some stream.
 pub fn is_stanza_namespace(namespace: &str) -> bool {
     matches!(namespace, ns::CLIENT | ns::SERVER | ns::COMPONENT)
@@ -499,16 +486,5 @@ mod tests {
             Err(DeliveryError::QueueFull)
         );
         drop(router);
-    }
-
-    #[test]
-    fn retargets_nested_namespaces() {
-        let mut m = Element::new("message", ns::CLIENT).with_child(Element::new("body", ns::CLIENT));
-        retarget_namespace(&mut m, ns::CLIENT, ns::COMPONENT);
-        assert_eq!(m.ns, ns::COMPONENT);
-        assert_eq!(
-            m.get_child("body", ns::COMPONENT).map(|b| b.name.as_str()),
-            Some("body")
-        );
     }
 }

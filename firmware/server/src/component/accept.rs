@@ -323,7 +323,7 @@ impl Accept {
             }
             return Ok(Inbound::Reply(reply));
         }
-        crate::router::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
+        sb_proto::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
         Ok(Inbound::Route(stanza))
     }
 }
