@@ -295,7 +295,7 @@ async fn broadcast_available(
     }
     let mut for_session = ForSession::default();
     for other in core.router.available_resources(user) {
-        if other.handle.id == session {
+        if other.handle.is_session(None, session) {
             continue;
         }
         core.send_to_session(&other.handle, with_addresses(&shared, &from, &bare))
@@ -374,7 +374,7 @@ async fn announce_unavailable(
             sent_to.push(contact.jid.clone());
         }
         for other in core.router.available_resources(user) {
-            if Some(other.handle.id) != skip_session {
+            if !skip_session.is_some_and(|id| other.handle.is_session(None, id)) {
                 core.send_to_session(&other.handle, make(&bare)).await;
             }
         }

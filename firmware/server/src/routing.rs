@@ -172,7 +172,7 @@ impl Core {
     pub async fn send_to_session(&self, handle: &crate::router::SessionHandle, stanza: Element) {
         let bounce_copy = may_bounce(&stanza).then(|| stanza.clone());
         if let Err(e) = handle.send(stanza) {
-            log::debug!("session {} did not take a stanza: {e}", handle.id);
+            log::debug!("{handle:?} did not take a stanza: {e}");
             if let Some(original) = bounce_copy {
                 let condition = match e {
                     DeliveryError::QueueFull => StanzaErrorCondition::ResourceConstraint,

@@ -514,7 +514,7 @@ impl Connection {
                 &self.core,
                 &session.user,
                 &session.jid,
-                session.handle.id,
+                session.handle.id(),
                 session.presence.directed,
             )
             .await;

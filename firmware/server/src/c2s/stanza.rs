@@ -94,7 +94,7 @@ impl Connection {
         let requester = Requester {
             user: &user,
             resource: full.resource().unwrap_or_default(),
-            session: session.handle.id,
+            session: session.handle.id(),
         };
         let reply = match addressee {
             Addressee::Implicit | Addressee::Server => {
@@ -133,7 +133,7 @@ impl Connection {
             &mut session.presence,
             &session.user,
             &session.jid.clone(),
-            session.handle.id,
+            session.handle.id(),
             presence,
             to,
         )
