@@ -2,6 +2,7 @@
 //! and on behalf of accounts, and delivery of the rest.
 
 use crate::core::Core;
+use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::roster::{self, Requester};
 use crate::{disco, ping, version};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, ns};
@@ -138,19 +139,21 @@ pub async fn handle_for_account(core: &Core, requester: Option<Requester<'_>>, i
 
 /// An iq for a local account from anyone, routed here.
 pub async fn deliver_to_account(core: &Core, iq: Element, to: &Jid, user: &str) {
-    if let Some(resource) = to.resource() {
-        match core.router.resource(user, resource) {
-            Some(target) => core.send_to_session(&target.handle, iq).await,
-            // RFC 6120 §10.5.3.2 / RFC 6121 §8.5.3.2.1: no such resource.
-            None => {
-                core.bounce(&iq, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
-                    .await
+    let missing = match to.resource() {
+        Some(resource) => match core.router.resource(user, resource) {
+            Some(target) => return core.send_to_session(&target.handle, iq).await,
+            None => Missing::Resource,
+        },
+        // An iq for the bare JID is never a session's to answer.
+        None => Missing::AvailableResource,
+    };
+    match no_local_session(&iq, missing) {
+        NoLocalSession::AnswerForAccount => {
+            if let Some(reply) = handle_for_account(core, None, &iq).await {
+                core.route(reply).await;
             }
         }
-        return;
-    }
-    if let Some(reply) = handle_for_account(core, None, &iq).await {
-        core.route(reply).await;
+        decision => core.settle_without_session(iq, user, decision).await,
     }
 }
 

@@ -14,6 +14,7 @@ pub mod interfaces;
 pub mod iq;
 pub mod limits;
 pub mod message;
+pub mod no_local_session;
 pub mod offline;
 pub mod ping;
 pub mod presence;

@@ -6,6 +6,7 @@
 //! RFC 6121 appendix A); the async functions around them read and write rosters and route.
 
 use crate::core::Core;
+use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::offline;
 use crate::roster;
 use crate::router::SessionId;
@@ -459,18 +460,23 @@ async fn subscription_from_user(core: &Core, user: &str, mut stanza: Element, co
 /// Presence for a local account from anyone (RFC 6121 §4.3, §4.5, §8.5).
 pub async fn inbound(core: &Core, stanza: Element, to: &Jid, user: &str) {
     match PresenceType::of(&stanza) {
-        Some(PresenceType::Available | PresenceType::Unavailable | PresenceType::Error) => match to.resource() {
-            Some(resource) => {
-                if let Some(target) = core.router.resource(user, resource) {
-                    core.send_to_session(&target.handle, stanza).await;
-                }
+        Some(PresenceType::Available | PresenceType::Unavailable | PresenceType::Error) => {
+            let targets = match to.resource() {
+                Some(resource) => core.router.resource(user, resource).into_iter().collect(),
+                None => core.router.available_resources(user),
+            };
+            if targets.is_empty() {
+                let missing = match to.resource() {
+                    Some(_) => Missing::Resource,
+                    None => Missing::AvailableResource,
+                };
+                let decision = no_local_session(&stanza, missing);
+                return core.settle_without_session(stanza, user, decision).await;
             }
-            None => {
-                for target in core.router.available_resources(user) {
-                    core.send_to_session(&target.handle, stanza.clone()).await;
-                }
+            for target in targets {
+                core.send_to_session(&target.handle, stanza.clone()).await;
             }
-        },
+        }
         Some(PresenceType::Probe) => answer_probe(core, &stanza, user).await,
         Some(PresenceType::Subscription(kind)) => subscription_to_user(core, stanza, user, kind).await,
         None => {}
@@ -495,24 +501,20 @@ async fn answer_probe(core: &Core, probe: &Element, user: &str) {
             }
         };
     let bare = bare_jid(core, user);
-    let reply_kind = if !allowed {
-        "unsubscribed"
-    } else if core.router.available_resources(user).is_empty() {
-        "unavailable"
-    } else {
-        send_current_presence(core, user, &from.to_string()).await;
-        return;
-    };
-    let to = if allowed {
-        from.to_string()
-    } else {
-        from.to_bare().to_string()
-    };
-    let reply = Element::new("presence", ns::CLIENT)
-        .with_attr("from", bare)
-        .with_attr("to", to)
-        .with_attr("type", reply_kind);
-    core.route(reply).await;
+    if !allowed {
+        let reply = Element::new("presence", ns::CLIENT)
+            .with_attr("from", bare)
+            .with_attr("to", from.to_bare().to_string())
+            .with_attr("type", "unsubscribed");
+        return core.route(reply).await;
+    }
+    if !core.router.available_resources(user).is_empty() {
+        return send_current_presence(core, user, &from.to_string()).await;
+    }
+    match no_local_session(probe, Missing::AvailableResource) {
+        NoLocalSession::AnswerProbe => core.route(unavailable(&bare, &from.to_string())).await,
+        decision => core.settle_without_session(probe.clone(), user, decision).await,
+    }
 }
 
 /// Inbound subscription processing: `kind` from a contact to the local `user`.

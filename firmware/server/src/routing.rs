@@ -5,8 +5,9 @@
 //! component and s2s links must check it before handing a stanza over.
 
 use crate::core::Core;
+use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::router::DeliveryError;
-use crate::{iq, message, presence};
+use crate::{iq, message, offline, presence};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use std::future::Future;
 use std::pin::Pin;
@@ -136,14 +137,8 @@ impl Core {
     /// A stanza for a local account, by kind (RFC 6121 §8.5).
     async fn deliver_local(&self, stanza: Element, to: &Jid, user: &str) {
         if !self.router.has_sessions(user) && !self.storage.user_exists(user) {
-            // RFC 6121 §8.5.1: no such account.
-            match StanzaKind::of(&stanza) {
-                Some(StanzaKind::Presence) | None => {}
-                Some(StanzaKind::Message) | Some(StanzaKind::Iq) => {
-                    self.bounce(&stanza, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
-                        .await
-                }
-            }
+            let decision = no_local_session(&stanza, Missing::Account);
+            self.settle_without_session(stanza, user, decision).await;
             return;
         }
         match StanzaKind::of(&stanza) {
@@ -151,6 +146,24 @@ impl Core {
             Some(StanzaKind::Presence) => presence::inbound(self, stanza, to, user).await,
             Some(StanzaKind::Iq) => iq::deliver_to_account(self, stanza, to, user).await,
             None => {}
+        }
+    }
+
+    /// Carry out a [`no_local_session`] decision for `stanza` to the local `user`, for the
+    /// outcomes that need nothing but the stanza. The others (answering on the account's
+    /// behalf, going on to the bare JID) need their caller's context, which handles them
+    /// before calling this.
+    pub async fn settle_without_session(&self, stanza: Element, user: &str, decision: NoLocalSession) {
+        match decision {
+            NoLocalSession::StoreOffline => offline::store(self, user, stanza).await,
+            NoLocalSession::Bounce(condition) => self.bounce(&stanza, StanzaError::new(condition)).await,
+            NoLocalSession::Drop => {}
+            NoLocalSession::AsBareJid | NoLocalSession::AnswerProbe | NoLocalSession::AnswerForAccount => {
+                log::warn!(
+                    "a <{}/> for {user} was dropped: {decision:?} was not handled",
+                    stanza.name
+                );
+            }
         }
     }
 
