@@ -6,6 +6,8 @@ use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::roster::{self, Requester};
 use crate::{disco, ping, version};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, ns};
+use std::future::Future;
+use std::pin::Pin;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IqType {
@@ -64,11 +66,71 @@ pub fn result(request: &Element, payload: Option<Element>) -> Element {
     reply
 }
 
-fn answer(request: &Element, outcome: Result<Option<Element>, StanzaError>) -> Element {
-    match outcome {
-        Ok(payload) => result(request, payload),
-        Err(error) => error.reply_to(request),
-    }
+/// Who an iq the server answers itself is addressed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IqTarget {
+    /// The server's domain (or no `to` at all).
+    Server,
+    /// An account's bare JID, answered on the account's behalf (RFC 6120 §10.3.3).
+    Account,
+}
+
+/// A validated request, as a handler sees it.
+#[derive(Clone, Copy)]
+pub struct IqRequest<'a> {
+    pub core: &'a Core,
+    pub iq: &'a Element,
+    /// `Get` or `Set`.
+    pub kind: IqType,
+    pub target: IqTarget,
+    /// Set when the account itself asks, from one of its sessions.
+    pub requester: Option<Requester<'a>>,
+}
+
+/// A handler's reply: the whole result iq, or the error to answer with.
+pub type IqFuture<'a> = Pin<Box<dyn Future<Output = Result<Element, StanzaError>> + Send + 'a>>;
+
+/// One XEP's iq support (Prosody style): the payload it answers, what disco announces
+/// for it, and the handler. A handler refuses what it does not do (another type, another
+/// target) with `service-unavailable`, as for a payload nobody handles.
+pub struct IqHandler {
+    /// The payload element's name and namespace.
+    pub element: &'static str,
+    pub namespace: &'static str,
+    /// Features disco#info lists for the server's domain and for an account.
+    pub server_features: &'static [&'static str],
+    pub account_features: &'static [&'static str],
+    pub handle: for<'a> fn(IqRequest<'a>) -> IqFuture<'a>,
+}
+
+/// Every iq the server answers itself, read by the dispatcher below and by disco. A new
+/// XEP is its own file with a `HANDLER`, plus one line here.
+pub const IQ_HANDLERS: &[IqHandler] = &[
+    disco::INFO_HANDLER,
+    disco::ITEMS_HANDLER,
+    ping::HANDLER,
+    version::HANDLER,
+    roster::HANDLER,
+];
+
+/// The refusal for a payload or a request a handler does not answer.
+pub fn service_unavailable() -> StanzaError {
+    StanzaError::new(StanzaErrorCondition::ServiceUnavailable)
+}
+
+/// The reply to a validated request, from the handler its payload names.
+async fn dispatch(request: IqRequest<'_>) -> Element {
+    // Validation left exactly one payload in a request.
+    let handler = request
+        .iq
+        .elements()
+        .next()
+        .and_then(|payload| IQ_HANDLERS.iter().find(|h| payload.is(h.element, h.namespace)));
+    let outcome = match handler {
+        Some(handler) => (handler.handle)(request).await,
+        None => Err(service_unavailable()),
+    };
+    outcome.unwrap_or_else(|error| error.reply_to(request.iq))
 }
 
 /// An iq addressed to the server itself (no `to`, or the bare domain). `requester` is set
@@ -86,55 +148,32 @@ pub async fn handle_for_server(
         Err(error) => return crate::routing::may_bounce(iq).then(|| error.reply_to(iq)),
     };
     log::trace!("iq {kind:?} for the server from {from}");
-    let outcome = if let Some(query_ns) = disco::query_kind(iq) {
-        disco::server_answer(iq, query_ns, &core.router).map(Some)
-    } else if ping::is_ping(iq) {
-        Ok(None)
-    } else if version::is_version_query(iq) {
-        Ok(Some(version::answer()))
-    } else if iq.has_child("query", ns::ROSTER) && iq.attr("to").is_none() {
-        match requester {
-            Some(requester) => {
-                return Some(match roster::handle_iq(core, requester, iq).await {
-                    Ok(reply) => reply,
-                    Err(error) => error.reply_to(iq),
-                });
-            }
-            None => Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable)),
-        }
-    } else {
-        Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+    let request = IqRequest {
+        core,
+        iq,
+        kind,
+        target: IqTarget::Server,
+        requester,
     };
-    Some(answer(iq, outcome))
+    Some(dispatch(request).await)
 }
 
 /// An iq addressed to an account's bare JID, answered by the server on its behalf
 /// (RFC 6120 §10.3.3). `requester` is set when the account itself asks.
 pub async fn handle_for_account(core: &Core, requester: Option<Requester<'_>>, iq: &Element) -> Option<Element> {
-    match validate(iq) {
-        Ok(kind) if kind.is_request() => {}
+    let kind = match validate(iq) {
+        Ok(kind) if kind.is_request() => kind,
         Ok(_) => return None,
         Err(error) => return crate::routing::may_bounce(iq).then(|| error.reply_to(iq)),
-    }
-    let outcome = if let Some(query_ns) = disco::query_kind(iq) {
-        disco::account_answer(iq, query_ns).map(Some)
-    } else if ping::is_ping(iq) {
-        Ok(None)
-    } else if iq.has_child("query", ns::ROSTER) {
-        match requester {
-            Some(requester) => {
-                return Some(match roster::handle_iq(core, requester, iq).await {
-                    Ok(reply) => reply,
-                    Err(error) => error.reply_to(iq),
-                });
-            }
-            // Someone else's roster is nobody's business.
-            None => Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable)),
-        }
-    } else {
-        Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
     };
-    Some(answer(iq, outcome))
+    let request = IqRequest {
+        core,
+        iq,
+        kind,
+        target: IqTarget::Account,
+        requester,
+    };
+    Some(dispatch(request).await)
 }
 
 /// An iq for a local account from anyone, routed here.
