@@ -6,6 +6,7 @@
 
 pub mod component;
 pub mod dialback;
+pub mod domain;
 pub mod element;
 pub mod error;
 pub mod framer;
@@ -14,6 +15,7 @@ pub mod ns;
 pub mod presence;
 pub mod sasl;
 
+pub use domain::Domain;
 pub use element::{Element, Node, retarget_namespace};
 pub use error::{StanzaError, StanzaErrorCondition, StanzaErrorType, StreamError, StreamErrorCondition};
 pub use framer::{FramerConfig, STREAM_CLOSE, StreamEvent, StreamFramer, StreamHeader};

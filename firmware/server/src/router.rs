@@ -10,6 +10,7 @@
 //! with another default namespace (`jabber:component:accept`, `jabber:server`) translates at
 //! its edge with [`sb_proto::retarget_namespace`].
 
+use sb_proto::domain::comparison_key;
 use sb_proto::{Element, StreamError, ns};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -530,14 +531,14 @@ impl Router {
         self.links
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(domain.to_ascii_lowercase(), link)
+            .insert(comparison_key(domain), link)
     }
 
     /// Remove the link for `domain` if it is still `link` (a replaced connection must not
     /// remove its successor).
     pub fn unregister_link(&self, domain: &str, link: &Arc<dyn StanzaLink>) -> bool {
         let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
-        let key = domain.to_ascii_lowercase();
+        let key = comparison_key(domain);
         if links.get(&key).is_some_and(|current| Arc::ptr_eq(current, link)) {
             links.remove(&key);
             true
@@ -550,7 +551,7 @@ impl Router {
         self.links
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&domain.to_ascii_lowercase())
+            .get(&comparison_key(domain))
             .cloned()
     }
 
