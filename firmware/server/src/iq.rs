@@ -145,7 +145,7 @@ pub async fn handle_for_server(
     let kind = match validate(iq) {
         Ok(kind) if kind.is_request() => kind,
         Ok(_) => return None,
-        Err(error) => return crate::routing::may_bounce(iq).then(|| error.reply_to(iq)),
+        Err(error) => return crate::delivery::may_bounce(iq).then(|| error.reply_to(iq)),
     };
     log::trace!("iq {kind:?} for the server from {from}");
     let request = IqRequest {
@@ -164,7 +164,7 @@ pub async fn handle_for_account(core: &Core, requester: Option<Requester<'_>>, i
     let kind = match validate(iq) {
         Ok(kind) if kind.is_request() => kind,
         Ok(_) => return None,
-        Err(error) => return crate::routing::may_bounce(iq).then(|| error.reply_to(iq)),
+        Err(error) => return crate::delivery::may_bounce(iq).then(|| error.reply_to(iq)),
     };
     let request = IqRequest {
         core,

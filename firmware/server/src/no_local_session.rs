@@ -3,8 +3,8 @@
 //! cluster has one place to change: a session on another node is then found before this
 //! decision is needed, and the decision itself stays the RFC's.
 
+use crate::delivery::StanzaKind;
 use crate::message::MessageType;
-use crate::routing::StanzaKind;
 use sb_proto::{Element, PresenceType, StanzaErrorCondition};
 
 /// What was looked for and not found.
@@ -25,7 +25,7 @@ pub enum NoLocalSession {
     /// Store the message for the account's next session (XEP-0160).
     StoreOffline,
     /// Answer the sender with this error (never done for errors and iq results: see
-    /// [`crate::routing::may_bounce`]).
+    /// [`crate::delivery::may_bounce`]).
     Bounce(StanzaErrorCondition),
     /// Ignore the stanza silently.
     Drop,

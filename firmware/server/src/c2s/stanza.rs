@@ -2,10 +2,10 @@
 //! dispatch to the server's own handlers or the router.
 
 use super::{Connection, Flow};
+use crate::delivery::may_bounce;
 use crate::iq;
 use crate::presence;
 use crate::roster::Requester;
-use crate::routing::may_bounce;
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
 
 /// Where a client's stanza is addressed, relative to the client itself.
