@@ -315,7 +315,7 @@ async fn broadcast_available(
     for contact in roster.iter().filter(|c| c.pending_in) {
         for_session.stanzas.push(
             Element::new("presence", ns::CLIENT)
-                .with_attr("type", "subscribe")
+                .with_attr("type", SubscriptionType::Subscribe.as_str())
                 .with_attr("from", contact.jid.clone())
                 .with_attr("to", bare.clone()),
         );
@@ -505,7 +505,7 @@ async fn answer_probe(core: &Core, probe: &Element, user: &str) {
         let reply = Element::new("presence", ns::CLIENT)
             .with_attr("from", bare)
             .with_attr("to", from.to_bare().to_string())
-            .with_attr("type", "unsubscribed");
+            .with_attr("type", SubscriptionType::Unsubscribed.as_str());
         return core.route(reply).await;
     }
     if !core.router.available_resources(user).is_empty() {
@@ -548,7 +548,7 @@ async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind
         let reply = Element::new("presence", ns::CLIENT)
             .with_attr("from", bare.clone())
             .with_attr("to", contact.to_string())
-            .with_attr("type", "subscribed");
+            .with_attr("type", SubscriptionType::Subscribed.as_str());
         core.route(reply).await;
     }
     if effect.send_presence {

@@ -4,7 +4,7 @@
 use crate::core::Core;
 use crate::iq::{IqFuture, IqHandler, IqRequest, IqTarget};
 use crate::storage::{Contact, StorageError, SubscriptionState};
-use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, ns};
+use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, SubscriptionType, ns};
 
 pub const FEATURES: &[&str] = &[ns::ROSTER];
 
@@ -164,12 +164,15 @@ async fn set(core: &Core, requester: Requester<'_>, iq: &Element, query: &Elemen
         // RFC 6121 §2.5.2: cancel both directions on the contact's side.
         let cancel_theirs = existing.subscription.has_from() || existing.pending_in;
         let cancel_ours = existing.subscription.has_to() || existing.ask_out;
-        for (kind, wanted) in [("unsubscribe", cancel_ours), ("unsubscribed", cancel_theirs)] {
+        for (kind, wanted) in [
+            (SubscriptionType::Unsubscribe, cancel_ours),
+            (SubscriptionType::Unsubscribed, cancel_theirs),
+        ] {
             if wanted {
                 let presence = Element::new("presence", ns::CLIENT)
                     .with_attr("from", own.to_string())
                     .with_attr("to", existing.jid.clone())
-                    .with_attr("type", kind);
+                    .with_attr("type", kind.as_str());
                 core.route(presence).await;
             }
         }

@@ -11,7 +11,7 @@
 //! its edge with [`sb_proto::retarget_namespace`].
 
 use sb_proto::domain::comparison_key;
-use sb_proto::{Element, StreamError, ns};
+use sb_proto::{Element, StreamError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -578,14 +578,10 @@ impl Router {
     }
 }
 
-/// Whether `ns` is one of the namespaces stanzas travel in on some stream.
-pub fn is_stanza_namespace(namespace: &str) -> bool {
-    matches!(namespace, ns::CLIENT | ns::SERVER | ns::COMPONENT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sb_proto::ns;
 
     fn handle(router: &Router) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(4);
