@@ -200,7 +200,97 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::test_core;
+    use crate::router::test_doubles::RecordingLink;
+    use crate::router::{NodeId, Outbound, SessionControl, SessionHandle, SessionMeta};
     use sb_proto::ns;
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since_unix: 0,
+            tls: true,
+        }
+    }
+
+    fn chat(from: &str, to: &str) -> Element {
+        Element::new("message", ns::CLIENT)
+            .with_attr("type", "chat")
+            .with_attr("from", from)
+            .with_attr("to", to)
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"))
+    }
+
+    fn delivered(link: &RecordingLink) -> Vec<(NodeId, u64, String)> {
+        link.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Juliet has one session, on node b, not yet available.
+    fn juliet_on_node_b(core: &Core) -> (Arc<RecordingLink>, NodeId) {
+        let link = Arc::new(RecordingLink::default());
+        let node = NodeId::new("b");
+        let handle = SessionHandle::remote(41, node.clone(), link.clone());
+        core.router.bind("juliet", "balcony", handle, meta());
+        (link, node)
+    }
+
+    #[tokio::test]
+    async fn stanzas_reach_a_remote_session_over_its_node_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path());
+        let (link, node) = juliet_on_node_b(&core);
+        core.route(chat("romeo@example.net/orchard", "juliet@example.com/balcony"))
+            .await;
+        let got = delivered(&link);
+        assert_eq!(got.len(), 1);
+        assert_eq!((&got[0].0, got[0].1), (&node, 41));
+        assert!(got[0].2.contains("<body>hi</body>"), "{}", got[0].2);
+        // Available on its node with a non-negative priority: bare-JID chat goes there too.
+        let presence = Arc::new(Element::new("presence", ns::CLIENT));
+        core.router
+            .set_remote_presence("juliet", "balcony", &node, 41, Some((presence, 0)));
+        core.route(chat("romeo@example.net/orchard", "juliet@example.com"))
+            .await;
+        assert_eq!(delivered(&link).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chat_nobody_can_take_is_stored_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path());
+        let credentials = sb_store::UserCredentials::new("pencil").unwrap();
+        core.storage.store().add_user("juliet", &credentials).unwrap();
+        let (link, _) = juliet_on_node_b(&core);
+        core.route(chat("romeo@example.net/orchard", "juliet@example.com"))
+            .await;
+        assert!(delivered(&link).is_empty());
+        let stored = core.storage.take_offline("juliet").await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(String::from_utf8_lossy(&stored[0]).contains("<body>hi</body>"));
+    }
+
+    #[tokio::test]
+    async fn no_such_account_bounces_a_message_and_ignores_presence() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path());
+        let (tx, mut rx) = mpsc::channel(8);
+        let romeo = SessionHandle::new(core.router.next_session_id(), tx, Arc::new(SessionControl::default()));
+        core.router.bind("romeo", "orchard", romeo, meta());
+        let presence = Element::new("presence", ns::CLIENT)
+            .with_attr("from", "romeo@example.com/orchard")
+            .with_attr("to", "nobody@example.com");
+        core.route(presence).await;
+        assert!(rx.try_recv().is_err(), "presence to nobody is ignored");
+        core.route(chat("romeo@example.com/orchard", "nobody@example.com"))
+            .await;
+        let Ok(Outbound::Stanza(error)) = rx.try_recv() else {
+            panic!("no bounce");
+        };
+        assert_eq!(error.attr("type"), Some("error"));
+        assert!(error.to_xml().contains("service-unavailable"), "{}", error.to_xml());
+    }
 
     #[test]
     fn errors_and_iq_results_are_never_answered() {

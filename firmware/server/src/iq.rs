@@ -223,6 +223,87 @@ mod tests {
     }
 
     #[test]
+    fn every_handler_answers_its_own_payload() {
+        for (i, a) in IQ_HANDLERS.iter().enumerate() {
+            for b in &IQ_HANDLERS[i + 1..] {
+                assert!(
+                    (a.element, a.namespace) != (b.element, b.namespace),
+                    "two handlers for <{}/> in {}",
+                    a.element,
+                    a.namespace
+                );
+            }
+        }
+    }
+
+    fn request(kind: &str, payload: Element) -> Element {
+        Element::new("iq", ns::CLIENT)
+            .with_attr("type", kind)
+            .with_attr("id", "q1")
+            .with_attr("from", "romeo@example.net/orchard")
+            .with_attr("to", "example.com")
+            .with_child(payload)
+    }
+
+    fn condition(reply: &Element) -> Option<String> {
+        let error = reply.get_child("error", ns::CLIENT)?;
+        error.elements().next().map(|c| c.name.clone())
+    }
+
+    #[tokio::test]
+    async fn the_dispatcher_answers_from_the_table_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = crate::core::test_core(dir.path());
+        let from: Jid = "romeo@example.net/orchard".parse().unwrap();
+        let for_server = |iq: Element| {
+            let (core, from) = (&core, &from);
+            async move { handle_for_server(core, from, None, &iq).await.unwrap() }
+        };
+        let ping = for_server(request("get", Element::new("ping", ns::PING))).await;
+        assert_eq!(
+            ping.to_xml(),
+            result(&request("get", Element::new("ping", ns::PING)), None).to_xml()
+        );
+        let version = for_server(request("get", Element::new("query", ns::VERSION))).await;
+        assert!(
+            version.to_xml().contains("<name>Switchboard</name>"),
+            "{}",
+            version.to_xml()
+        );
+        for refused in [
+            request("set", Element::new("ping", ns::PING)),
+            request("get", Element::new("unknown", "urn:example:unknown")),
+            request("set", Element::new("query", ns::DISCO_INFO)),
+            // A roster is only its own account's, from one of its sessions.
+            request("get", Element::new("query", ns::ROSTER)),
+        ] {
+            let reply = for_server(refused.clone()).await;
+            assert_eq!(
+                condition(&reply).as_deref(),
+                Some("service-unavailable"),
+                "{}",
+                refused.to_xml()
+            );
+        }
+        let account_version = handle_for_account(&core, None, &request("get", Element::new("query", ns::VERSION)))
+            .await
+            .unwrap();
+        assert_eq!(condition(&account_version).as_deref(), Some("service-unavailable"));
+        let account_info = handle_for_account(&core, None, &request("get", Element::new("query", ns::DISCO_INFO)))
+            .await
+            .unwrap();
+        let identity = account_info
+            .get_child("query", ns::DISCO_INFO)
+            .and_then(|q| q.get_child("identity", ns::DISCO_INFO))
+            .unwrap();
+        assert_eq!(identity.attr("category"), Some("account"));
+        let result_iq = Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_attr("id", "r");
+        assert!(handle_for_server(&core, &from, None, &result_iq).await.is_none());
+    }
+
+    #[test]
     fn result_swaps_addresses() {
         let request = iq(Some("get"), Some("7"), 1)
             .with_attr("from", "a@x/r")

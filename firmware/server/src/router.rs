@@ -399,12 +399,35 @@ impl Router {
         id: SessionId,
         presence: Option<(Arc<Element>, i8)>,
     ) -> Option<bool> {
+        self.set_session_presence(user, resource, None, id, presence)
+    }
+
+    /// Record the presence of session `id` of `node`, as that node reported it.
+    pub fn set_remote_presence(
+        &self,
+        user: &str,
+        resource: &str,
+        node: &NodeId,
+        id: SessionId,
+        presence: Option<(Arc<Element>, i8)>,
+    ) -> Option<bool> {
+        self.set_session_presence(user, resource, Some(node), id, presence)
+    }
+
+    fn set_session_presence(
+        &self,
+        user: &str,
+        resource: &str,
+        node: Option<&NodeId>,
+        id: SessionId,
+        presence: Option<(Arc<Element>, i8)>,
+    ) -> Option<bool> {
         let observer = self.observer();
         let mut users = locked(&self.users);
         let entry = users
             .get_mut(user)?
             .iter_mut()
-            .find(|e| e.resource == resource && e.handle.is_session(None, id))?;
+            .find(|e| e.resource == resource && e.handle.is_session(node, id))?;
         let was_available = entry.presence.is_some();
         match presence {
             Some((stanza, priority)) => {
@@ -578,8 +601,43 @@ impl Router {
     }
 }
 
+/// Stand-ins for the cluster, for tests of the server crate.
+#[cfg(test)]
+pub(crate) mod test_doubles {
+    use super::*;
+
+    /// A node link that records what it was asked to carry.
+    #[derive(Default)]
+    pub struct RecordingLink {
+        pub delivered: Mutex<Vec<(NodeId, SessionId, String)>>,
+        pub closed: Mutex<Vec<(NodeId, SessionId)>>,
+        pub refuse: bool,
+    }
+
+    impl NodeLink for RecordingLink {
+        fn deliver(&self, node: &NodeId, session: SessionId, item: Outbound) -> Result<(), DeliveryError> {
+            if self.refuse {
+                return Err(DeliveryError::Gone);
+            }
+            let text = match item {
+                Outbound::Stanza(e) => e.to_xml(),
+                Outbound::Raw(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            };
+            locked(&self.delivered).push((node.clone(), session, text));
+            Ok(())
+        }
+        fn close_session(&self, node: &NodeId, session: SessionId, _error: StreamError) {
+            locked(&self.closed).push((node.clone(), session));
+        }
+        fn describe(&self) -> String {
+            "test link".into()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_doubles::RecordingLink;
     use super::*;
     use sb_proto::ns;
 
@@ -641,34 +699,6 @@ mod tests {
             Err(DeliveryError::QueueFull)
         );
         drop(router);
-    }
-
-    /// A node link that records what it was asked to carry.
-    #[derive(Default)]
-    struct RecordingLink {
-        delivered: Mutex<Vec<(NodeId, SessionId, String)>>,
-        closed: Mutex<Vec<(NodeId, SessionId)>>,
-        refuse: bool,
-    }
-
-    impl NodeLink for RecordingLink {
-        fn deliver(&self, node: &NodeId, session: SessionId, item: Outbound) -> Result<(), DeliveryError> {
-            if self.refuse {
-                return Err(DeliveryError::Gone);
-            }
-            let text = match item {
-                Outbound::Stanza(e) => e.to_xml(),
-                Outbound::Raw(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            };
-            locked(&self.delivered).push((node.clone(), session, text));
-            Ok(())
-        }
-        fn close_session(&self, node: &NodeId, session: SessionId, _error: StreamError) {
-            locked(&self.closed).push((node.clone(), session));
-        }
-        fn describe(&self) -> String {
-            "test link".into()
-        }
     }
 
     #[test]
