@@ -1,10 +1,12 @@
 //! The registry of bound sessions and of links to other domains.
 //!
-//! The router knows *where* a stanza can go: to a bound resource of a local account (through
-//! that session's bounded queue), or over a [`StanzaLink`] registered for a domain (Call
-//! Bridge components, issue 3) or the fallback link for every other domain (federation,
-//! issue 4). *What* to do with a stanza (RFC 6121 delivery rules, presence processing) lives
-//! in the feature modules, which use the router's lookups.
+//! The router knows *where* a stanza can go: to a bound resource of a local account (a
+//! [`SessionHandle`]: the session's bounded queue on this node, or a [`NodeLink`] to the
+//! node it is bound on), or over a [`StanzaLink`] registered for a domain (Call Bridge
+//! components, issue 3) or the fallback link for every other domain (federation, issue 4).
+//! *What* to do with a stanza (RFC 6121 delivery rules, presence processing) lives in
+//! [`crate::delivery`] and the feature modules, which use the router's lookups. A
+//! [`SessionObserver`] hears every change of the session table.
 //!
 //! Stanzas inside the server always carry the `jabber:client` namespace; a link to a stream
 //! with another default namespace (`jabber:component:accept`, `jabber:server`) translates at
