@@ -1,7 +1,7 @@
 //! Service Discovery (XEP-0030) for the server domain and for accounts.
 //!
 //! The feature lists are read from the iq handler table ([`crate::iq::IQ_HANDLERS`]), plus
-//! [`OTHER_SERVER_FEATURES`] for features that answer no iq of their own, so adding a
+//! `OTHER_SERVER_FEATURES` for features that answer no iq of their own, so adding a
 //! XEP never means editing this file.
 
 use crate::iq::{self, IqFuture, IqHandler, IqRequest, IqTarget, IqType};
