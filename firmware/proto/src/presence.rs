@@ -53,15 +53,6 @@ impl PresenceType {
             PresenceType::Error => Some("error"),
         }
     }
-
-    /// Whether this presence tells about availability (broadcast, directed or bounced),
-    /// as opposed to managing a subscription or asking for presence.
-    pub fn is_availability(self) -> bool {
-        matches!(
-            self,
-            PresenceType::Available | PresenceType::Unavailable | PresenceType::Error
-        )
-    }
 }
 
 impl SubscriptionType {
@@ -110,13 +101,5 @@ mod tests {
         assert_eq!(PresenceType::of(&presence(Some("Subscribe"))), None);
         assert_eq!(PresenceType::parse("available"), Some(PresenceType::Available));
         assert_eq!(PresenceType::Available.attr_value(), None);
-    }
-
-    #[test]
-    fn availability_versus_subscription() {
-        assert!(PresenceType::Unavailable.is_availability());
-        assert!(PresenceType::Error.is_availability());
-        assert!(!PresenceType::Probe.is_availability());
-        assert!(!PresenceType::Subscription(SubscriptionType::Subscribe).is_availability());
     }
 }
