@@ -3,6 +3,11 @@
 //! Names are local names with their namespace already resolved, so code matches on
 //! `(name, ns)` and never on prefixes the peer happened to choose.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
 use crate::ns;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,8 +20,9 @@ pub enum Node {
 pub struct Element {
     /// Local name, without any prefix.
     pub name: String,
-    /// Resolved namespace URI; empty when the element is in no namespace.
-    pub ns: String,
+    /// Resolved namespace URI; empty when the element is in no namespace. Shared, not
+    /// copied, between the elements a declaration applies to.
+    pub ns: Namespace,
     /// Attributes other than namespace declarations, values unescaped. Prefixed
     /// attributes keep their qualified name (`xml:lang`).
     pub attrs: Vec<(String, String)>,
@@ -24,7 +30,7 @@ pub struct Element {
 }
 
 impl Element {
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, ns: impl Into<Namespace>) -> Self {
         Element {
             name: name.into(),
             ns: ns.into(),
@@ -195,12 +201,134 @@ impl Element {
 /// its edge with this.
 pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
     if element.ns == from_ns {
-        element.ns = to_ns.to_owned();
+        element.ns = to_ns.into();
     }
     for child in &mut element.children {
         if let Node::Element(e) = child {
             retarget_namespace(e, from_ns, to_ns);
         }
+    }
+}
+
+/// A namespace URI behind a reference count. The framer makes one per `xmlns` declaration
+/// and every element in its scope holds a clone: a URI received once is stored once, however
+/// many elements it applies to (a copy per element let one stanza allocate gigabytes).
+/// Reads like a `&str` (deref, comparisons with strings, `Display`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Namespace(Arc<str>);
+
+impl Namespace {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Bytes of heap this URI occupies (its text and the two reference counts), counted once
+    /// however many elements share it.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len() + 2 * std::mem::size_of::<usize>()
+    }
+
+    /// Whether both are the same allocation (not merely equal text).
+    pub fn shares_allocation_with(&self, other: &Namespace) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Deref for Namespace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Namespace {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Namespace {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Namespace {
+    fn from(uri: &str) -> Self {
+        Namespace(Arc::from(uri))
+    }
+}
+
+impl From<&String> for Namespace {
+    fn from(uri: &String) -> Self {
+        Namespace(Arc::from(uri.as_str()))
+    }
+}
+
+impl From<String> for Namespace {
+    fn from(uri: String) -> Self {
+        Namespace(Arc::from(uri))
+    }
+}
+
+impl From<&Namespace> for Namespace {
+    fn from(uri: &Namespace) -> Self {
+        uri.clone()
+    }
+}
+
+impl From<Namespace> for String {
+    fn from(uri: Namespace) -> Self {
+        uri.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for Namespace {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Namespace {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Namespace {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Namespace> for str {
+    fn eq(&self, other: &Namespace) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<Namespace> for &str {
+    fn eq(&self, other: &Namespace) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl PartialEq<Namespace> for String {
+    fn eq(&self, other: &Namespace) -> bool {
+        **self == *other.0
     }
 }
 
