@@ -6,7 +6,7 @@
 
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::{Admin, Family, Reply, Secret};
-use sb_proto::Jid;
+use sb_proto::Domain;
 use sb_store::{FederationConfig, PrivacyMode, SecurityMode};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -396,9 +396,9 @@ fn generate_secret() -> Result<Secret, String> {
 /// The normalized domain, or why it is not one.
 pub(crate) fn normalize_domain(domain: &str) -> Result<String, String> {
     let trimmed = domain.trim().trim_end_matches('.');
-    match Jid::domain_jid(trimmed) {
-        Ok(jid) if !jid.domain().is_empty() => Ok(jid.domain().to_ascii_lowercase()),
-        _ => Err(format!("'{domain}' is not a domain")),
+    match Domain::parse(trimmed) {
+        Ok(parsed) => Ok(parsed.into_string()),
+        Err(_) => Err(format!("'{domain}' is not a domain")),
     }
 }
 

@@ -195,6 +195,21 @@ impl Element {
     }
 }
 
+/// Rewrite the stanza-content namespace of `element` and its descendants from `from_ns` to
+/// `to_ns`. Stanzas inside the server travel in `jabber:client`; a link to a stream with
+/// another default namespace (`jabber:component:accept`, `jabber:server`) translates at
+/// its edge with this.
+pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
+    if element.ns == from_ns {
+        element.ns = to_ns.into();
+    }
+    for child in &mut element.children {
+        if let Node::Element(e) = child {
+            retarget_namespace(e, from_ns, to_ns);
+        }
+    }
+}
+
 /// A namespace URI behind a reference count. The framer makes one per `xmlns` declaration
 /// and every element in its scope holds a clone: a URI received once is stored once, however
 /// many elements it applies to (a copy per element let one stanza allocate gigabytes).
@@ -376,6 +391,17 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retargets_nested_namespaces_and_leaves_others() {
+        let mut m = Element::new("message", ns::CLIENT)
+            .with_child(Element::new("body", ns::CLIENT))
+            .with_child(Element::new("composing", "http://jabber.org/protocol/chatstates"));
+        retarget_namespace(&mut m, ns::CLIENT, ns::COMPONENT);
+        assert_eq!(m.ns, ns::COMPONENT);
+        assert!(m.has_child("body", ns::COMPONENT));
+        assert!(m.has_child("composing", "http://jabber.org/protocol/chatstates"));
+    }
 
     #[test]
     fn serializes_with_minimal_namespace_declarations() {

@@ -6,7 +6,7 @@ mod status;
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::pki::{self, PkiError};
 use crate::{Admin, Family, Reply};
-use sb_proto::Jid;
+use sb_proto::Domain;
 use sb_store::{ListenTarget, TlsIdentity, XmppConfig};
 use serde::{Deserialize, Serialize};
 
@@ -171,8 +171,8 @@ fn check_component_port(admin: &Admin, addresses: Vec<String>) -> Result<Vec<Str
 }
 
 fn normalize_domain(domain: &str) -> Result<String, String> {
-    match Jid::from_parts(None, domain, None) {
-        Ok(jid) => Ok(jid.domain().to_owned()),
+    match Domain::parse(domain) {
+        Ok(domain) => Ok(domain.into_string()),
         Err(err) => Err(format!("invalid domain '{domain}': {err}")),
     }
 }

@@ -16,7 +16,7 @@ use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::sasl::{self as sasl_auth, AuthContext, Exchange, Outcome};
 use crate::stream_io::{FlushError, StreamIo, Wake};
 use crate::transport::Transport;
-use crate::{bind, session};
+use crate::{bind, legacy_session};
 use negotiation::{Mechanism, Negotiation, NegotiationConfig, Step};
 use sb_proto::sasl::encode_payload;
 use sb_proto::{
@@ -306,12 +306,12 @@ impl Connection {
             }),
             Step::Bind => self.bind(&element).await,
             Step::LegacySession => {
-                self.write_element(&session::answer(&element));
+                self.write_element(&legacy_session::answer(&element));
                 Flow::Continue
             }
             Step::Stanza => self.on_stanza(element).await,
             Step::Reject(error) => {
-                if crate::routing::may_bounce(&element) {
+                if crate::delivery::may_bounce(&element) {
                     self.write_element(&error.reply_to(&element));
                 }
                 Flow::Continue
@@ -513,7 +513,7 @@ impl Connection {
                 &self.core,
                 &session.user,
                 &session.jid,
-                session.handle.id,
+                session.handle.id(),
                 session.presence.directed,
             )
             .await;

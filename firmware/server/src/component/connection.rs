@@ -419,7 +419,7 @@ impl Connection {
                 if let Outbound::Stanza(mut stanza) = item
                     && stanza.name != "presence"
                 {
-                    crate::router::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
+                    sb_proto::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
                     self.core
                         .bounce(&stanza, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
                         .await;
