@@ -17,6 +17,7 @@
 use sb_admin::{Admin, LiveNode, LiveStatus};
 use sb_federation::{Federation, FederationTuning};
 use sb_server::{Server, ServerTuning};
+use sb_store::testing::Changes;
 use sb_store::{Store, TlsIdentity, UserCredentials};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -182,8 +183,7 @@ impl LiveNode for Live {
     fn status(&self) -> LiveStatus {
         LiveStatus::default()
     }
-    fn config_changed(&self) {}
-    fn user_changed(&self, _user: &str) {}
+    fn wait_reconciled(&self, _seq: u64) {}
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
         Some(self.0.admin_handle())
     }

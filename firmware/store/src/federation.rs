@@ -139,7 +139,7 @@ impl Store {
 
     /// Read, change and write back; the caller (`Store::apply`) holds the write lock and
     /// flushes. The closure must be a pure function of its input.
-    pub(crate) fn update_federation_config<T>(
+    pub(crate) fn edit_federation_config<T>(
         &self,
         change: impl FnOnce(&mut FederationConfig) -> Result<T>,
     ) -> Result<T> {

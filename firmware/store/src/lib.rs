@@ -22,6 +22,8 @@ mod offline;
 mod roster;
 mod secret;
 mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod users;
 mod writer;
 
