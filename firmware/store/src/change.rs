@@ -134,6 +134,9 @@ pub enum Applied {
     },
 }
 
+/// A tree's name and its entries, in key order (see [`Store::export`]).
+pub type ExportedTree = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// One entry of the change feed.
 #[derive(Clone, Debug)]
 pub struct Published {
@@ -336,7 +339,7 @@ impl Store {
 
     /// Every tree (but sled's default one, which the store does not use) as ordered
     /// key/value pairs: what two replicas compare, and what a snapshot will carry.
-    pub fn export(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>> {
+    pub fn export(&self) -> Result<Vec<ExportedTree>> {
         let _guard = self.lock();
         let mut trees = Vec::new();
         for name in crate::migrations::TREES {

@@ -28,7 +28,7 @@ mod users;
 mod writer;
 
 pub use callbridge::CallBridge;
-pub use change::{Applied, ConfigChange, FeedEvent, PrivacyList, Published};
+pub use change::{Applied, ConfigChange, ExportedTree, FeedEvent, PrivacyList, Published};
 pub use config::{NodeConfig, ServiceConfig, TlsIdentity, XmppConfig};
 pub use error::{Result, StoreError};
 pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};

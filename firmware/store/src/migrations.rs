@@ -66,7 +66,7 @@ fn split_config_and_count_offline(db: &Db) -> Result<()> {
         let legacy: crate::XmppConfig = crate::decode(|| "config/xmpp".to_owned(), &raw)?;
         let service = crate::encode("config/service", &legacy.service())?;
         let node = crate::encode("config/node", &legacy.node())?;
-        (&config).transaction(|tree| {
+        config.transaction(|tree| {
             tree.insert(crate::config::SERVICE_KEY, service.as_slice())?;
             tree.insert(crate::config::NODE_KEY, node.as_slice())?;
             tree.remove(crate::config::LEGACY_XMPP_KEY)?;
