@@ -262,3 +262,46 @@ pub(crate) fn system_hostname() -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::run;
+
+    /// A cluster's writer that cannot reach a majority.
+    struct NoQuorumWriter;
+
+    impl ConfigWriter for NoQuorumWriter {
+        fn write(&self, _change: ConfigChange) -> Result<Written, WriteError> {
+            Err(WriteError::NoQuorum {
+                unreachable: vec!["node2".to_owned(), "node3".to_owned()],
+            })
+        }
+    }
+
+    #[test]
+    fn a_write_without_quorum_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = crate::testing::admin(dir.path()).with_writer(Arc::new(NoQuorumWriter));
+        let reply = run(&admin, "xmpp enable");
+        assert!(!reply.ok);
+        assert_eq!(reply.text, "FAILURE: no quorum (node2, node3)");
+        assert!(!admin.store().xmpp_config().unwrap().enabled);
+        let reply = run(&admin, "federation disable");
+        assert_eq!(reply.text, "FAILURE: no quorum (node2, node3)");
+    }
+
+    #[test]
+    fn mmp_without_a_daemon_writes_to_the_local_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = crate::testing::admin(dir.path());
+        assert!(run(&admin, "xmpp domain example.com").ok);
+        assert!(run(&admin, "xmpp enable").ok);
+        assert!(run(&admin, "xmpp callbridge port 15223").ok);
+        let config = admin.store().xmpp_config().unwrap();
+        assert_eq!(config.domain, "example.com");
+        assert!(config.enabled);
+        assert_eq!(admin.store().service_config().unwrap().domain, "example.com");
+        assert_eq!(admin.store().node_config().unwrap().component_port, 15223);
+    }
+}

@@ -87,7 +87,9 @@ impl PrivacyMode {
 #[serde(default)]
 pub struct FederationConfig {
     pub enabled: bool,
-    /// Shared by every node (XEP-0185 keys); `None` until set or generated.
+    /// Must be the same on every node of a cluster (XEP-0185 keys; set it with
+    /// `federation dialback-secret` on each node until configuration replicates); `None`
+    /// until set or generated.
     pub dialback_secret: Option<Secret>,
     pub security: SecurityMode,
     /// Verify the peer's certificate chain (system roots plus `trust_bundle`). The peer
