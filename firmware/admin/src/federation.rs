@@ -15,7 +15,10 @@ use std::fmt::Write;
 /// What the running daemon's federation subsystem offers the admin layer. Plain calls from
 /// the admin's blocking thread; the daemon does the work on its runtime.
 pub trait FederationLive: Send + Sync {
-    /// Re-read federation and DNS settings and apply them (returns once applied).
+    /// Re-read federation and DNS settings and apply them (returns once applied). The admin
+    /// layer no longer calls it: xmppd's reconciler reloads federation from the store's change
+    /// feed. Kept so the federation adapter (federation/src/live.rs, moving into the daemon)
+    /// needs no change now; drop it when that adapter moves.
     fn reload(&self) -> Result<(), String>;
     fn status(&self) -> FederationLiveStatus;
     /// SRV records of `domain` for the client, component and server services, the addresses
