@@ -84,6 +84,8 @@ pub enum ConfigChange {
         target: String,
         add: bool,
     },
+    /// The resolver's nameservers. Shared, not node-local: see `federation.rs` (nodes of one
+    /// cluster must resolve peer domains the same way).
     SetDns(DnsConfig),
     /// The generic settings space (JSON values).
     PutSetting {
