@@ -24,6 +24,7 @@ pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
     use ConfigChange as C;
     match event {
         FeedEvent::NodeConfigChanged => vec![Reaction::ReloadServer, Reaction::ReloadFederation],
+        FeedEvent::OfflineQueued { .. } => Vec::new(),
         FeedEvent::Change(change) => match &**change {
             // Listen addresses, domain and certificate matter to federation too.
             C::SetService(_) => vec![Reaction::ReloadServer, Reaction::ReloadFederation],

@@ -153,6 +153,10 @@ pub enum FeedEvent {
     Change(Arc<ConfigChange>),
     /// This node's [`crate::NodeConfig`] was replaced.
     NodeConfigChanged,
+    /// [`ConfigChange::PushOffline`] without its message: the feed may hold up to
+    /// `FEED_CAPACITY` events for a slow subscriber, and that many stanzas (up to the
+    /// stanza size limit each) would be far too much memory. The queue is in the store.
+    OfflineQueued { user: String },
 }
 
 /// Events a subscriber may fall behind by before it is told it lagged (and must reload
@@ -174,7 +178,11 @@ impl Store {
         let guard = self.lock();
         let applied = self.apply_locked(change)?;
         self.flush()?;
-        let seq = self.publish(FeedEvent::Change(Arc::new(change.clone())));
+        let event = match change {
+            ConfigChange::PushOffline { user, .. } => FeedEvent::OfflineQueued { user: user.clone() },
+            other => FeedEvent::Change(Arc::new(other.clone())),
+        };
+        let seq = self.publish(event);
         drop(guard);
         Ok((applied, seq))
     }

@@ -196,6 +196,26 @@ fn the_feed_carries_every_applied_change_in_order_and_reports_lag() {
     assert!(feed.try_recv().is_err());
     assert_eq!(store.last_seq(), 2);
 
+    // A queued message is announced without its body (bounded feed memory).
+    store
+        .apply(&C::AddUser {
+            name: "alice".into(),
+            credentials: UserCredentials::new("pw").unwrap(),
+        })
+        .unwrap();
+    store
+        .apply(&C::PushOffline {
+            user: "alice".into(),
+            stanza: b"<message/>".to_vec(),
+            limit: 10,
+        })
+        .unwrap();
+    assert!(matches!(feed.try_recv().unwrap().event, sb_store::FeedEvent::Change(_)));
+    assert!(matches!(
+        feed.try_recv().unwrap().event,
+        sb_store::FeedEvent::OfflineQueued { user } if user == "alice"
+    ));
+
     // A subscriber that falls far behind is told so (and reloads everything).
     let mut slow = store.subscribe();
     for n in 0..1100u32 {
