@@ -7,6 +7,7 @@ use sb_federation::{AuthMethod, Direction, Federation, FederationTuning, LinkSta
 use sb_proto::{Element, StanzaErrorCondition, ns};
 use sb_server::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use sb_server::{Server, ServerTuning};
+use sb_store::testing::Changes;
 use sb_store::{PrivacyMode, Secret, SecurityMode, Store, TlsIdentity};
 use std::net::SocketAddr;
 use std::sync::Arc;

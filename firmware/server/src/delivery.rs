@@ -261,7 +261,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let core = test_core(dir.path());
         let credentials = sb_store::UserCredentials::new("pencil").unwrap();
-        core.storage.store().add_user("juliet", &credentials).unwrap();
+        core.storage
+            .store()
+            .apply(&sb_store::ConfigChange::AddUser {
+                name: "juliet".into(),
+                credentials,
+            })
+            .unwrap();
         let (link, _) = juliet_on_node_b(&core);
         core.route(chat("romeo@example.net/orchard", "juliet@example.com"))
             .await;

@@ -43,19 +43,9 @@ impl FederationAdmin {
         });
         rx.recv_timeout(CALL_TIMEOUT).map_err(|_| CallError::Timeout)
     }
-
-    fn reload(&self) -> Result<(), CallError> {
-        let federation = Arc::clone(&self.0);
-        Ok(self.block_on(async move { federation.reload().await })??)
-    }
 }
 
 impl FederationLive for FederationAdmin {
-    /// The admin layer's trait speaks strings; the error is typed up to here.
-    fn reload(&self) -> Result<(), String> {
-        FederationAdmin::reload(self).map_err(|e| e.to_string())
-    }
-
     fn status(&self) -> FederationLiveStatus {
         let status = self.0.status();
         FederationLiveStatus {
