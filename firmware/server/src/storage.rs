@@ -1,10 +1,11 @@
 //! The server's view of the store: the few calls it makes, in the shapes it needs.
 //!
 //! Reads go to the store (served from sled's cache, called directly). Writes (rosters,
-//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: the local store on a
-//! single node, the replicated log in a cluster. A write is flushed (an fsync) and may later
-//! wait for a quorum, so writes run on tokio's blocking pool and never stall a runtime worker. Keeping every store call in this file also keeps the rest of the
-//! crate independent of the store's exact types.
+//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: today the local
+//! store (there is no cluster yet), later the replicated log. A write is flushed (an fsync)
+//! and may later wait for a quorum, so writes run on tokio's blocking pool and never stall a
+//! runtime worker. Keeping every store call in this file also keeps the rest of the crate
+//! independent of the store's exact types.
 
 use sb_proto::Jid;
 use sb_proto::sasl::UserCredentials;
