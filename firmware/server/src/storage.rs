@@ -18,6 +18,10 @@ pub enum StorageError {
     Store(String),
     #[error("the offline queue of this account is full")]
     OfflineQueueFull,
+    /// The writer could not reach a quorum (a cluster cut off from its majority): the change
+    /// was not made. Never returned by a single node's local writer.
+    #[error("no quorum ({})", .unreachable.join(", "))]
+    NoQuorum { unreachable: Vec<String> },
     #[error("a blocking store task failed: {0}")]
     Task(String),
 }
@@ -178,6 +182,7 @@ impl Storage {
             .map(|written| written.applied)
             .map_err(|e| match e {
                 WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
+                WriteError::NoQuorum { unreachable } => StorageError::NoQuorum { unreachable },
                 other => StorageError::Store(other.to_string()),
             })
     }
