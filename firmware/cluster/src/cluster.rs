@@ -107,6 +107,7 @@ impl Cluster {
         });
         let tasks = vec![
             tokio::spawn(transport::serve(
+                id,
                 listener,
                 TlsAcceptor::from(tls.server),
                 Arc::downgrade(&inner),

@@ -233,17 +233,33 @@ impl Transport {
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let handshake = self.connector.connect(peer_server_name(), tcp);
-        match tokio::time::timeout(self.timing.handshake_timeout, handshake).await {
-            Err(_) => Err(TransportError::Timeout("TLS handshake")),
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => match certificate_problem(&e) {
-                Some(problem) => {
-                    let reason = format!("{addr} {problem}");
-                    self.faults.record(addr, &reason);
-                    Err(TransportError::Untrusted(reason))
-                }
-                None => Err(TransportError::Handshake(e.to_string())),
-            },
+        let mut conn = match tokio::time::timeout(self.timing.handshake_timeout, handshake).await {
+            Err(_) => return Err(TransportError::Timeout("TLS handshake")),
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return match certificate_problem(&e) {
+                    Some(problem) => {
+                        let reason = format!("{addr} {problem}");
+                        self.faults.record(addr, &reason);
+                        Err(TransportError::Untrusted(reason))
+                    }
+                    None => Err(TransportError::Handshake(e.to_string())),
+                };
+            }
+        };
+        // In TLS 1.3 the server judges our certificate after our side finished the
+        // handshake; its greeting (or its alert) tells us the verdict before we send anything.
+        let greeting = tokio::time::timeout(
+            self.timing.handshake_timeout,
+            read_frame(&mut conn, self.timing.max_frame),
+        )
+        .await
+        .map_err(|_| TransportError::Timeout("greeting"))?
+        .map_err(|e| self.io_error(addr, e))?;
+        match serde_json::from_slice::<Response>(&greeting) {
+            Ok(Response::Pong { .. }) => Ok(conn),
+            Ok(other) => Err(TransportError::Protocol(format!("greeting {other:?}"))),
+            Err(e) => Err(TransportError::Protocol(e.to_string())),
         }
     }
 
@@ -291,6 +307,7 @@ pub(crate) trait Handler: Send + Sync + 'static {
 
 /// Accept and serve cluster links until the task is aborted (which aborts every link too).
 pub(crate) async fn serve<H: Handler>(
+    me: NodeId,
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handler: Weak<H>,
@@ -303,6 +320,7 @@ pub(crate) async fn serve<H: Handler>(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     links.spawn(serve_link(
+                        me,
                         tcp,
                         peer,
                         acceptor.clone(),
@@ -322,6 +340,7 @@ pub(crate) async fn serve<H: Handler>(
 }
 
 async fn serve_link<H: Handler>(
+    me: NodeId,
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
@@ -344,6 +363,13 @@ async fn serve_link<H: Handler>(
         }
         Ok(Ok(tls)) => tls,
     };
+    // The greeting: the peer reads it before sending, so it learns we accepted its
+    // certificate (see `Transport::dial`).
+    let greeting = serde_json::to_vec(&Response::Pong { id: me }).unwrap_or_default();
+    if let Err(e) = write_frame(&mut tls, &greeting, timing.max_frame).await {
+        log::info!("cluster: link from {peer} closed before the greeting: {e}");
+        return;
+    }
     loop {
         let frame = match tokio::time::timeout(INBOUND_IDLE, read_frame(&mut tls, timing.max_frame)).await {
             Err(_) | Ok(Err(FrameError::Closed)) => return,
