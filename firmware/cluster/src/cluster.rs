@@ -225,6 +225,15 @@ impl Cluster {
     }
 }
 
+impl Drop for Inner {
+    /// A handle dropped without `shutdown` still frees the cluster port.
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
 impl Inner {
     fn metrics(&self) -> RaftMetrics<NodeId, Member> {
         self.raft.metrics().borrow().clone()
@@ -516,8 +525,16 @@ impl Inner {
             })
             .collect();
         let last_state_change = self.last_state_change.lock().unwrap_or_else(|e| e.into_inner()).1;
+        let quorum = match metrics.current_leader {
+            Some(leader) if leader == self.id => self.leader_has_quorum(&metrics),
+            Some(leader) => membership
+                .get_node(&leader)
+                .is_some_and(|m| self.transport.health(&m.addr).1 == Health::Reachable),
+            None => false,
+        };
         ClusterStatus {
             node_id: self.id,
+            quorum,
             state: node_state(metrics.state),
             term: metrics.current_term,
             leader: metrics.current_leader,

@@ -59,22 +59,17 @@ impl PeerLink {
                 target: self.target,
                 timeout: ttl,
             }),
-            TransportError::Connect(_) | TransportError::Handshake(_) | TransportError::Untrusted(_) => {
-                RPCError::Unreachable(Unreachable::new(&err))
-            }
+            TransportError::Connect(_)
+            | TransportError::Handshake(_)
+            | TransportError::Untrusted(_)
+            | TransportError::Replaced(_) => RPCError::Unreachable(Unreachable::new(&err)),
             TransportError::Io(_) | TransportError::Protocol(_) => RPCError::Network(NetworkError::new(&err)),
         }
     }
 
     fn unexpected<E: std::error::Error>(&self, response: Response) -> RPCError<NodeId, Member, RaftError<NodeId, E>> {
-        let err = match response {
-            Response::WrongNode { actual } => {
-                TransportError::Protocol(format!("{} is now node {actual}, not {}", self.addr, self.target))
-            }
-            other => TransportError::Protocol(format!("unexpected answer {other:?}")),
-        };
-        // A node with another identity at that address is as good as absent.
-        RPCError::Unreachable(Unreachable::new(&err))
+        let err = TransportError::Protocol(format!("unexpected answer {response:?}"));
+        RPCError::Network(NetworkError::new(&err))
     }
 
     async fn send(&self, request: Request, ttl: Duration) -> Result<Response, TransportError> {

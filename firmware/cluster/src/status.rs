@@ -57,6 +57,8 @@ pub struct ClusterStatus {
     pub state: NodeState,
     pub term: u64,
     pub leader: Option<NodeId>,
+    /// A leader backed by a majority is known and answers: writes can succeed.
+    pub quorum: bool,
     pub members: Vec<MemberStatus>,
     pub last_state_change: SystemTime,
     /// Index of the last entry in this node's log, and of the last one applied.

@@ -42,6 +42,9 @@ pub(crate) enum TransportError {
     Io(String),
     #[error("bad response: {0}")]
     Protocol(String),
+    /// Another identity answers at the address (the node was reset).
+    #[error("{0}")]
+    Replaced(String),
 }
 
 /// A certificate problem behind a TLS failure, in words; `None` for other failures.
@@ -150,6 +153,9 @@ impl Transport {
         })
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
         let result = match tokio::time::timeout(ttl, self.call_inner(addr, &payload)).await {
+            Ok(Ok(Response::WrongNode { actual })) => {
+                Err(TransportError::Replaced(format!("{addr} is node {actual:016x} now")))
+            }
             Ok(result) => result,
             Err(_) => Err(TransportError::Timeout("no answer")),
         };

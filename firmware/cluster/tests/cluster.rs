@@ -50,11 +50,12 @@ async fn three_nodes_apply_the_same_entries_in_the_same_order() {
     // Status: one leader line, (me) once, every peer healthy.
     h.wait_until("every peer reachable from every node", |h| {
         (0..3).all(|i| {
-            h.cluster(i)
-                .status()
-                .members
-                .iter()
-                .all(|m| matches!(m.health, Health::Me | Health::Reachable) && m.last_contact.is_some())
+            let status = h.cluster(i).status();
+            status.quorum
+                && status
+                    .members
+                    .iter()
+                    .all(|m| matches!(m.health, Health::Me | Health::Reachable) && m.last_contact.is_some())
         })
     })
     .await;
@@ -112,6 +113,10 @@ async fn without_a_majority_writes_fail_naming_the_unreachable_nodes() {
             .filter(|m| matches!(m.health, Health::Unreachable { .. }))
             .count()
             == 2
+    })
+    .await;
+    h.wait_until("the survivor knows it has no quorum", |h| {
+        !h.cluster(survivor).status().quorum
     })
     .await;
     match h.cluster(survivor).propose(entry("lost")).await {
