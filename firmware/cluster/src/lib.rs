@@ -20,6 +20,8 @@ mod rpc;
 mod state;
 mod state_machine;
 mod status;
+#[cfg(test)]
+mod storage_tests;
 mod tls;
 mod transport;
 
