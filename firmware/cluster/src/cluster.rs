@@ -1,7 +1,7 @@
 //! The handle the daemon drives: open a node, form or join a cluster, propose entries, read
 //! the status, shut down.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -195,6 +195,12 @@ impl Cluster {
     /// Replicate `entry` and return the state's answer once it is applied on the leader.
     /// A follower passes the entry to the leader.
     pub async fn propose(&self, entry: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        // base64 in JSON grows it by a third; half a frame leaves room for the envelope and
+        // for a few entries replicated together.
+        let max = self.inner.timing.max_frame / 2 * 3 / 4;
+        if entry.len() > max {
+            return Err(ProposeError::TooLarge { size: entry.len(), max });
+        }
         self.inner.propose(entry, true).await
     }
 
@@ -598,11 +604,12 @@ async fn watch_state(
 }
 
 /// Probe every other member, so each node knows every peer's health (followers do not
-/// otherwise talk to each other).
+/// otherwise talk to each other). At most one probe per peer is in flight.
 async fn probe_members(inner: std::sync::Weak<Inner>) {
+    let mut in_flight: HashMap<NodeId, JoinHandle<()>> = HashMap::new();
     loop {
         let Some(strong) = inner.upgrade() else {
-            return;
+            break;
         };
         let interval = strong.timing.probe_interval;
         let ttl = strong.timing.unreachable_after;
@@ -616,18 +623,20 @@ async fn probe_members(inner: std::sync::Weak<Inner>) {
             .collect();
         let transport = Arc::clone(&strong.transport);
         drop(strong);
-        let probes = peers.into_iter().map(|(id, addr)| {
-            let transport = Arc::clone(&transport);
-            async move {
-                let _ = transport.call(&addr, Some(id), Request::Ping, ttl).await;
+        in_flight.retain(|id, probe| !probe.is_finished() && peers.iter().any(|(peer, _)| peer == id));
+        for (id, addr) in peers {
+            if in_flight.contains_key(&id) {
+                continue;
             }
-        });
-        let mut set = tokio::task::JoinSet::new();
-        for probe in probes {
-            set.spawn(probe);
+            let transport = Arc::clone(&transport);
+            let probe = tokio::spawn(async move {
+                let _ = transport.call(&addr, Some(id), Request::Ping, ttl).await;
+            });
+            in_flight.insert(id, probe);
         }
         tokio::time::sleep(interval).await;
-        // Probes still running past the interval are slow peers: stop waiting for them.
-        set.abort_all();
+    }
+    for probe in in_flight.into_values() {
+        probe.abort();
     }
 }

@@ -39,6 +39,9 @@ pub enum ProposeError {
     /// The replicated state refused the entry (deterministic, on every node alike).
     #[error("{0}")]
     Rejected(String),
+    /// The entry could not travel in one frame; it is refused before reaching the log.
+    #[error("entry of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
     #[error("cluster stopped: {0}")]
     Stopped(String),
 }

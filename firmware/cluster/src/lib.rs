@@ -9,6 +9,7 @@
 //! Defaults (see [`Timing`]): heartbeat 50 ms, election timeout 150–300 ms, so on loopback a
 //! dead leader is replaced well inside one second.
 
+mod b64;
 mod cluster;
 mod config;
 mod error;
@@ -56,14 +57,14 @@ impl fmt::Display for Member {
 
 /// One proposed entry: opaque bytes for the [`ReplicatedState`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Proposal(pub Vec<u8>);
+pub struct Proposal(#[serde(with = "b64")] pub Vec<u8>);
 
 /// What applying an entry gave, returned to whoever proposed it. A rejection is a
 /// deterministic application answer (every replica rejects the same entry the same way), not
 /// a fault.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum ApplyOutcome {
-    Applied(Vec<u8>),
+    Applied(#[serde(with = "b64")] Vec<u8>),
     Rejected(String),
 }
 

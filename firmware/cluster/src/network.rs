@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
 use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -62,7 +64,8 @@ impl PeerLink {
             TransportError::Connect(_)
             | TransportError::Handshake(_)
             | TransportError::Untrusted(_)
-            | TransportError::Replaced(_) => RPCError::Unreachable(Unreachable::new(&err)),
+            | TransportError::Replaced(_)
+            | TransportError::TooLarge(_) => RPCError::Unreachable(Unreachable::new(&err)),
             TransportError::Io(_) | TransportError::Protocol(_) => RPCError::Network(NetworkError::new(&err)),
         }
     }
@@ -84,7 +87,12 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let ttl = option.hard_ttl();
+        let entries = rpc.entries.len() as u64;
         match self.send(Request::AppendEntries(rpc), ttl).await {
+            // openraft retries with fewer entries.
+            Err(TransportError::TooLarge(_)) if entries > 1 => Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            )),
             Ok(Response::AppendEntries(Ok(answer))) => Ok(answer),
             Ok(Response::AppendEntries(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             Ok(other) => Err(self.unexpected(other)),

@@ -25,7 +25,7 @@ pub(crate) enum Request {
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A client write a follower passes to the leader.
-    Forward(Vec<u8>),
+    Forward(#[serde(with = "crate::b64")] Vec<u8>),
     /// Add the node `id`, reachable at `addr`, as a voter (replacing a stale entry).
     Join {
         id: NodeId,

@@ -42,6 +42,9 @@ pub(crate) enum TransportError {
     Io(String),
     #[error("bad response: {0}")]
     Protocol(String),
+    /// The request does not fit in one frame.
+    #[error("request of {0} bytes exceeds the frame limit")]
+    TooLarge(usize),
     /// Another identity answers at the address (the node was reset).
     #[error("{0}")]
     Replaced(String),
@@ -152,6 +155,9 @@ impl Transport {
             request,
         })
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        if payload.len() > self.timing.max_frame {
+            return Err(TransportError::TooLarge(payload.len()));
+        }
         let result = match tokio::time::timeout(ttl, self.call_inner(addr, &payload)).await {
             Ok(Ok(Response::WrongNode { actual })) => {
                 Err(TransportError::Replaced(format!("{addr} is node {actual:016x} now")))

@@ -282,3 +282,31 @@ async fn a_dead_member_is_removed_from_another_node() {
     h.propose_ok(asker, b"two left").await;
     h.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_entries_reach_a_returning_node_in_batches_that_fit_a_frame() {
+    let timing = Timing {
+        max_frame: 1024 * 1024,
+        ..Timing::default()
+    };
+    let mut h = Harness::with_timing(40, 3, timing);
+    h.form().await;
+    let too_big = vec![b'x'; 1024 * 1024];
+    assert!(matches!(
+        h.cluster(0).propose(too_big).await,
+        Err(ProposeError::TooLarge { .. })
+    ));
+    h.stop(2).await;
+    let leader = h.wait_leader().await;
+    // Ten entries of 200 KiB: together far more than one frame.
+    let mut expected = Vec::new();
+    for n in 0..10u8 {
+        let big = vec![b'a' + n; 200 * 1024];
+        h.propose_ok(leader, &big).await;
+        expected.push(big);
+    }
+    h.start(2).await;
+    let all = h.wait_converged(&expected).await;
+    assert_eq!(all, expected);
+    h.shutdown_all().await;
+}
