@@ -147,9 +147,16 @@ impl Cluster {
         }
     }
 
-    /// Join the cluster that the node at `addr` belongs to (`xmpp cluster join`). Returns once
-    /// this node is a voter. A stale entry for this node's address (a node reset since) is
-    /// replaced, never kept beside it.
+    /// Join the cluster that the node at `addr` belongs to (`xmpp cluster join`): the leader
+    /// adds this node as a learner, waits for it to catch up, then makes it a voter. Returns
+    /// once that membership is committed.
+    ///
+    /// Re-joining (CSCvi67717): a node's cluster address is what identifies it to an
+    /// administrator, so any other member recorded at this node's address is a stale entry
+    /// (the node was reset and came back with a fresh identity) and is removed in the same
+    /// membership change; it is never listed beside the new one. A node that kept its
+    /// identity but moved address has its address updated. Joining again as an existing
+    /// voter changes nothing.
     pub async fn join(&self, addr: &str) -> Result<(), MembershipError> {
         let inner = &self.inner;
         let metrics = inner.metrics();
