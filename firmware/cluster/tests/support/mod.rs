@@ -1,4 +1,4 @@
-//! A test cluster on 127.0.<net>.x: real TCP, mutual TLS with certificates from a test CA,
+//! A test cluster on 127.0.<net>.x (one port for all): real TCP, mutual TLS with certificates from a test CA,
 //! sled in temporary folders. Every wait is bounded polling; no assertion depends on timing.
 
 #![allow(dead_code)]
@@ -159,11 +159,14 @@ pub struct Node {
     pub state: Arc<TestState>,
 }
 
-/// Nodes 127.0.<net>.1, .2, ... on the default cluster port, each with its own folder.
+/// Nodes 127.0.<net>.1, .2, ..., each with its own folder.
 pub struct Harness {
     pub base: tempfile::TempDir,
     pub ca: Ca,
     pub net: u8,
+    /// One port for every node (each has its own address): free when the harness was made,
+    /// so two test runs at once do not collide on the default port.
+    pub port: u16,
     pub timing: Timing,
     pub nodes: Vec<Option<Node>>,
     /// Leader seen in each term, across every status poll of the test.
@@ -176,10 +179,16 @@ impl Harness {
     }
 
     pub fn with_timing(net: u8, count: usize, timing: Timing) -> Harness {
+        let first = IpAddr::V4(Ipv4Addr::new(127, 0, net, 1));
+        let port = std::net::TcpListener::bind((first, 0))
+            .and_then(|probe| probe.local_addr())
+            .map(|addr| addr.port())
+            .unwrap_or(DEFAULT_CLUSTER_PORT);
         Harness {
             base: tempfile::tempdir().unwrap(),
             ca: Ca::new("Switchboard Test CA"),
             net,
+            port,
             timing,
             nodes: (0..count).map(|_| None).collect(),
             leaders: BTreeMap::new(),
@@ -191,7 +200,7 @@ impl Harness {
     }
 
     pub fn addr(&self, i: usize) -> String {
-        SocketAddr::new(self.ip(i), DEFAULT_CLUSTER_PORT).to_string()
+        SocketAddr::new(self.ip(i), self.port).to_string()
     }
 
     pub fn dir(&self, i: usize) -> PathBuf {
@@ -217,7 +226,7 @@ impl Harness {
         let state = TestState::open(&dir);
         let options = ClusterOptions {
             dir,
-            listen: SocketAddr::new(self.ip(i), DEFAULT_CLUSTER_PORT),
+            listen: SocketAddr::new(self.ip(i), self.port),
             advertise: None,
             tls: identity,
             timing: self.timing.clone(),
