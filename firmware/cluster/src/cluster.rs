@@ -26,6 +26,8 @@ use crate::{ApplyOutcome, Member, NodeId, Proposal, TypeConfig};
 
 /// Pause between attempts while waiting for a leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// How long `shutdown` waits for openraft's storage tasks, in `RETRY_PAUSE` steps (5 s).
+const SHUTDOWN_POLLS: usize = 250;
 /// A join or remove request may be passed on this many times to reach the leader.
 const MAX_HOPS: usize = 4;
 
@@ -44,6 +46,8 @@ struct Inner {
     timing: Timing,
     last_state_change: Arc<Mutex<(NodeState, SystemTime)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Held by openraft's storage tasks; gone once they all ended.
+    db: std::sync::Weak<RaftDb>,
 }
 
 fn node_state(state: ServerState) -> NodeState {
@@ -104,6 +108,7 @@ impl Cluster {
             timing: timing.clone(),
             last_state_change: Arc::new(Mutex::new((initial, SystemTime::now()))),
             tasks: Mutex::new(Vec::new()),
+            db: Arc::downgrade(&db),
         });
         let tasks = vec![
             tokio::spawn(transport::serve(
@@ -234,7 +239,17 @@ impl Cluster {
             .raft
             .shutdown()
             .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        // openraft's state-machine and replication tasks end just after its core: wait for
+        // them (bounded), so the databases and the replicated state are released when this
+        // returns and the node can be opened again at once.
+        for _ in 0..SHUTDOWN_POLLS {
+            if self.inner.db.strong_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        Ok(())
     }
 }
 
@@ -576,7 +591,11 @@ impl Handler for Inner {
                 if !self.is_leader() {
                     return self.not_leader();
                 }
-                Response::Forward(self.propose(entry, false).await)
+                match self.propose(entry, false).await {
+                    // Leadership moved while the entry waited: the sender retries there.
+                    Err(ProposeError::NoQuorum { .. }) if !self.is_leader() => self.not_leader(),
+                    answer => Response::Forward(answer),
+                }
             }
             Request::Join { id, addr } => {
                 if !self.is_leader() {

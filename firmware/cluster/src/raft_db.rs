@@ -35,11 +35,10 @@ impl RaftDb {
         let db = loop {
             attempt += 1;
             match sled::Config::new().path(&path).cache_capacity(CACHE_BYTES).open() {
-                Err(sled::Error::Io(err))
-                    if attempt < OPEN_ATTEMPTS && err.kind() == std::io::ErrorKind::WouldBlock =>
-                {
-                    std::thread::sleep(OPEN_RETRY)
-                }
+                // The lock of a database a node just closed (sled reports it as an I/O error
+                // of kind Other, not WouldBlock); a real I/O fault still surfaces after the
+                // last attempt.
+                Err(sled::Error::Io(_)) if attempt < OPEN_ATTEMPTS => std::thread::sleep(OPEN_RETRY),
                 other => break other?,
             }
         };

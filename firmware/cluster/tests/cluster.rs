@@ -312,3 +312,30 @@ async fn large_entries_reach_a_returning_node_in_batches_that_fit_a_frame() {
     assert_eq!(all, expected);
     h.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restarted_from_disk_keeps_its_state() {
+    let mut h = Harness::new(41, 3);
+    h.form().await;
+    let ids: Vec<u64> = (0..3).map(|i| h.cluster(i).node_id()).collect();
+    let mut expected = Vec::new();
+    for n in 0..5 {
+        let e = entry(&format!("kept-{n}"));
+        h.propose_ok(n % 3, &e).await;
+        expected.push(e);
+    }
+    h.wait_converged(&expected).await;
+    h.shutdown_all().await;
+    for i in 0..3 {
+        h.start(i).await;
+    }
+    assert_eq!((0..3).map(|i| h.cluster(i).node_id()).collect::<Vec<_>>(), ids);
+    h.wait_leader().await;
+    h.wait_members(3).await;
+    let after = entry("after-restart");
+    h.propose_ok(1, &after).await;
+    expected.push(after);
+    let all = h.wait_converged(&expected).await;
+    assert_eq!(all, expected, "nothing lost, nothing applied twice");
+    h.shutdown_all().await;
+}
