@@ -220,6 +220,13 @@ impl Cluster {
         self.inner.status()
     }
 
+    /// Cut this node off from the members at `addrs` (an empty list heals): it neither calls
+    /// them nor answers them. Simulates a network partition, for tests.
+    #[doc(hidden)]
+    pub fn set_blocked_peers(&self, addrs: &[String]) {
+        self.inner.transport.set_blocked(addrs.iter().cloned().collect());
+    }
+
     /// Peers refused at the TLS level (untrusted certificate, either direction).
     pub fn peer_faults(&self) -> Vec<PeerFault> {
         self.inner.faults.snapshot()
@@ -577,7 +584,18 @@ impl Inner {
 }
 
 impl Handler for Inner {
-    async fn handle(self: Arc<Self>, envelope: Envelope) -> Response {
+    async fn handle(self: Arc<Self>, envelope: Envelope) -> Option<Response> {
+        if let Some(from) = self.member_addr(envelope.from)
+            && self.transport.is_blocked(&from)
+        {
+            return None;
+        }
+        Some(self.answer(envelope).await)
+    }
+}
+
+impl Inner {
+    async fn answer(self: Arc<Self>, envelope: Envelope) -> Response {
         if let Some(to) = envelope.to
             && to != self.id
         {

@@ -2,7 +2,7 @@
 //! pair, connections kept per peer for reuse. It also keeps what the status display needs:
 //! each peer's last contact and health, and the peers refused at the TLS level.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
@@ -117,6 +117,8 @@ pub(crate) struct Transport {
     connector: TlsConnector,
     timing: Timing,
     idle: Mutex<HashMap<String, Vec<ClientConn>>>,
+    /// Peers this node neither calls nor answers (a simulated partition, for tests).
+    blocked: Mutex<HashSet<String>>,
     contacts: Mutex<HashMap<String, Contact>>,
     pub faults: Arc<Faults>,
 }
@@ -135,6 +137,7 @@ impl Transport {
             connector,
             timing,
             idle: Mutex::new(HashMap::new()),
+            blocked: Mutex::new(HashSet::new()),
             contacts: Mutex::new(HashMap::new()),
             faults,
         }
@@ -155,6 +158,11 @@ impl Transport {
             request,
         })
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        if self.is_blocked(addr) {
+            let result = Err(TransportError::Connect("link blocked (partition)".to_owned()));
+            self.note(addr, &result);
+            return result;
+        }
         if payload.len() > self.timing.max_frame {
             return Err(TransportError::TooLarge(payload.len()));
         }
@@ -182,6 +190,19 @@ impl Transport {
         }
         let conn = self.dial(addr).await?;
         self.exchange(addr, conn, payload).await
+    }
+
+    pub fn set_blocked(&self, addrs: HashSet<String>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for addr in &addrs {
+            idle.remove(addr);
+        }
+        drop(idle);
+        *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
+    }
+
+    pub fn is_blocked(&self, addr: &str) -> bool {
+        self.blocked.lock().unwrap_or_else(|e| e.into_inner()).contains(addr)
     }
 
     fn take_idle(&self, addr: &str) -> Option<ClientConn> {
@@ -314,7 +335,8 @@ impl Transport {
 
 /// What answers requests arriving on the cluster port.
 pub(crate) trait Handler: Send + Sync + 'static {
-    fn handle(self: Arc<Self>, envelope: Envelope) -> impl Future<Output = Response> + Send;
+    /// The answer, or `None` to close the link without one.
+    fn handle(self: Arc<Self>, envelope: Envelope) -> impl Future<Output = Option<Response>> + Send;
 }
 
 /// Accept and serve cluster links until the task is aborted (which aborts every link too).
@@ -401,7 +423,9 @@ async fn serve_link<H: Handler>(
         let Some(strong) = handler.upgrade() else {
             return;
         };
-        let response = strong.handle(envelope).await;
+        let Some(response) = strong.handle(envelope).await else {
+            return;
+        };
         let bytes = match serde_json::to_vec(&response) {
             Ok(bytes) => bytes,
             Err(e) => {

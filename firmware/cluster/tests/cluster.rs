@@ -339,3 +339,68 @@ async fn a_whole_cluster_restarted_from_disk_keeps_its_state() {
     assert_eq!(all, expected, "nothing lost, nothing applied twice");
     h.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_leaves_writes_to_the_majority_and_heals() {
+    let mut h = Harness::new(42, 5);
+    h.form().await;
+    let old_leader = h.wait_leader().await;
+    let old_term = h.cluster(old_leader).status().term;
+    // The old leader and one follower on the minority side.
+    let minority = [old_leader, (old_leader + 1) % 5];
+    let majority: Vec<usize> = (0..5).filter(|i| !minority.contains(i)).collect();
+    let minority_addrs: Vec<String> = minority.iter().map(|i| h.addr(*i)).collect();
+    let majority_addrs: Vec<String> = majority.iter().map(|i| h.addr(*i)).collect();
+    for i in minority {
+        h.cluster(i).set_blocked_peers(&majority_addrs);
+    }
+    for i in &majority {
+        h.cluster(*i).set_blocked_peers(&minority_addrs);
+    }
+    let side = majority.clone();
+    h.wait_until("the majority elects a leader of its own", move |h| {
+        side.iter().any(|i| {
+            let status = h.cluster(*i).status();
+            status.state == NodeState::Leader
+                && status.term > old_term
+                && side
+                    .iter()
+                    .all(|j| h.cluster(*j).status().leader == Some(status.node_id))
+        })
+    })
+    .await;
+    let written = entry("majority-side");
+    h.propose_ok(majority[0], &written).await;
+
+    let lonely = minority[1];
+    h.wait_until("the minority sees the majority unreachable", |h| {
+        h.cluster(lonely)
+            .status()
+            .members
+            .iter()
+            .filter(|m| matches!(m.health, Health::Unreachable { .. }))
+            .count()
+            == 3
+    })
+    .await;
+    for i in minority {
+        match h.cluster(i).propose(entry("minority-side")).await {
+            Err(ProposeError::NoQuorum { unreachable }) => {
+                let named: BTreeSet<String> = unreachable.into_iter().collect();
+                assert_eq!(named, majority_addrs.iter().cloned().collect::<BTreeSet<_>>());
+            }
+            other => panic!("node {i} on the minority side: expected no quorum, got {other:?}"),
+        }
+    }
+
+    for i in 0..5 {
+        h.cluster(i).set_blocked_peers(&[]);
+    }
+    h.wait_leader().await;
+    let healed = entry("healed");
+    h.propose_ok(minority[1], &healed).await;
+    let all = h.wait_converged(&[written.clone(), healed.clone()]).await;
+    // The minority's writes were refused and never applied anywhere.
+    assert!(!all.contains(&entry("minority-side")), "{all:?}");
+    h.shutdown_all().await;
+}
