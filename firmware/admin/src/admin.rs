@@ -1,7 +1,10 @@
-//! Applies commands to the store and tells the running daemon about it.
+//! Applies commands: shared changes go through the [`ConfigWriter`], node-local ones to the
+//! store's node record. The running daemon learns about both from the store's change feed
+//! (whoever made the change); the admin layer only waits until the daemon has reacted, so a
+//! command that follows (`xmpp status` after `xmpp listen`) sees the effect.
 
 use crate::{Command, Reply};
-use sb_store::Store;
+use sb_store::{ConfigChange, ConfigWriter, LocalWriter, Store, WriteError, Written, XmppConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,17 +13,10 @@ use std::sync::Arc;
 /// runs on a blocking thread, and the daemon does the real work on its own tasks.
 pub trait LiveNode: Send + Sync {
     fn status(&self) -> LiveStatus;
-    /// The XMPP configuration in the store changed: re-read it, rebind listeners, reload the
-    /// TLS identity, start or stop the service.
-    fn config_changed(&self);
-    /// An account was deleted or its password changed: end that user's sessions.
-    fn user_changed(&self, user: &str);
-    /// A Call Bridge was added, deleted, or its secret replaced: a deleted or re-keyed bridge's
-    /// connection must end. The store already holds the change (the component listener reads
-    /// secrets from it at each handshake); by default this is a configuration reload.
-    fn callbridge_changed(&self, _name: &str) {
-        self.config_changed();
-    }
+    /// Return once the daemon has reacted to every change-feed event up to `seq` (reloaded,
+    /// closed sessions...), or after a bounded wait. The daemon reacts on its own to every
+    /// event; this only orders the admin's next command after it.
+    fn wait_reconciled(&self, seq: u64);
     /// The daemon's logger, for `syslog`, `syslog follow` and `log level`; `None` when it keeps
     /// no log buffer.
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
@@ -117,6 +113,7 @@ pub struct SessionInfo {
 /// Executes [`Command`]s against one node's data dir. Cheap to share behind an `Arc`.
 pub struct Admin {
     store: Store,
+    writer: Arc<dyn ConfigWriter>,
     dir: PathBuf,
     live: Option<Arc<dyn LiveNode>>,
     /// The machine's board and interfaces, for `xmpp listen <iface>`.
@@ -128,11 +125,17 @@ impl Admin {
     /// `None` when `mmp` works on the store directly.
     pub fn new(store: Store, dir: PathBuf, live: Option<Arc<dyn LiveNode>>) -> Admin {
         Admin {
+            writer: Arc::new(LocalWriter::new(store.clone())),
             store,
             dir,
             live,
             appliance: crate::ApplianceHost::system(),
         }
+    }
+
+    /// The same, writing shared changes through `writer` (a cluster's replicated log).
+    pub fn with_writer(self, writer: Arc<dyn ConfigWriter>) -> Admin {
+        Admin { writer, ..self }
     }
 
     /// The same, checking interface names against another board file (tests).
@@ -198,22 +201,55 @@ impl Admin {
         self.live.as_deref()
     }
 
-    pub(crate) fn notify_config_changed(&self) {
-        if let Some(live) = self.live() {
-            live.config_changed();
-        }
+    /// Write a shared change, then wait for the daemon to have reacted to it.
+    pub fn write(&self, change: ConfigChange) -> Result<Written, WriteError> {
+        let written = self.writer.write(change)?;
+        self.wait_reconciled(written.seq);
+        Ok(written)
     }
 
-    pub(crate) fn notify_callbridge_changed(&self, name: &str) {
-        if let Some(live) = self.live() {
-            live.callbridge_changed(name);
+    /// Change the XMPP configuration: the shared half ([`sb_store::ServiceConfig`]) goes
+    /// through the writer, this node's half ([`sb_store::NodeConfig`]) to the store's node
+    /// record; each only when it changed. When nothing changed the node record is written
+    /// again anyway: the daemon then reloads, which re-reads certificate files replaced in
+    /// place (`xmpp certs` with the same names). Returns the effective configuration.
+    ///
+    /// The closure sees the configuration read just before: a read-modify-write, as a
+    /// `SetService` carries the whole shared record.
+    pub fn update_xmpp_config(&self, change: impl FnOnce(&mut XmppConfig)) -> Result<XmppConfig, WriteError> {
+        let before = self.store.xmpp_config()?;
+        let mut after = before.clone();
+        change(&mut after);
+        let service_changed = after.service() != before.service();
+        if after.node() != before.node() || !service_changed {
+            self.set_node_config(&after.node())?;
         }
+        if service_changed {
+            self.write(ConfigChange::SetService(after.service()))?;
+        }
+        Ok(after)
     }
 
-    pub(crate) fn notify_user_changed(&self, user: &str) {
+    /// Replace this node's settings (they never replicate), then wait for the daemon.
+    pub(crate) fn set_node_config(&self, node: &sb_store::NodeConfig) -> Result<(), WriteError> {
+        let seq = self.store.set_node_config(node)?;
+        self.wait_reconciled(seq);
+        Ok(())
+    }
+
+    fn wait_reconciled(&self, seq: u64) {
         if let Some(live) = self.live() {
-            live.user_changed(user);
+            live.wait_reconciled(seq);
         }
+    }
+}
+
+/// A refused write as the operator sees it: `FAILURE: no quorum (node2, node3)` as is,
+/// anything else after the command's name.
+pub(crate) fn write_failure(command: &str, err: impl Into<WriteError>) -> Reply {
+    match err.into() {
+        err @ WriteError::NoQuorum { .. } => Reply::failure(err),
+        other => Reply::failure(format!("{command}: {other}")),
     }
 }
 
@@ -224,5 +260,48 @@ pub(crate) fn system_hostname() -> String {
             log::warn!("gethostname: {err}");
             "switchboard".to_owned()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::run;
+
+    /// A cluster's writer that cannot reach a majority.
+    struct NoQuorumWriter;
+
+    impl ConfigWriter for NoQuorumWriter {
+        fn write(&self, _change: ConfigChange) -> Result<Written, WriteError> {
+            Err(WriteError::NoQuorum {
+                unreachable: vec!["node2".to_owned(), "node3".to_owned()],
+            })
+        }
+    }
+
+    #[test]
+    fn a_write_without_quorum_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = crate::testing::admin(dir.path()).with_writer(Arc::new(NoQuorumWriter));
+        let reply = run(&admin, "xmpp enable");
+        assert!(!reply.ok);
+        assert_eq!(reply.text, "FAILURE: no quorum (node2, node3)");
+        assert!(!admin.store().xmpp_config().unwrap().enabled);
+        let reply = run(&admin, "federation disable");
+        assert_eq!(reply.text, "FAILURE: no quorum (node2, node3)");
+    }
+
+    #[test]
+    fn mmp_without_a_daemon_writes_to_the_local_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = crate::testing::admin(dir.path());
+        assert!(run(&admin, "xmpp domain example.com").ok);
+        assert!(run(&admin, "xmpp enable").ok);
+        assert!(run(&admin, "xmpp callbridge port 15223").ok);
+        let config = admin.store().xmpp_config().unwrap();
+        assert_eq!(config.domain, "example.com");
+        assert!(config.enabled);
+        assert_eq!(admin.store().service_config().unwrap().domain, "example.com");
+        assert_eq!(admin.store().node_config().unwrap().component_port, 15223);
     }
 }

@@ -70,27 +70,25 @@ impl Family for DnsCommand {
             DnsCommand::Show => match admin.store().dns_config() {
                 Ok(config) if config.nameservers.is_empty() => Reply::output("Nameservers: system (/etc/resolv.conf)"),
                 Ok(config) => Reply::output(format!("Nameservers: {}", config.nameservers.join(", "))),
-                Err(e) => Reply::failure(format!("dns: {e}")),
+                Err(e) => crate::write_failure("dns", e),
             },
             DnsCommand::Nameserver { add, address } => {
-                let mut outcome: Result<(), String> = Ok(());
-                let result = admin.store().update_dns_config(|c| {
-                    let present = c.nameservers.contains(&address);
-                    match (add, present) {
-                        (true, true) => outcome = Err(format!("{address} is already a nameserver")),
-                        (false, false) => outcome = Err(format!("{address} is not a nameserver")),
-                        (true, false) => c.nameservers.push(address.clone()),
-                        (false, true) => c.nameservers.retain(|n| *n != address),
-                    }
-                });
-                if let Err(reason) = outcome {
-                    return Reply::failure(reason);
+                // Read, edit, write the whole record: DNS settings are one shared record.
+                let mut config = match admin.store().dns_config() {
+                    Ok(config) => config,
+                    Err(e) => return Reply::failure(format!("dns: {e}")),
+                };
+                let present = config.nameservers.contains(&address);
+                match (add, present) {
+                    (true, true) => return Reply::failure(format!("{address} is already a nameserver")),
+                    (false, false) => return Reply::failure(format!("{address} is not a nameserver")),
+                    (true, false) => config.nameservers.push(address.clone()),
+                    (false, true) => config.nameservers.retain(|n| *n != address),
                 }
-                if let Err(e) = result {
-                    return Reply::failure(format!("dns: {e}"));
+                match admin.write(sb_store::ConfigChange::SetDns(config)) {
+                    Ok(_) => Reply::success(),
+                    Err(e) => crate::write_failure("dns", e),
                 }
-                crate::federation::notify(admin);
-                Reply::success()
             }
             DnsCommand::Check { domain } => match admin.live().and_then(|live| live.federation()) {
                 Some(federation) => Reply::output(render_check(&domain, &federation.dns_check(&domain))),

@@ -1,21 +1,20 @@
 //! `federation ...`: server-to-server federation settings (Expressway-E style) and the live
-//! links. Settings are shared configuration (every node needs the same dialback secret).
+//! links. Settings are meant to be shared across a cluster (every node needs the same dialback
+//! secret); on today's single node they are written through the local [`sb_store::ConfigWriter`].
 //!
 //! Defaults for a fresh node: disabled; once enabled, privacy mode `allow` with an empty list,
 //! so nobody federates until the administrator lists partners (or adds static routes).
 
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::{Admin, Family, Reply, Secret};
-use sb_proto::Jid;
-use sb_store::{FederationConfig, PrivacyMode, SecurityMode};
+use sb_proto::Domain;
+use sb_store::{ConfigChange, FederationConfig, PrivacyList, PrivacyMode, SecurityMode, WriteError};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
 /// What the running daemon's federation subsystem offers the admin layer. Plain calls from
 /// the admin's blocking thread; the daemon does the work on its runtime.
 pub trait FederationLive: Send + Sync {
-    /// Re-read federation and DNS settings and apply them (returns once applied).
-    fn reload(&self) -> Result<(), String>;
     fn status(&self) -> FederationLiveStatus;
     /// SRV records of `domain` for the client, component and server services, the addresses
     /// their targets resolve to, and whether each answers a TCP connection.
@@ -275,28 +274,23 @@ impl Family for FederationCommand {
         match self {
             FederationCommand::Status => status(admin),
             FederationCommand::Enable => {
-                let mut generated = false;
-                let result = admin.store().update_federation_config(|c| {
-                    c.enabled = true;
-                    if c.dialback_secret.is_none() {
-                        // A node enabled alone needs a secret; a cluster replaces it with the
-                        // shared one (`federation dialback-secret`).
-                        c.dialback_secret = generate_secret().ok();
-                        generated = c.dialback_secret.is_some();
-                    }
-                });
-                if generated {
+                // A node enabled alone needs a secret; a cluster replaces it with the shared
+                // one (`federation dialback-secret`). Generated here, before the change is
+                // built, and stored only if none is set yet.
+                let change = ConfigChange::EnableFederation {
+                    dialback_secret_if_unset: generate_secret().ok(),
+                };
+                let result = admin.write(change);
+                if let Ok(sb_store::Written {
+                    applied: sb_store::Applied::FederationEnabled { secret_stored: true },
+                    ..
+                }) = &result
+                {
                     log::info!("federation: generated a dialback secret on enable");
                 }
-                changed(admin, result.map(|_| ()))
+                changed(result)
             }
-            FederationCommand::Disable => changed(
-                admin,
-                admin
-                    .store()
-                    .update_federation_config(|c| c.enabled = false)
-                    .map(|_| ()),
-            ),
+            FederationCommand::Disable => changed(admin.write(ConfigChange::DisableFederation)),
             FederationCommand::DialbackSecret { secret } => {
                 let (secret, generated) = match secret {
                     Some(secret) => (secret, false),
@@ -309,37 +303,16 @@ impl Family for FederationCommand {
                     return Reply::failure(format!("federation dialback-secret: {reason}"));
                 }
                 let shown = secret.expose().to_owned();
-                let reply = changed(
-                    admin,
-                    admin
-                        .store()
-                        .update_federation_config(|c| c.dialback_secret = Some(secret))
-                        .map(|_| ()),
-                );
+                let reply = changed(admin.write(ConfigChange::SetDialbackSecret(secret)));
                 if reply.ok && generated {
                     // Printed for the operator to set on the other nodes; never logged.
                     return Reply::output(format!("Dialback secret: {shown}\nSUCCESS"));
                 }
                 reply
             }
-            FederationCommand::Security { mode } => changed(
-                admin,
-                admin
-                    .store()
-                    .update_federation_config(|c| c.security = mode)
-                    .map(|_| ()),
-            ),
-            FederationCommand::ClientCerts { on } => changed(
-                admin,
-                admin
-                    .store()
-                    .update_federation_config(|c| c.client_certs = on)
-                    .map(|_| ()),
-            ),
-            FederationCommand::Privacy { mode } => changed(
-                admin,
-                admin.store().update_federation_config(|c| c.privacy = mode).map(|_| ()),
-            ),
+            FederationCommand::Security { mode } => changed(admin.write(ConfigChange::SetFederationSecurity(mode))),
+            FederationCommand::ClientCerts { on } => changed(admin.write(ConfigChange::SetFederationClientCerts(on))),
+            FederationCommand::Privacy { mode } => changed(admin.write(ConfigChange::SetFederationPrivacy(mode))),
             FederationCommand::List { deny, add, domain } => edit_list(admin, deny, add, &domain),
             FederationCommand::Route { add, domain, target } => edit_route(admin, add, &domain, &target),
             FederationCommand::Trust { bundle } => {
@@ -350,13 +323,7 @@ impl Family for FederationCommand {
                         Err(e) => return Reply::failure(format!("federation trust: {e}")),
                     }
                 }
-                changed(
-                    admin,
-                    admin
-                        .store()
-                        .update_federation_config(|c| c.trust_bundle = bundle)
-                        .map(|_| ()),
-                )
+                changed(admin.write(ConfigChange::SetFederationTrust(bundle)))
             }
         }
     }
@@ -396,9 +363,9 @@ fn generate_secret() -> Result<Secret, String> {
 /// The normalized domain, or why it is not one.
 pub(crate) fn normalize_domain(domain: &str) -> Result<String, String> {
     let trimmed = domain.trim().trim_end_matches('.');
-    match Jid::domain_jid(trimmed) {
-        Ok(jid) if !jid.domain().is_empty() => Ok(jid.domain().to_ascii_lowercase()),
-        _ => Err(format!("'{domain}' is not a domain")),
+    match Domain::parse(trimmed) {
+        Ok(parsed) => Ok(parsed.into_string()),
+        Err(_) => Err(format!("'{domain}' is not a domain")),
     }
 }
 
@@ -433,64 +400,31 @@ fn check_route_target(target: &str) -> Result<(), String> {
     }
 }
 
-/// Tell the running daemon, if any; the store already holds the change.
-fn changed(admin: &Admin, result: sb_store::Result<()>) -> Reply {
-    if let Err(e) = result {
-        return Reply::failure(format!("federation: {e}"));
-    }
-    notify(admin);
-    Reply::success()
-}
-
-pub(crate) fn notify(admin: &Admin) {
-    if let Some(federation) = admin.live().and_then(|live| live.federation())
-        && let Err(e) = federation.reload()
-    {
-        log::warn!("federation reload: {e}");
+/// The reply to a federation change; the daemon reacts to it from the store's change feed.
+fn changed(result: Result<sb_store::Written, WriteError>) -> Reply {
+    match result {
+        Ok(_) => Reply::success(),
+        // The store's own refusal (already on a list, no such route) is the whole message.
+        Err(WriteError::Store(e @ sb_store::StoreError::Rejected(_))) => Reply::failure(e),
+        Err(e) => crate::write_failure("federation", e),
     }
 }
 
 fn edit_list(admin: &Admin, deny: bool, add: bool, domain: &str) -> Reply {
-    let name = if deny { "deny" } else { "allow" };
-    let mut outcome: Result<(), String> = Ok(());
-    let result = admin.store().update_federation_config(|c| {
-        let list = if deny { &mut c.deny } else { &mut c.allow };
-        let present = list.iter().any(|d| d == domain);
-        match (add, present) {
-            (true, true) => outcome = Err(format!("{domain} is already on the {name} list")),
-            (false, false) => outcome = Err(format!("{domain} is not on the {name} list")),
-            (true, false) => {
-                list.push(domain.to_owned());
-                list.sort();
-            }
-            (false, true) => list.retain(|d| d != domain),
-        }
-    });
-    if let Err(reason) = outcome {
-        return Reply::failure(reason);
-    }
-    changed(admin, result.map(|_| ()))
+    let list = if deny { PrivacyList::Deny } else { PrivacyList::Allow };
+    changed(admin.write(ConfigChange::EditPrivacyList {
+        list,
+        domain: domain.to_owned(),
+        add,
+    }))
 }
 
 fn edit_route(admin: &Admin, add: bool, domain: &str, target: &str) -> Reply {
-    let mut outcome: Result<(), String> = Ok(());
-    let result = admin.store().update_federation_config(|c| {
-        let targets = c.routes.entry(domain.to_owned()).or_default();
-        let present = targets.iter().any(|t| t == target);
-        match (add, present) {
-            (true, true) => outcome = Err(format!("{domain} already routes to {target}")),
-            (false, false) => outcome = Err(format!("{domain} has no route to {target}")),
-            (true, false) => targets.push(target.to_owned()),
-            (false, true) => targets.retain(|t| t != target),
-        }
-        if targets.is_empty() {
-            c.routes.remove(domain);
-        }
-    });
-    if let Err(reason) = outcome {
-        return Reply::failure(reason);
-    }
-    changed(admin, result.map(|_| ()))
+    changed(admin.write(ConfigChange::EditRoute {
+        domain: domain.to_owned(),
+        target: target.to_owned(),
+        add,
+    }))
 }
 
 fn status(admin: &Admin) -> Reply {

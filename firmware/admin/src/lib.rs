@@ -18,10 +18,12 @@ mod help;
 mod hostname;
 mod logs;
 pub mod pki;
+pub mod reconcile;
 pub mod socket;
 mod user;
 pub mod xmpp;
 
+pub(crate) use admin::write_failure;
 pub use admin::{
     Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
     LiveStatus, SessionInfo,
@@ -249,9 +251,11 @@ pub(crate) mod testing {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    #[derive(Default)]
+    /// Follows the store's change feed as xmppd does, recording the reactions instead of
+    /// performing them.
     pub struct RecordingNode {
         pub status: Mutex<LiveStatus>,
+        pub feed: Mutex<tokio::sync::broadcast::Receiver<sb_store::Published>>,
         pub config_changes: Mutex<usize>,
         pub users_changed: Mutex<Vec<String>>,
         pub callbridges_changed: Mutex<Vec<String>>,
@@ -262,19 +266,24 @@ pub(crate) mod testing {
         fn status(&self) -> LiveStatus {
             self.status.lock().map(|s| s.clone()).unwrap_or_default()
         }
-        fn config_changed(&self) {
-            if let Ok(mut count) = self.config_changes.lock() {
-                *count += 1;
-            }
-        }
-        fn user_changed(&self, user: &str) {
-            if let Ok(mut users) = self.users_changed.lock() {
-                users.push(user.to_owned());
-            }
-        }
-        fn callbridge_changed(&self, name: &str) {
-            if let Ok(mut names) = self.callbridges_changed.lock() {
-                names.push(name.to_owned());
+        fn wait_reconciled(&self, seq: u64) {
+            let mut feed = self.feed.lock().unwrap();
+            while let Ok(published) = feed.try_recv() {
+                for reaction in crate::reconcile::reactions(&published.event) {
+                    match reaction {
+                        crate::reconcile::Reaction::ReloadServer => *self.config_changes.lock().unwrap() += 1,
+                        crate::reconcile::Reaction::ReloadFederation => {}
+                        crate::reconcile::Reaction::EndSessionsOf(user) => {
+                            self.users_changed.lock().unwrap().push(user)
+                        }
+                        crate::reconcile::Reaction::CallBridgeChanged(name) => {
+                            self.callbridges_changed.lock().unwrap().push(name)
+                        }
+                    }
+                }
+                if published.seq >= seq {
+                    break;
+                }
             }
         }
         fn log_handle(&self) -> Option<sb_logging::LogHandle> {
@@ -295,8 +304,15 @@ pub(crate) mod testing {
     }
 
     pub fn admin_with_node(dir: &std::path::Path) -> (Admin, Arc<RecordingNode>) {
-        let node = Arc::new(RecordingNode::default());
         let store = sb_store::Store::open(dir).expect("open store");
+        let node = Arc::new(RecordingNode {
+            status: Mutex::default(),
+            feed: Mutex::new(store.subscribe()),
+            config_changes: Mutex::default(),
+            users_changed: Mutex::default(),
+            callbridges_changed: Mutex::default(),
+            log: Mutex::default(),
+        });
         let live: Arc<dyn LiveNode> = node.clone();
         (Admin::new(store, dir.to_path_buf(), Some(live)), node)
     }

@@ -4,7 +4,7 @@ use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::{Admin, Family, Reply, Secret, SecretPrompt};
 use sb_proto::Jid;
 use sb_proto::sasl::UserCredentials;
-use sb_store::StoreError;
+use sb_store::{ConfigChange, StoreError, WriteError};
 use serde::{Deserialize, Serialize};
 
 const PASSWORD_PROMPT: SecretPrompt = SecretPrompt {
@@ -153,10 +153,14 @@ fn add(admin: &Admin, name: &str, password: Option<Secret>) -> Reply {
         Ok(credentials) => credentials,
         Err(reply) => return reply,
     };
-    match admin.store().add_user(&name, &credentials) {
-        Ok(()) => Reply::success(),
-        Err(StoreError::UserExists(_)) => Reply::failure(format!("user '{name}' already exists")),
-        Err(err) => Reply::failure(format!("user add: {err}")),
+    let change = ConfigChange::AddUser {
+        name: name.clone(),
+        credentials,
+    };
+    match admin.write(change) {
+        Ok(_) => Reply::success(),
+        Err(WriteError::Store(StoreError::UserExists(_))) => Reply::failure(format!("user '{name}' already exists")),
+        Err(err) => crate::write_failure("user add", err),
     }
 }
 
@@ -165,13 +169,10 @@ fn delete(admin: &Admin, name: &str) -> Reply {
         Ok(name) => name,
         Err(reply) => return reply,
     };
-    match admin.store().delete_user(&name) {
-        Ok(()) => {
-            admin.notify_user_changed(&name);
-            Reply::success()
-        }
-        Err(StoreError::UserNotFound(_)) => Reply::failure(format!("no such user '{name}'")),
-        Err(err) => Reply::failure(format!("user del: {err}")),
+    match admin.write(ConfigChange::DeleteUser { name: name.clone() }) {
+        Ok(_) => Reply::success(),
+        Err(WriteError::Store(StoreError::UserNotFound(_))) => Reply::failure(format!("no such user '{name}'")),
+        Err(err) => crate::write_failure("user del", err),
     }
 }
 
@@ -198,13 +199,14 @@ fn passwd(admin: &Admin, name: &str, password: Option<Secret>) -> Reply {
         Ok(credentials) => credentials,
         Err(reply) => return reply,
     };
-    match admin.store().set_user_credentials(&name, &credentials) {
-        Ok(()) => {
-            admin.notify_user_changed(&name);
-            Reply::success()
-        }
-        Err(StoreError::UserNotFound(_)) => Reply::failure(format!("no such user '{name}'")),
-        Err(err) => Reply::failure(format!("user passwd: {err}")),
+    let change = ConfigChange::SetCredentials {
+        name: name.clone(),
+        credentials,
+    };
+    match admin.write(change) {
+        Ok(_) => Reply::success(),
+        Err(WriteError::Store(StoreError::UserNotFound(_))) => Reply::failure(format!("no such user '{name}'")),
+        Err(err) => crate::write_failure("user passwd", err),
     }
 }
 

@@ -2,7 +2,7 @@
 //! authoritative state machine, asks authoritative servers about keys (verify-only streams
 //! on their own tasks) and hands authenticated stanzas to the core.
 
-use crate::federation::{Direction, Federation, LinkInfo, Snapshot};
+use crate::service::{Direction, Federation, LinkInfo, LinkState, Snapshot};
 use crate::stream::incoming::{IncomingConfig, IncomingStream};
 use crate::stream::{Output, Verdict, VerifyRequest};
 use crate::transport::Conn;
@@ -29,7 +29,7 @@ pub(crate) async fn serve(federation: Arc<Federation>, tcp: TcpStream, peer: Soc
     {
         let mut info = locked(&info);
         info.address = Some(peer);
-        info.state = "authenticating";
+        info.state = LinkState::Authenticating;
     }
     let close = Arc::new(tokio::sync::Notify::new());
     federation.register_incoming(Arc::clone(&info), Arc::clone(&close));
@@ -102,13 +102,13 @@ impl Inbound {
                             Ok(0) => return,
                             Ok(_) => continue,
                             Err(e) => {
-                                log::debug!("s2s in {}: read failed: {e}", self.conn.peer);
+                                log::debug!("s2s in {}: read failed: {e}", self.conn.io.peer);
                                 return;
                             }
                         },
                         _ = sleep_until(deadline) => {
                             if self.machine.is_authenticated() {
-                                log::info!("s2s in {}: idle for {} s, closing", self.conn.peer, tuning.idle_timeout.as_secs());
+                                log::info!("s2s in {}: idle for {} s, closing", self.conn.io.peer, tuning.idle_timeout.as_secs());
                                 self.machine.close()
                             } else if self.machine.has_pending_verification() {
                                 // The verification has its own timeout and will answer.
@@ -136,7 +136,7 @@ impl Inbound {
             match output {
                 Output::Write(bytes) => {
                     if let Err(e) = self.conn.write(&bytes).await {
-                        log::debug!("s2s in {}: write failed: {e}", self.conn.peer);
+                        log::debug!("s2s in {}: write failed: {e}", self.conn.io.peer);
                         return false;
                     }
                 }
@@ -145,12 +145,12 @@ impl Inbound {
                         return false;
                     };
                     let started = Instant::now();
-                    if let Err(e) = self.conn.transport.start_tls_server(config).await {
-                        log::warn!("s2s in {}: TLS handshake failed: {e}", self.conn.peer);
+                    if let Err(e) = self.conn.io.transport.start_tls(config).await {
+                        log::warn!("s2s in {}: TLS handshake failed: {e}", self.conn.io.peer);
                         return false;
                     }
                     let peer_domain = locked(&self.info).peer_domain.clone();
-                    let chain = self.conn.transport.peer_certificates();
+                    let chain = self.conn.io.transport.peer_certificates();
                     let certificate = (!chain.is_empty()).then(|| {
                         let domain = (!peer_domain.is_empty()).then_some(peer_domain.as_str());
                         self.snapshot
@@ -159,10 +159,10 @@ impl Inbound {
                             .map(|t| t.trust.evaluate(&chain, domain))
                             .unwrap_or_default()
                     });
-                    let description = self.conn.transport.tls_description();
+                    let description = self.conn.io.transport.tls_description();
                     log::info!(
                         "s2s in {}: TLS up in {} ms ({}; client certificate: {})",
-                        self.conn.peer,
+                        self.conn.io.peer,
                         started.elapsed().as_millis(),
                         description.clone().unwrap_or_default(),
                         match &certificate {
@@ -194,7 +194,7 @@ impl Inbound {
                         info.local_domains.push(local);
                     }
                     info.auth.get_or_insert(method);
-                    info.state = "up";
+                    info.state = LinkState::Up;
                     info.last_activity = Instant::now();
                 }
                 Output::Stanza(stanza) => {

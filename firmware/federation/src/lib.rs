@@ -11,19 +11,17 @@
 //!   every domain that is neither ours nor a component's.
 
 pub mod dns;
-mod federation;
 mod inbound;
 mod link;
-mod live;
 pub mod policy;
+mod service;
 pub mod srv;
 pub mod stream;
 pub mod tls;
 mod transport;
 
-pub use federation::{
-    DEFAULT_S2S_PORT, Direction, Federation, FederationError, FederationStatus, FederationTuning, LinkInfo,
-    ListenerState, Snapshot,
+pub use service::{
+    DEFAULT_S2S_PORT, Direction, Federation, FederationError, FederationStatus, FederationTuning, LinkInfo, LinkState,
+    Snapshot,
 };
-pub use live::FederationAdmin;
 pub use stream::AuthMethod;

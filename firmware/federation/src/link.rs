@@ -6,7 +6,7 @@
 //! domain's A/AAAA on the fallback port. Each address is tried in turn while failures are
 //! connection-level; a peer's considered refusal (dialback invalid) ends the attempt.
 
-use crate::federation::{Direction, Federation, LinkInfo, Snapshot};
+use crate::service::{Direction, Federation, LinkInfo, LinkState, Snapshot};
 use crate::srv::Target;
 use crate::stream::outgoing::{OutgoingConfig, OutgoingStream, Purpose};
 use crate::stream::{LinkError, Output, Verdict, VerifyRequest};
@@ -347,24 +347,25 @@ async fn perform(
             Output::Write(bytes) => conn
                 .write(&bytes)
                 .await
-                .map_err(|e| LinkError::Connect(format!("write to {} failed: {e}", conn.peer)))?,
+                .map_err(|e| LinkError::Connect(format!("write to {} failed: {e}", conn.io.peer)))?,
             Output::StartTls => {
                 let Some(tls) = &snapshot.tls else {
                     return Err(LinkError::Certificate("TLS is unavailable on this node".to_owned()));
                 };
                 let started = Instant::now();
-                conn.transport
+                conn.io
+                    .transport
                     .start_tls_client(Arc::clone(&tls.client), machine.remote())
                     .await
-                    .map_err(|e| LinkError::Connect(format!("TLS handshake with {} failed: {e}", conn.peer)))?;
+                    .map_err(|e| LinkError::Connect(format!("TLS handshake with {} failed: {e}", conn.io.peer)))?;
                 check_certificate(conn, snapshot, machine.remote())?;
                 log::info!(
                     "s2s out {} -> {}: TLS up with {} in {} ms ({})",
                     machine.local(),
                     machine.remote(),
-                    conn.peer,
+                    conn.io.peer,
                     started.elapsed().as_millis(),
-                    conn.transport.tls_description().unwrap_or_default()
+                    conn.io.transport.tls_description().unwrap_or_default()
                 );
                 conn.framer.reset();
                 queue.extend(machine.tls_established());
@@ -382,12 +383,12 @@ fn check_certificate(conn: &Conn, snapshot: &Snapshot, remote: &str) -> Result<(
     let Some(tls) = &snapshot.tls else {
         return Err(LinkError::Certificate("TLS is unavailable on this node".to_owned()));
     };
-    let chain = conn.transport.peer_certificates();
+    let chain = conn.io.transport.peer_certificates();
     let judged = tls.trust.evaluate(&chain, Some(remote));
     if !judged.names_domain(remote) {
         return Err(LinkError::Certificate(format!(
             "the certificate of {} does not name {remote} (names: {})",
-            conn.peer,
+            conn.io.peer,
             if judged.names.is_empty() {
                 "none".to_owned()
             } else {
@@ -460,7 +461,7 @@ pub(crate) async fn establish(
             if let Some(info) = info {
                 let mut info = locked(info);
                 info.address = Some(addr);
-                info.state = "connecting";
+                info.state = LinkState::Connecting;
             }
             match attempt(
                 federation,
@@ -525,7 +526,9 @@ async fn attempt(
         };
         timeout_at(
             deadline,
-            conn.transport.start_tls_client(Arc::clone(&tls.client_direct), remote),
+            conn.io
+                .transport
+                .start_tls_client(Arc::clone(&tls.client_direct), remote),
         )
         .await
         .map_err(|_| LinkError::Connect(format!("TLS handshake with {addr} timed out")))?
@@ -545,9 +548,9 @@ async fn attempt(
                 } if !verify_only && done == local => {
                     if let Some(info) = info {
                         let mut info = locked(info);
-                        info.state = "up";
+                        info.state = LinkState::Up;
                         info.auth = Some(*method);
-                        info.tls = conn.transport.tls_description();
+                        info.tls = conn.io.transport.tls_description();
                         info.local_domains = vec![local.to_owned()];
                         info.last_activity = Instant::now();
                     }
@@ -568,8 +571,8 @@ async fn attempt(
         }
         if let Some(info) = info {
             let mut info = locked(info);
-            info.state = "authenticating";
-            info.tls = conn.transport.tls_description();
+            info.state = LinkState::Authenticating;
+            info.tls = conn.io.transport.tls_description();
         }
         let outputs = match conn.next_event() {
             Ok(Some(event)) => machine.handle(event),

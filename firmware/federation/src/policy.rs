@@ -7,9 +7,7 @@ use sb_store::{FederationConfig, PrivacyMode};
 
 /// The normalized form domains are compared in: lower case, no trailing dot. Domains are
 /// exact matches (no wildcard, no subdomain rule), as on Expressway.
-pub fn normalize_domain(domain: &str) -> String {
-    domain.trim().trim_end_matches('.').to_ascii_lowercase()
-}
+pub use sb_proto::domain::comparison_key as normalize_domain;
 
 /// A snapshot of the federation policy, cheap to consult per stanza.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -105,11 +105,26 @@ pub fn targets_from_srv(domain: &str, ordered: &[SrvRecord], fallback_port: u16)
         .collect()
 }
 
+/// Why a static route target is unusable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteTargetError {
+    #[error("empty route target")]
+    Empty,
+    #[error("'{0}' is not an address")]
+    BadAddress(String),
+    #[error("'{0}' is not a port")]
+    BadPort(String),
+    #[error("port 0 is not a port")]
+    PortZero,
+    #[error("'{0}' is not a host name or address")]
+    BadHost(String),
+}
+
 /// Parse a static route target: `host`, `host:port`, `ip`, `ip:port`, `[v6]:port`.
-pub fn parse_route_target(text: &str, default_port: u16) -> Result<(String, u16), String> {
+pub fn parse_route_target(text: &str, default_port: u16) -> Result<(String, u16), RouteTargetError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty route target".to_owned());
+        return Err(RouteTargetError::Empty);
     }
     if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
         return Ok((addr.ip().to_string(), addr.port()));
@@ -120,14 +135,14 @@ pub fn parse_route_target(text: &str, default_port: u16) -> Result<(String, u16)
     if let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         return match inner.parse::<std::net::Ipv6Addr>() {
             Ok(ip) => Ok((ip.to_string(), default_port)),
-            Err(_) => Err(format!("'{text}' is not an address")),
+            Err(_) => Err(RouteTargetError::BadAddress(text.to_owned())),
         };
     }
     let (host, port) = match text.rsplit_once(':') {
         Some((host, port)) => {
-            let port: u16 = port.parse().map_err(|_| format!("'{port}' is not a port"))?;
+            let port: u16 = port.parse().map_err(|_| RouteTargetError::BadPort(port.to_owned()))?;
             if port == 0 {
-                return Err("port 0 is not a port".to_owned());
+                return Err(RouteTargetError::PortZero);
             }
             (host, port)
         }
@@ -139,7 +154,7 @@ pub fn parse_route_target(text: &str, default_port: u16) -> Result<(String, u16)
             !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     if !valid_host {
-        return Err(format!("'{host}' is not a host name or address"));
+        return Err(RouteTargetError::BadHost(host.to_owned()));
     }
     Ok((host.to_ascii_lowercase(), port))
 }
@@ -232,9 +247,19 @@ mod tests {
             parse_route_target("XMPP.b.example:5299", 5269),
             Ok(("xmpp.b.example".into(), 5299))
         );
-        assert!(parse_route_target("host:0", 5269).is_err());
-        assert!(parse_route_target("bad host", 5269).is_err());
-        assert!(parse_route_target("", 5269).is_err());
-        assert!(parse_route_target("a..b", 5269).is_err());
+        assert_eq!(parse_route_target("host:0", 5269), Err(RouteTargetError::PortZero));
+        assert_eq!(
+            parse_route_target("bad host", 5269),
+            Err(RouteTargetError::BadHost("bad host".into()))
+        );
+        assert_eq!(parse_route_target("", 5269), Err(RouteTargetError::Empty));
+        assert_eq!(
+            parse_route_target("a..b", 5269),
+            Err(RouteTargetError::BadHost("a..b".into()))
+        );
+        assert_eq!(
+            parse_route_target("b:x", 5269),
+            Err(RouteTargetError::BadPort("x".into()))
+        );
     }
 }

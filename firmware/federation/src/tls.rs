@@ -10,11 +10,11 @@
 use crate::stream::PeerCertificate;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use std::path::{Path, PathBuf};
+use sb_listener::tls::{TlsIdentity, read_certs};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Debian's (and most distributions') bundle of public roots.
@@ -25,50 +25,12 @@ pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
-    #[error("{path} holds no certificate")]
-    NoCertificate { path: PathBuf },
     #[error("the key does not fit the certificate or is unusable: {0}")]
     Config(#[from] rustls::Error),
 }
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Read {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
-}
-
-/// Our certificate chain and key, as `xmpp certs` configured them.
-pub struct Identity {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl Identity {
-    pub fn load(certs_dir: &Path, key: &str, cert: &str, bundle: Option<&str>) -> Result<Identity, TlsError> {
-        let cert_path = certs_dir.join(cert);
-        let mut chain = read_certs(&cert_path)?;
-        if chain.is_empty() {
-            return Err(TlsError::NoCertificate { path: cert_path });
-        }
-        if let Some(bundle) = bundle {
-            chain.extend(read_certs(&certs_dir.join(bundle))?);
-        }
-        let key_path = certs_dir.join(key);
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Read {
-            path: key_path,
-            reason: e.to_string(),
-        })?;
-        Ok(Identity { chain, key })
-    }
 }
 
 /// Everything TLS on s2s needs, built once per settings snapshot.
@@ -84,7 +46,7 @@ pub struct TlsSetup {
 }
 
 impl TlsSetup {
-    pub fn new(identity: Option<Identity>, trust: TrustStore) -> Result<TlsSetup, TlsError> {
+    pub fn new(identity: Option<TlsIdentity>, trust: TrustStore) -> Result<TlsSetup, TlsError> {
         let provider = provider();
         let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
         let accept_any = Arc::new(AcceptAnyServerCert {
@@ -334,9 +296,9 @@ mod tests {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let identity = Identity {
+        let identity = TlsIdentity {
             chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
         };
         let setup = TlsSetup::new(Some(identity), TrustStore::load(None, None)).unwrap();
         assert!(setup.server.is_some());

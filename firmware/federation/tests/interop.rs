@@ -17,6 +17,7 @@
 use sb_admin::{Admin, LiveNode, LiveStatus};
 use sb_federation::{Federation, FederationTuning};
 use sb_server::{Server, ServerTuning};
+use sb_store::testing::Changes;
 use sb_store::{Store, TlsIdentity, UserCredentials};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -176,16 +177,41 @@ struct OurNode {
     server: Arc<Server>,
 }
 
-struct Live(Arc<Federation>);
+// The daemon's adapter from federation to the admin layer, as xmppd wires it.
+#[path = "../../xmppd/src/federation_admin.rs"]
+mod federation_admin;
+
+/// The daemon's side, reduced to federation: like xmppd's reconciler, it follows the store's
+/// change feed and reloads federation for the changes that need it.
+struct Live {
+    federation: Arc<Federation>,
+    feed: std::sync::Mutex<tokio::sync::broadcast::Receiver<sb_store::Published>>,
+    runtime: tokio::runtime::Handle,
+}
 
 impl LiveNode for Live {
     fn status(&self) -> LiveStatus {
         LiveStatus::default()
     }
-    fn config_changed(&self) {}
-    fn user_changed(&self, _user: &str) {}
+    fn wait_reconciled(&self, seq: u64) {
+        use sb_admin::reconcile::{Reaction, reactions};
+        let mut feed = self.feed.lock().unwrap();
+        let mut reload = false;
+        while let Ok(published) = feed.try_recv() {
+            reload |= reactions(&published.event).contains(&Reaction::ReloadFederation);
+            if published.seq >= seq {
+                break;
+            }
+        }
+        if reload {
+            let federation = Arc::clone(&self.federation);
+            self.runtime
+                .block_on(async move { federation.reload().await })
+                .expect("federation reload");
+        }
+    }
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
-        Some(self.0.admin_handle())
+        Some(federation_admin::admin_handle(&self.federation))
     }
 }
 
@@ -213,7 +239,11 @@ impl OurNode {
         let server = Server::new(store.clone(), dir, ServerTuning::default());
         server.start().await.unwrap();
         let federation = Federation::start(Arc::clone(server.core()), store.clone(), FederationTuning::default()).await;
-        let live: Arc<dyn LiveNode> = Arc::new(Live(Arc::clone(&federation)));
+        let live: Arc<dyn LiveNode> = Arc::new(Live {
+            federation: Arc::clone(&federation),
+            feed: std::sync::Mutex::new(store.subscribe()),
+            runtime: tokio::runtime::Handle::current(),
+        });
         let admin = Arc::new(Admin::new(store, dir.to_path_buf(), Some(live)));
         let node = OurNode {
             admin,

@@ -3,10 +3,11 @@
 //! and dialback. Users are stand-in sessions bound on each node's router, so the test sees
 //! exactly what a client session would be handed.
 
-use sb_federation::{AuthMethod, Direction, Federation, FederationTuning};
+use sb_federation::{AuthMethod, Direction, Federation, FederationTuning, LinkState};
 use sb_proto::{Element, StanzaErrorCondition, ns};
 use sb_server::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use sb_server::{Server, ServerTuning};
+use sb_store::testing::Changes;
 use sb_store::{PrivacyMode, Secret, SecurityMode, Store, TlsIdentity};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -203,7 +204,7 @@ async fn messages_flow_both_ways_over_tls_and_dialback() {
     let incoming = status
         .links
         .iter()
-        .find(|(l, _)| l.direction == Direction::Incoming && l.state == "up")
+        .find(|(l, _)| l.direction == Direction::Incoming && l.state == LinkState::Up)
         .map(|(l, _)| l.clone())
         .expect("an incoming link");
     assert_eq!(incoming.peer_domain, "b.example");

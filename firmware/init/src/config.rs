@@ -8,6 +8,9 @@ use std::path::Path;
 pub const NETWORK: &str = "/data/appliance/network";
 pub const HOSTNAME: &str = "/data/appliance/hostname";
 pub const ADMIN: &str = "/data/appliance/admin";
+/// Written once the admin password has been set: without it a missing [`ADMIN`] file means a
+/// first boot, with it a damaged or interrupted reset that only the recovery menu may repair.
+pub const ADMIN_WAS_SET: &str = "/data/appliance/admin-was-set";
 /// Present while the system runs; an orderly shutdown removes it. Found at boot → unclean end.
 pub const RUNNING: &str = "/data/appliance/running";
 /// Written just before init stops petting the watchdog, with the reason.

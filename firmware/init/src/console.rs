@@ -142,10 +142,13 @@ pub fn run() -> ! {
                 recovery(&board);
             }
         }
-        wait_until_ready();
+        // With /data unavailable the service never becomes ready: straight to the reason.
+        if !std::path::Path::new(control::DATA_ERROR).exists() {
+            wait_until_ready();
+        }
     }
     loop {
-        if !login() {
+        if !login(&board) {
             std::process::exit(0);
         }
         if !session() {
@@ -167,11 +170,23 @@ fn wait_until_ready() {
 
 /// First boot: set the admin password before anything else. Then the login prompt.
 /// Returns false when the terminal went away.
-fn login() -> bool {
+fn login(board: &Board) -> bool {
     if !mounts::is_mounted(mounts::DATA) {
-        out("\n/data is not available: only the recovery menu can help (reboot with switchboard.recovery).\n");
+        // No password file to check against, and nothing a login could reach: only recovery
+        // helps, and it never asks for a password (physical access is the trust there).
+        let reason = std::fs::read_to_string(control::DATA_ERROR).unwrap_or_else(|_| "not mounted".into());
+        out(&format!("\n/data is not available: {}\n", reason.trim()));
+        recovery(board);
+        return true;
     }
     if !std::path::Path::new(config::ADMIN).exists() {
+        if std::path::Path::new(config::ADMIN_WAS_SET).exists() {
+            // An interrupted reset or a damaged file, not a first boot: a password prompt
+            // here would be a login without a password.
+            out("\nThe admin password file is missing. Set a new one in the recovery menu (2).\n");
+            recovery(board);
+            return true;
+        }
         out("\nFirst boot: choose the admin password.\n");
         return set_admin_password();
     }
@@ -184,9 +199,19 @@ fn login() -> bool {
         let stored = std::fs::read_to_string(config::ADMIN).unwrap_or_default();
         if user.trim() == "admin" && password::verify(&stored, &secret) {
             log::info!("admin logged in on the console");
+            // Appliances set up before the marker existed get it at their next login.
+            if !std::path::Path::new(config::ADMIN_WAS_SET).exists() {
+                let _ = config::write_atomic(config::ADMIN_WAS_SET, b"");
+            }
             return true;
         }
-        log::warn!("failed console login for {:?}", user.trim());
+        // What was typed as a user name is often a password typed one prompt too early:
+        // never log it.
+        if user.trim() == "admin" {
+            log::warn!("failed console login for admin");
+        } else {
+            log::warn!("failed console login (unknown user name)");
+        }
         std::thread::sleep(LOGIN_DELAY);
         out("Login incorrect\n");
     }
@@ -212,6 +237,9 @@ fn set_admin_password() -> bool {
             .and_then(|h| config::write_atomic(config::ADMIN, h.as_bytes()).map_err(|e| e.to_string()))
         {
             Ok(()) => {
+                if let Err(e) = config::write_atomic(config::ADMIN_WAS_SET, b"") {
+                    log::warn!("writing the admin-password marker: {e}");
+                }
                 out("SUCCESS\n");
                 return true;
             }
@@ -348,7 +376,7 @@ fn factory_reset(board: &Board) {
         out("FAILURE: /data is still in use; nothing erased\n");
         return;
     }
-    if !mounts::mkfs(&device, &board.disk.data_label) {
+    if !mounts::mkfs(&device, &board.disk.data_label, &|| {}) {
         out("FAILURE: mke2fs failed\n");
         return;
     }

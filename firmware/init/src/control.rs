@@ -6,6 +6,8 @@ use std::os::unix::net::UnixDatagram;
 pub const SOCKET: &str = "/run/switchboard/control";
 pub const HEALTH: &str = "/run/switchboard/health";
 pub const READY: &str = "/run/switchboard/ready";
+/// Why /data could not be mounted, written by PID 1 at boot; absent when it is mounted.
+pub const DATA_ERROR: &str = "/run/switchboard/data-error";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {

@@ -39,6 +39,9 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const STARTUP_GRACE: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const XMPP_PORT: u16 = 5222;
+/// RLIMIT_NOFILE for xmppd (soft and hard): 10,000 sessions and their TLS state with room to
+/// spare; the kernel's own ceiling (fs.nr_open) is a million.
+const XMPPD_OPEN_FILES: libc::rlim_t = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shutdown {
@@ -203,14 +206,22 @@ pub fn run() -> ! {
         }
     };
 
-    let data = mounts::mount_data(&board.disk.data_label);
+    let pet_during_checks = || {
+        if let Some(w) = &watchdog {
+            w.pet();
+        }
+    };
+    let data = mounts::mount_data(&board.disk.data_label, &pet_during_checks);
     let data_ok = match &data {
         Ok(device) => {
             log::info!("{device} mounted on /data");
+            let _ = std::fs::remove_file(control::DATA_ERROR);
             true
         }
         Err(e) => {
             log::error!("/data unavailable: {e}; xmppd stays stopped");
+            // The console shows this before anything else and sends the operator to recovery.
+            let _ = std::fs::write(control::DATA_ERROR, e);
             false
         }
     };
@@ -466,10 +477,20 @@ impl Pid1 {
             .stdout(Stdio::from(out_write))
             .stderr(Stdio::from(out_write2));
         unblock_signals_in_child(&mut command);
-        // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+        // SAFETY: only async-signal-safe calls (setsid, setrlimit, dup2, fcntl) between fork
+        // and exec.
         unsafe {
             command.pre_exec(move || {
                 libc::setsid();
+                // PID 1 starts with the kernel's 1024 descriptors; xmppd needs one per session
+                // plus headroom for the admin socket and certificate reloads (it raises its soft
+                // limit to this hard one). A failure leaves the inherited limit, which works,
+                // only smaller, so it is not a reason to refuse to start.
+                let files = libc::rlimit {
+                    rlim_cur: XMPPD_OPEN_FILES,
+                    rlim_max: XMPPD_OPEN_FILES,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &files);
                 if hb_raw == HEARTBEAT_FD {
                     libc::fcntl(HEARTBEAT_FD, libc::F_SETFD, 0);
                 } else if libc::dup2(hb_raw, HEARTBEAT_FD) < 0 {
@@ -824,7 +845,8 @@ impl Pid1 {
         };
         let text = format!(
             "watchdog={watchdog}\nwatchdog_device={}\nwatchdog_timeout_s={}\nwatchdog_boot_status=0x{:x}\n\
-             last_reset={}\nxmppd={xmppd}\nxmppd_restarts={}\nxmppd_last_exit={}\nready={}\nboot_kernel_s={:.2}\n",
+             last_reset={}\nxmppd={xmppd}\nxmppd_restarts={}\nxmppd_last_exit={}\nready={}\nboot_kernel_s={:.2}\n\
+             data_error={}\n",
             self.watchdog.as_ref().map(|w| w.device.as_str()).unwrap_or("-"),
             self.watchdog.as_ref().map(|w| w.timeout.as_secs()).unwrap_or(0),
             self.watchdog.as_ref().map(|w| w.boot_status).unwrap_or(0),
@@ -837,6 +859,9 @@ impl Pid1 {
             },
             self.ready,
             self.init_uptime,
+            std::fs::read_to_string(control::DATA_ERROR)
+                .map(|e| e.replace('\n', " "))
+                .unwrap_or_else(|_| "-".into()),
         );
         let _ = std::fs::write("/run/switchboard/health.tmp", text);
         let _ = std::fs::rename("/run/switchboard/health.tmp", control::HEALTH);

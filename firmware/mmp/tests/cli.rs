@@ -335,8 +335,7 @@ impl sb_admin::LiveNode for LoggingNode {
     fn status(&self) -> sb_admin::LiveStatus {
         sb_admin::LiveStatus::default()
     }
-    fn config_changed(&self) {}
-    fn user_changed(&self, _user: &str) {}
+    fn wait_reconciled(&self, _seq: u64) {}
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
         Some(self.0.clone())
     }

@@ -3,6 +3,11 @@
 //! Names are local names with their namespace already resolved, so code matches on
 //! `(name, ns)` and never on prefixes the peer happened to choose.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
 use crate::ns;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,8 +20,9 @@ pub enum Node {
 pub struct Element {
     /// Local name, without any prefix.
     pub name: String,
-    /// Resolved namespace URI; empty when the element is in no namespace.
-    pub ns: String,
+    /// Resolved namespace URI; empty when the element is in no namespace. Shared, not
+    /// copied, between the elements a declaration applies to.
+    pub ns: Namespace,
     /// Attributes other than namespace declarations, values unescaped. Prefixed
     /// attributes keep their qualified name (`xml:lang`).
     pub attrs: Vec<(String, String)>,
@@ -24,7 +30,7 @@ pub struct Element {
 }
 
 impl Element {
-    pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<String>, ns: impl Into<Namespace>) -> Self {
         Element {
             name: name.into(),
             ns: ns.into(),
@@ -189,6 +195,143 @@ impl Element {
     }
 }
 
+/// Rewrite the stanza-content namespace of `element` and its descendants from `from_ns` to
+/// `to_ns`. Stanzas inside the server travel in `jabber:client`; a link to a stream with
+/// another default namespace (`jabber:component:accept`, `jabber:server`) translates at
+/// its edge with this.
+pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
+    if element.ns == from_ns {
+        element.ns = to_ns.into();
+    }
+    for child in &mut element.children {
+        if let Node::Element(e) = child {
+            retarget_namespace(e, from_ns, to_ns);
+        }
+    }
+}
+
+/// A namespace URI behind a reference count. The framer makes one per `xmlns` declaration
+/// and every element in its scope holds a clone: a URI received once is stored once, however
+/// many elements it applies to (a copy per element let one stanza allocate gigabytes).
+/// Reads like a `&str` (deref, comparisons with strings, `Display`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Namespace(Arc<str>);
+
+impl Namespace {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Bytes of heap this URI occupies (its text and the two reference counts), counted once
+    /// however many elements share it.
+    pub fn heap_bytes(&self) -> usize {
+        self.0.len() + 2 * std::mem::size_of::<usize>()
+    }
+
+    /// Whether both are the same allocation (not merely equal text).
+    pub fn shares_allocation_with(&self, other: &Namespace) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Deref for Namespace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Namespace {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for Namespace {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Namespace {
+    fn from(uri: &str) -> Self {
+        Namespace(Arc::from(uri))
+    }
+}
+
+impl From<&String> for Namespace {
+    fn from(uri: &String) -> Self {
+        Namespace(Arc::from(uri.as_str()))
+    }
+}
+
+impl From<String> for Namespace {
+    fn from(uri: String) -> Self {
+        Namespace(Arc::from(uri))
+    }
+}
+
+impl From<&Namespace> for Namespace {
+    fn from(uri: &Namespace) -> Self {
+        uri.clone()
+    }
+}
+
+impl From<Namespace> for String {
+    fn from(uri: Namespace) -> Self {
+        uri.0.as_ref().to_owned()
+    }
+}
+
+impl PartialEq<str> for Namespace {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Namespace {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Namespace {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Namespace> for str {
+    fn eq(&self, other: &Namespace) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<Namespace> for &str {
+    fn eq(&self, other: &Namespace) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl PartialEq<Namespace> for String {
+    fn eq(&self, other: &Namespace) -> bool {
+        **self == *other.0
+    }
+}
+
 /// Escape the five predefined entities, nothing else. This is the exact transformation
 /// XEP-0114 hashes a component secret through; the serializer uses `escape_text_into` and
 /// `escape_attr_into`, which also protect characters a parser would not give back.
@@ -248,6 +391,17 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retargets_nested_namespaces_and_leaves_others() {
+        let mut m = Element::new("message", ns::CLIENT)
+            .with_child(Element::new("body", ns::CLIENT))
+            .with_child(Element::new("composing", "http://jabber.org/protocol/chatstates"));
+        retarget_namespace(&mut m, ns::CLIENT, ns::COMPONENT);
+        assert_eq!(m.ns, ns::COMPONENT);
+        assert!(m.has_child("body", ns::COMPONENT));
+        assert!(m.has_child("composing", "http://jabber.org/protocol/chatstates"));
+    }
 
     #[test]
     fn serializes_with_minimal_namespace_declarations() {

@@ -23,7 +23,12 @@
 //! - an unbound or illegally declared prefix → `bad-namespace-prefix`;
 //! - a header that is not `stream` in `http://etherx.jabber.org/streams` → `invalid-namespace`;
 //! - an XML declaration naming another encoding than UTF-8 → `unsupported-encoding`;
-//! - a limit of [`FramerConfig`] exceeded → `policy-violation`.
+//! - a limit of [`FramerConfig`] exceeded → `policy-violation`: the stanza size, depth,
+//!   attribute and node counts, a namespace URI's length, and the memory a stanza needs.
+//!   These are the server's local policy on sizes, which is what RFC 6120 §4.9.3.12 names
+//!   (its example is "a stanza exceeds a configured size limit"); `resource-constraint`
+//!   (§4.9.3.15) would say the *server* is short of resources and invite a retry, and the
+//!   XML is well-formed, so `not-well-formed` would be wrong.
 //!
 //! Leniency, on purpose: whitespace and a UTF-8 byte order mark may precede the XML
 //! declaration (some clients send a keepalive before their first header); a header
@@ -35,6 +40,16 @@
 //! element can be re-serialized well-formed (see `bind_attribute_prefixes`). `xml:lang`
 //! and other `xml:` attributes stay as they are.
 //!
+//! Memory: what a stanza costs is bounded by what it sent, not only its wire size. A namespace
+//! URI is stored once per declaration and shared by every element in its scope
+//! ([`Namespace`]); a URI is at most [`FramerConfig::max_namespace_bytes`] long; and the heap
+//! a stanza's tree occupies (names, attributes, text, namespaces, the declarations kept for
+//! prefixed attributes, each node and the spare capacity of its vectors) is counted as it
+//! grows and may not exceed [`FramerConfig::stanza_memory_allowance`] plus
+//! [`FramerConfig::memory_per_stanza_byte`] times the stanza's bytes received so far.
+//! Unused vector capacity is returned when an element closes, so a released stanza holds
+//! little slack while it waits in queues.
+//!
 //! After an error the framer is poisoned: it drops its buffer and returns the same error
 //! again until [`StreamFramer::reset`].
 
@@ -44,7 +59,7 @@ use bytes::{Buf, BytesMut};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
-use crate::element::{Element, Node, escape_attr_into};
+use crate::element::{Element, Namespace, Node, escape_attr_into};
 use crate::error::{StreamError, StreamErrorCondition};
 use crate::ns;
 
@@ -57,6 +72,14 @@ pub const STREAM_CLOSE: &[u8] = b"</stream:stream>";
 /// Buffer capacity kept across an idle period; anything larger is returned to the allocator
 /// once the buffer drains, so one big stanza does not pin memory for the session's life.
 const RETAINED_CAPACITY: usize = 4096;
+
+/// Namespace bindings kept allocated across stanzas (the header's and a few nested ones).
+const RETAINED_BINDINGS: usize = 16;
+
+/// Heap bytes of one `Node` slot in a children vector, and of one attribute pair.
+const NODE_BYTES: usize = std::mem::size_of::<Node>();
+const ATTRIBUTE_BYTES: usize = std::mem::size_of::<(String, String)>();
+const BINDING_BYTES: usize = std::mem::size_of::<Binding>();
 
 #[derive(Clone, Debug)]
 pub struct FramerConfig {
@@ -77,6 +100,19 @@ pub struct FramerConfig {
     /// 4-byte `<a/>` costs about a hundred bytes as a tree node, so this bounds the memory a
     /// dense stanza costs independently of its wire size.
     pub max_nodes: usize,
+    /// Longest namespace URI accepted in an `xmlns` declaration, in bytes as decoded
+    /// (default 1 KiB). Real URIs are under 100 bytes (`http://jabber.org/protocol/pubsub#event`
+    /// is 39); 1 KiB leaves room for any vendor's while keeping one URI far below a stanza.
+    pub max_namespace_bytes: usize,
+    /// Heap any stanza may use for its tree whatever its size (default 64 KiB): small
+    /// stanzas are never refused for being dense.
+    pub stanza_memory_allowance: usize,
+    /// Heap a stanza may use per byte received, on top of the allowance (default 16). The
+    /// tree costs about 1 byte per byte of text and a fixed ~90 bytes per element or text
+    /// node, so real stanzas stay well below 16 once past the allowance; a stanza that
+    /// copies what it sent (prefixed attributes referring to a long URI declared once) is
+    /// stopped. With the defaults one stanza's tree stays under 4.1 MiB.
+    pub memory_per_stanza_byte: usize,
 }
 
 impl Default for FramerConfig {
@@ -87,6 +123,9 @@ impl Default for FramerConfig {
             max_header_bytes: 8 * 1024,
             max_attributes: 64,
             max_nodes: 8192,
+            max_namespace_bytes: 1024,
+            stanza_memory_allowance: 64 * 1024,
+            memory_per_stanza_byte: 16,
         }
     }
 }
@@ -237,7 +276,7 @@ enum Phase {
 #[derive(Clone, Debug)]
 struct Binding {
     prefix: Option<String>,
-    uri: String,
+    uri: Namespace,
 }
 
 struct OpenElement {
@@ -284,6 +323,13 @@ pub struct StreamFramer {
     /// Stream offset of the `<` starting the current top-level element.
     stanza_start: u64,
     stanza_nodes: usize,
+    /// Heap bytes the current top-level element's tree (and the bindings it declared) holds.
+    stanza_memory: usize,
+    /// Stream offset just past the unit being processed.
+    unit_end: u64,
+    /// The fixed namespaces `resolve` may answer without a declaration.
+    xml_ns: Namespace,
+    no_ns: Namespace,
     /// A self-closing header (`<stream:stream/>`) is a header immediately followed by the end.
     end_pending: bool,
 }
@@ -302,6 +348,10 @@ impl StreamFramer {
             unit_start: 0,
             stanza_start: 0,
             stanza_nodes: 0,
+            stanza_memory: 0,
+            unit_end: 0,
+            xml_ns: Namespace::from(ns::XML),
+            no_ns: Namespace::default(),
             end_pending: false,
         }
     }
@@ -390,6 +440,7 @@ impl StreamFramer {
             // of splitting it, which would allocate a shared handle per unit.
             let buf = std::mem::take(&mut self.buf);
             self.unit_start = self.base;
+            self.unit_end = self.base + len as u64;
             let result = self.process_unit(kind, &buf[..len]);
             self.buf = buf;
             self.buf.advance(len);
@@ -668,6 +719,9 @@ impl StreamFramer {
         check_qname(qname)?;
         let qname = qname.to_owned();
         let bindings_mark = self.bindings.len();
+        let bindings_capacity = self.bindings.capacity();
+        // Heap this tag adds; charged to the stanza once the tag is known to be in one.
+        let mut cost = 0usize;
         let mut attrs = Vec::new();
         let mut count = 0usize;
         for attr in start.attributes() {
@@ -683,23 +737,25 @@ impl StreamFramer {
             check_qname(key)?;
             let value = unescape(&attr.value, true)?.into_owned();
             if key == "xmlns" {
-                self.bindings.push(Binding {
-                    prefix: None,
-                    uri: value,
-                });
+                let (uri, uri_cost) = self.declare_namespace(None, value)?;
+                cost += uri_cost;
+                self.bindings.push(Binding { prefix: None, uri });
             } else if let Some(prefix) = key.strip_prefix("xmlns:") {
                 check_prefix_declaration(prefix, &value)?;
+                let (uri, uri_cost) = self.declare_namespace(Some(prefix), value)?;
+                cost += uri_cost + prefix.len();
                 self.bindings.push(Binding {
                     prefix: Some(prefix.to_owned()),
-                    uri: value,
+                    uri,
                 });
             } else {
                 attrs.push((key.to_owned(), value));
             }
         }
         let (prefix, local) = split_qname(&qname);
-        let element_ns = self.resolve(prefix)?.to_owned();
+        let element_ns = self.resolve(prefix)?.clone();
         self.bind_attribute_prefixes(&mut attrs)?;
+        attrs.shrink_to_fit();
         let element = Element {
             name: local.to_owned(),
             ns: element_ns,
@@ -721,11 +777,27 @@ impl StreamFramer {
         if depth == 1 {
             self.stanza_start = self.unit_start;
             self.stanza_nodes = 0;
+            self.stanza_memory = 0;
+            // A nested element's slot is charged when its parent's children grow; the
+            // top-level one is released on its own.
+            cost += NODE_BYTES;
+        }
+        cost += element.name.capacity()
+            + element.attrs.capacity() * ATTRIBUTE_BYTES
+            + element
+                .attrs
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity())
+                .sum::<usize>()
+            + self.bindings.capacity().saturating_sub(bindings_capacity) * BINDING_BYTES;
+        if !self_closing {
+            cost += qname.capacity();
         }
         self.count_node()?;
+        self.charge(cost)?;
         if self_closing {
             self.bindings.truncate(bindings_mark);
-            return Ok(self.finish_element(element));
+            return self.finish_element(element);
         }
         self.open.push(OpenElement {
             element,
@@ -733,6 +805,47 @@ impl StreamFramer {
             bindings_mark,
         });
         Ok(None)
+    }
+
+    /// The namespace an `xmlns` declaration binds, and the heap it adds. Redeclaring the URI
+    /// already bound to the prefix (`<a xmlns='u'><b xmlns='u'/>`) shares it and costs nothing.
+    fn declare_namespace(&self, prefix: Option<&str>, uri: String) -> Result<(Namespace, usize), StreamError> {
+        if uri.len() > self.config.max_namespace_bytes {
+            return Err(policy_violation(format!(
+                "namespace URI longer than {} bytes",
+                self.config.max_namespace_bytes
+            )));
+        }
+        if let Ok(current) = self.resolve(prefix)
+            && *current == uri
+        {
+            return Ok((current.clone(), 0));
+        }
+        let uri = Namespace::from(uri);
+        let cost = uri.heap_bytes();
+        Ok((uri, cost))
+    }
+
+    /// Count `bytes` more heap against the current stanza's budget.
+    fn charge(&mut self, bytes: usize) -> Result<(), StreamError> {
+        self.stanza_memory = self.stanza_memory.saturating_add(bytes);
+        let received = usize::try_from(self.unit_end - self.stanza_start).unwrap_or(usize::MAX);
+        let allowed = self
+            .config
+            .memory_per_stanza_byte
+            .saturating_mul(received)
+            .saturating_add(self.config.stanza_memory_allowance);
+        if self.stanza_memory > allowed {
+            return Err(policy_violation(format!(
+                "a stanza of {received} bytes needs more than {allowed} bytes of memory"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Return memory to the budget: the stanza no longer holds it.
+    fn credit(&mut self, bytes: usize) {
+        self.stanza_memory = self.stanza_memory.saturating_sub(bytes);
     }
 
     fn header(&mut self, element: Element, qname: String, self_closing: bool) -> Result<StreamEvent, StreamError> {
@@ -748,12 +861,12 @@ impl StreamFramer {
             id: element.attr("id").map(str::to_owned),
             version: element.attr("version").map(str::to_owned),
             lang: element.attr("xml:lang").map(str::to_owned),
-            default_ns: self.resolve(None)?.to_owned(),
+            default_ns: self.resolve(None)?.to_string(),
             prefixes: self
                 .bindings
                 .iter()
                 .filter(|b| b.uri != ns::STREAM)
-                .filter_map(|b| Some((b.prefix.clone()?, b.uri.clone())))
+                .filter_map(|b| Some((b.prefix.clone()?, b.uri.to_string())))
                 .collect(),
         };
         self.header_qname = qname;
@@ -773,7 +886,12 @@ impl StreamFramer {
                 None => Err(not_well_formed("end tag does not match the stream header")),
                 Some(open) if open.qname == qname => {
                     self.bindings.truncate(open.bindings_mark);
-                    Ok(self.finish_element(open.element))
+                    let mut element = open.element;
+                    let capacity = element.children.capacity();
+                    element.children.shrink_to_fit();
+                    let returned = capacity - element.children.capacity();
+                    self.credit(returned * NODE_BYTES + open.qname.capacity());
+                    self.finish_element(element)
                 }
                 Some(_) => Err(not_well_formed("mismatched end tag")),
             },
@@ -782,13 +900,23 @@ impl StreamFramer {
     }
 
     /// Attach a closed element to its parent, or release it when it is top-level.
-    fn finish_element(&mut self, element: Element) -> Option<StreamEvent> {
+    fn finish_element(&mut self, element: Element) -> Result<Option<StreamEvent>, StreamError> {
         match self.open.last_mut() {
             Some(parent) => {
-                parent.element.children.push(Node::Element(element));
-                None
+                let children = &mut parent.element.children;
+                let capacity = children.capacity();
+                children.push(Node::Element(element));
+                let grown = children.capacity() - capacity;
+                self.charge(grown * NODE_BYTES)?;
+                Ok(None)
             }
-            None => Some(StreamEvent::Element(element)),
+            None => {
+                // Bindings a deep stanza declared need not stay allocated for the stream's life.
+                if self.bindings.capacity() > RETAINED_BINDINGS {
+                    self.bindings.shrink_to(RETAINED_BINDINGS);
+                }
+                Ok(Some(StreamEvent::Element(element)))
+            }
         }
     }
 
@@ -806,11 +934,22 @@ impl StreamFramer {
         let Some(parent) = self.open.last_mut() else {
             return Err(not_well_formed("text outside of a stanza"));
         };
-        match parent.element.children.last_mut() {
-            Some(Node::Text(existing)) => existing.push_str(&text),
-            _ => parent.element.children.push(Node::Text(text.into_owned())),
-        }
-        Ok(())
+        let children = &mut parent.element.children;
+        let cost = match children.last_mut() {
+            Some(Node::Text(existing)) => {
+                let capacity = existing.capacity();
+                existing.push_str(&text);
+                existing.capacity() - capacity
+            }
+            _ => {
+                let text = text.into_owned();
+                let text_bytes = text.capacity();
+                let capacity = children.capacity();
+                children.push(Node::Text(text));
+                text_bytes + (children.capacity() - capacity) * NODE_BYTES
+            }
+        };
+        self.charge(cost)
     }
 
     fn count_node(&mut self) -> Result<(), StreamError> {
@@ -839,7 +978,7 @@ impl StreamFramer {
             let (Some(prefix), local) = split_qname(key) else {
                 continue;
             };
-            let uri = self.resolve(Some(prefix))?;
+            let uri = self.resolve(Some(prefix))?.as_str();
             // Namespaces in XML §6.3: `p:a` and `q:a` with p and q bound to one URI are the
             // same attribute twice.
             if expanded.contains(&(uri, local)) {
@@ -858,13 +997,13 @@ impl StreamFramer {
     }
 
     /// The namespace bound to `prefix` (`None`: the default namespace, empty when unset).
-    fn resolve(&self, prefix: Option<&str>) -> Result<&str, StreamError> {
+    fn resolve(&self, prefix: Option<&str>) -> Result<&Namespace, StreamError> {
         if prefix == Some("xml") {
-            return Ok(ns::XML);
+            return Ok(&self.xml_ns);
         }
         match self.bindings.iter().rev().find(|b| b.prefix.as_deref() == prefix) {
             Some(binding) => Ok(&binding.uri),
-            None if prefix.is_none() => Ok(""),
+            None if prefix.is_none() => Ok(&self.no_ns),
             None => Err(StreamError::with_text(
                 StreamErrorCondition::BadNamespacePrefix,
                 format!("prefix '{}' is not bound", prefix.unwrap_or_default()),
@@ -1414,6 +1553,124 @@ mod tests {
         assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
         let err = error_of(&" ".repeat(9000));
         assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+    }
+
+    /// Issue 13: a 220 KiB namespace on an open `<x>`, then 8000 `<a/>`, made one copy of
+    /// the URI per element (gigabytes). Refused at the declaration now.
+    #[test]
+    fn namespace_amplification_attack_is_refused() {
+        let uri = format!("urn:{}", "n".repeat(220 * 1024));
+        let input = format!("{HEADER}<x xmlns='{uri}'>{}</x>", "<a/>".repeat(8000));
+        let (events, err) = run(input.as_bytes(), FramerConfig::default());
+        assert_eq!(events.len(), 1);
+        let err = err.expect("refused");
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        assert_eq!(err.text.as_deref(), Some("namespace URI longer than 1024 bytes"));
+
+        // With no length cap, the 8000 elements share the one URI instead of copying it.
+        let uncapped = FramerConfig {
+            max_namespace_bytes: usize::MAX,
+            ..FramerConfig::default()
+        };
+        let (events, err) = run(input.as_bytes(), uncapped);
+        assert_eq!(err, None);
+        let StreamEvent::Element(x) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(x.children.len(), 8000);
+        assert!(x.elements().all(|a| a.ns.shares_allocation_with(&x.ns)));
+    }
+
+    #[test]
+    fn namespace_length_limit() {
+        let at_limit = format!("urn:{}", "u".repeat(1020));
+        for declaration in [format!("xmlns='{at_limit}'"), format!("xmlns:p='{at_limit}'")] {
+            let e = stanza(&format!("<message {declaration}/>"));
+            assert_eq!(e.name, "message");
+            let over = declaration.replace("urn:", "urn:+");
+            let err = error_of(&format!("{HEADER}<message {over}/>"));
+            assert_eq!(err.condition, StreamErrorCondition::PolicyViolation, "{err}");
+        }
+        // The header's declarations too; the length is the decoded one.
+        let err = error_of(&format!(
+            "<stream:stream xmlns='{}' xmlns:stream='http://etherx.jabber.org/streams'>",
+            "u".repeat(1025)
+        ));
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        let e = stanza(&format!("<message xmlns:p='{}&amp;' p:a=''/>", "u".repeat(1023)));
+        assert_eq!(e.attr("xmlns:p").map(str::len), Some(1024));
+    }
+
+    #[test]
+    fn redeclared_and_inherited_namespaces_share_one_allocation() {
+        let e = stanza("<iq><query xmlns='urn:q'><item xmlns='urn:q'/><item/></query><x xmlns='urn:q'/></iq>");
+        let query = e.get_child("query", "urn:q").unwrap();
+        assert!(query.elements().all(|item| item.ns.shares_allocation_with(&query.ns)));
+        // A sibling's declaration is a new scope: equal text, its own allocation.
+        let x = e.get_child("x", "urn:q").unwrap();
+        assert!(!x.ns.shares_allocation_with(&query.ns));
+
+        let (events, err) = run(
+            format!("{HEADER}<presence/><message><body/></message>").as_bytes(),
+            FramerConfig::default(),
+        );
+        assert_eq!(err, None);
+        let [_, StreamEvent::Element(presence), StreamEvent::Element(message)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert!(presence.ns.shares_allocation_with(&message.ns));
+        assert!(message.elements().all(|b| b.ns.shares_allocation_with(&message.ns)));
+    }
+
+    /// The declaration a prefixed attribute needs is copied into each element using it; a
+    /// long URI declared once and used by many elements is stopped by the memory budget.
+    #[test]
+    fn copies_for_prefixed_attributes_are_charged() {
+        let uri = format!("urn:{}", "u".repeat(1000));
+        let input = format!("{HEADER}<x xmlns:p='{uri}'>{}</x>", "<a p:b=''/>".repeat(1000));
+        let err = error_of(&input);
+        assert_eq!(err.condition, StreamErrorCondition::PolicyViolation);
+        assert!(
+            err.text.as_deref().is_some_and(|t| t.contains("bytes of memory")),
+            "{err}"
+        );
+
+        // The budget grows with what was received: the same copies in a stanza carrying
+        // that much text pass.
+        let padded = format!(
+            "{HEADER}<x xmlns:p='{uri}'><body>{}</body>{}</x>",
+            "t".repeat(200 * 1024),
+            "<a p:b=''/>".repeat(1000)
+        );
+        let (events, err) = run(padded.as_bytes(), FramerConfig::default());
+        assert_eq!((events.len(), err), (2, None));
+    }
+
+    #[test]
+    fn memory_budget_counts_nodes_and_text() {
+        let config = FramerConfig {
+            // Enough for the message and body nodes themselves.
+            stanza_memory_allowance: 512,
+            memory_per_stanza_byte: 4,
+            ..FramerConfig::default()
+        };
+        // Text costs about its size: passes at 4 bytes per byte.
+        let text = format!("{HEADER}<message><body>{}</body></message>", "x".repeat(10_000));
+        let (events, err) = run(text.as_bytes(), config.clone());
+        assert_eq!((events.len(), err), (2, None));
+        // Empty elements cost a node each, far more than their 4 bytes.
+        let dense = format!("{HEADER}<message>{}</message>", "<a/>".repeat(100));
+        let (_, err) = run(dense.as_bytes(), config);
+        assert_eq!(err.unwrap().condition, StreamErrorCondition::PolicyViolation);
+        // The budget is per stanza: the next one starts afresh.
+        let (events, err) = run(
+            format!("{HEADER}{}", "<message><body>hello</body></message>".repeat(500)).as_bytes(),
+            FramerConfig {
+                stanza_memory_allowance: 1024,
+                ..FramerConfig::default()
+            },
+        );
+        assert_eq!((events.len(), err), (501, None));
     }
 
     #[test]

@@ -3,13 +3,7 @@
 //! A `Jid` is always normalized: two JIDs naming the same entity compare equal.
 //! - localpart: PRECIS UsernameCaseMapped (RFC 8265 §3.3), then the characters RFC 7622
 //!   §3.3.1 forbids (`" & ' / : < > @`) are refused;
-//! - domainpart: an IP literal (`127.0.0.1`, `[::1]`, printed canonically) or a host name,
-//!   lowercased, one trailing dot removed, every label non-empty. ASCII labels are letters,
-//!   digits, `-` and `_` and may not start or end with `-` (A-labels pass as they are);
-//!   labels with other characters get the UTS #46-like mapping PRECIS IdentifierClass gives
-//!   (width and case mapping, NFC) and are refused if it does not allow them. No
-//!   punycode conversion happens: `bücher.example` and `xn--bcher-kva.example` stay two
-//!   different JIDs;
+//! - domainpart: a [`Domain`] (see `domain.rs` for its rules);
 //! - resourcepart: PRECIS OpaqueString (RFC 8265 §4.2), everything after the first `/`.
 //!
 //! Each part is 1..=1023 bytes once normalized (RFC 7622 §3.1).
@@ -19,11 +13,11 @@
 //! the shortcut against the real profile.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
 use precis_profiles::precis_core::profile::PrecisFastInvocation;
 use precis_profiles::{OpaqueString, UsernameCaseMapped};
 
+use crate::domain::Domain;
 use crate::error::{StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
 
 /// Longest localpart, domainpart or resourcepart, in bytes (RFC 7622 §3.1).
@@ -32,7 +26,7 @@ pub const MAX_PART_BYTES: usize = 1023;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Jid {
     node: Option<String>,
-    domain: String,
+    domain: Domain,
     resource: Option<String>,
 }
 
@@ -88,7 +82,7 @@ impl Jid {
     pub fn from_parts(node: Option<&str>, domain: &str, resource: Option<&str>) -> Result<Jid, JidError> {
         Ok(Jid {
             node: node.map(normalize_localpart).transpose()?,
-            domain: normalize_domain(domain)?,
+            domain: Domain::parse(domain)?,
             resource: resource.map(normalize_resource).transpose()?,
         })
     }
@@ -102,6 +96,10 @@ impl Jid {
         self.node.as_deref()
     }
     pub fn domain(&self) -> &str {
+        self.domain.as_str()
+    }
+    /// The domainpart as a [`Domain`].
+    pub fn domain_part(&self) -> &Domain {
         &self.domain
     }
     pub fn resource(&self) -> Option<&str> {
@@ -149,7 +147,7 @@ impl Jid {
 /// refused up front.
 const MAX_RAW_PART_BYTES: usize = 4 * MAX_PART_BYTES;
 
-fn check_raw_length(part: &str, empty: &'static str, too_long: &'static str) -> Result<(), JidError> {
+pub(crate) fn check_raw_length(part: &str, empty: &'static str, too_long: &'static str) -> Result<(), JidError> {
     if part.is_empty() {
         return Err(JidError::Malformed(empty));
     }
@@ -159,7 +157,7 @@ fn check_raw_length(part: &str, empty: &'static str, too_long: &'static str) -> 
     Ok(())
 }
 
-fn check_length(part: &str, empty: &'static str, too_long: &'static str) -> Result<(), JidError> {
+pub(crate) fn check_length(part: &str, empty: &'static str, too_long: &'static str) -> Result<(), JidError> {
     if part.is_empty() {
         return Err(JidError::Malformed(empty));
     }
@@ -173,7 +171,7 @@ fn check_length(part: &str, empty: &'static str, too_long: &'static str) -> Resu
 /// normalizing, so NFC can produce a character the class refuses (`=` + U+0338 composes
 /// to `≠`); RFC 8264 §7 requires the result to be stable, so such input is refused rather
 /// than turned into an address that would not parse again.
-fn enforce_stable<P: PrecisFastInvocation>(raw: &str) -> Option<String> {
+pub(crate) fn enforce_stable<P: PrecisFastInvocation>(raw: &str) -> Option<String> {
     let once = P::enforce(raw).ok()?.into_owned();
     let twice = P::enforce(once.as_str()).ok()?;
     (twice == once).then_some(once)
@@ -211,71 +209,12 @@ fn normalize_resource(raw: &str) -> Result<String, JidError> {
     Ok(normalized)
 }
 
-fn normalize_domain(raw: &str) -> Result<String, JidError> {
-    const EMPTY: &str = "empty domainpart";
-    const TOO_LONG: &str = "domainpart longer than 1023 bytes";
-    check_raw_length(raw, EMPTY, TOO_LONG)?;
-    if let Some(inner) = raw.strip_prefix('[') {
-        let address = inner
-            .strip_suffix(']')
-            .and_then(|a| a.parse::<Ipv6Addr>().ok())
-            .ok_or(JidError::Malformed("malformed IPv6 literal"))?;
-        return Ok(format!("[{address}]"));
-    }
-    if let Ok(address) = raw.parse::<Ipv4Addr>() {
-        return Ok(address.to_string());
-    }
-    // RFC 7622 §3.2: one trailing dot is removed before any other check.
-    let name = raw.strip_suffix('.').unwrap_or(raw);
-    let mut normalized = String::with_capacity(name.len());
-    for (i, label) in name.split('.').enumerate() {
-        if i > 0 {
-            normalized.push('.');
-        }
-        normalize_label(label, &mut normalized)?;
-    }
-    check_length(&normalized, EMPTY, TOO_LONG)?;
-    Ok(normalized)
-}
-
-fn normalize_label(label: &str, out: &mut String) -> Result<(), JidError> {
-    if label.is_empty() {
-        return Err(JidError::Malformed("empty label in domainpart"));
-    }
-    // IdentifierClass refuses spaces, symbols and controls, and its mapping (width, case,
-    // NFC) is the one IDNA2008 mapping (RFC 5895) applies to a U-label. The checks below
-    // run on the mapped label: full-width letters map to ASCII and must then obey the
-    // ASCII rules, or normalizing twice would not give the same result.
-    let mapped = if label.is_ascii() {
-        label.to_ascii_lowercase()
-    } else {
-        enforce_stable::<UsernameCaseMapped>(label).ok_or(JidError::Malformed(
-            "domain label not allowed as an internationalized label",
-        ))?
-    };
-    if mapped.is_empty() {
-        return Err(JidError::Malformed("empty label in domainpart"));
-    }
-    if mapped.contains(|c: char| c.is_ascii() && !(c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
-        return Err(JidError::Malformed("forbidden character in domainpart"));
-    }
-    if mapped.starts_with('-') || mapped.ends_with('-') {
-        return Err(JidError::Malformed("domain label starts or ends with '-'"));
-    }
-    // The DNS limit; for a U-label it applies to its A-label, which is not computed here.
-    if mapped.is_ascii() && mapped.len() > 63 {
-        return Err(JidError::Malformed("domain label longer than 63 bytes"));
-    }
-    out.push_str(&mapped);
-    Ok(())
-}
-
 impl fmt::Display for Jid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(n) = &self.node {
             write!(f, "{n}@")?;
         }
-        f.write_str(&self.domain)?;
+        f.write_str(self.domain.as_str())?;
         if let Some(r) = &self.resource {
             write!(f, "/{r}")?;
         }

@@ -6,14 +6,18 @@
 
 pub mod component;
 pub mod dialback;
+pub mod domain;
 pub mod element;
 pub mod error;
 pub mod framer;
 pub mod jid;
 pub mod ns;
+pub mod presence;
 pub mod sasl;
 
-pub use element::{Element, Node};
+pub use domain::Domain;
+pub use element::{Element, Node, retarget_namespace};
 pub use error::{StanzaError, StanzaErrorCondition, StanzaErrorType, StreamError, StreamErrorCondition};
 pub use framer::{FramerConfig, STREAM_CLOSE, StreamEvent, StreamFramer, StreamHeader};
 pub use jid::{Jid, JidError};
+pub use presence::{PresenceType, SubscriptionType};

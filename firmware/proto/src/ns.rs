@@ -19,6 +19,11 @@ pub const PING: &str = "urn:xmpp:ping";
 pub const DELAY: &str = "urn:xmpp:delay";
 pub const XML: &str = "http://www.w3.org/XML/1998/namespace";
 
+/// Whether `namespace` is one of the namespaces stanzas travel in on some stream.
+pub fn is_stanza_namespace(namespace: &str) -> bool {
+    matches!(namespace, CLIENT | SERVER | COMPONENT)
+}
+
 /// Prefixes the serializer uses for namespaces that are declared once on the stream
 /// header (`<stream:features/>`, `<db:result/>`) instead of on every element.
 pub fn stream_prefix(ns: &str) -> Option<&'static str> {

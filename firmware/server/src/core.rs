@@ -179,3 +179,18 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A core over a fresh store in `dir`, for tests: domain `example.com`, no TLS, room for
+/// ten offline messages per account.
+#[cfg(test)]
+pub(crate) fn test_core(dir: &std::path::Path) -> Core {
+    let store = sb_store::Store::open(dir).expect("a test store opens");
+    let settings = Settings {
+        domain: "example.com".into(),
+        tls: None,
+        starttls_required: true,
+        max_stanza_bytes: 65_536,
+        offline_limit: 10,
+    };
+    Core::new(Storage::new(store), dir.to_owned(), ServerTuning::default(), settings)
+}

@@ -1,30 +1,68 @@
 //! Service Discovery (XEP-0030) for the server domain and for accounts.
 //!
-//! The server's feature list is the union of what each feature module declares in its
-//! `FEATURES`, so adding a module is adding it to [`MODULE_FEATURES`].
+//! The feature lists are read from the iq handler table ([`crate::iq::IQ_HANDLERS`]), plus
+//! `OTHER_SERVER_FEATURES` for features that answer no iq of their own, so adding a
+//! XEP never means editing this file.
 
+use crate::iq::{self, IqFuture, IqHandler, IqRequest, IqTarget, IqType};
 use crate::router::Router;
 use sb_proto::{Element, StanzaError, StanzaErrorCondition, ns};
 
-pub const FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS];
+pub const INFO_HANDLER: IqHandler = IqHandler {
+    element: "query",
+    namespace: ns::DISCO_INFO,
+    server_features: &[ns::DISCO_INFO],
+    account_features: &[ns::DISCO_INFO],
+    handle,
+};
 
-/// Every module that answers something on behalf of the server.
-const MODULE_FEATURES: &[&[&str]] = &[
-    FEATURES,
-    crate::ping::FEATURES,
-    crate::version::FEATURES,
-    crate::roster::FEATURES,
-    crate::offline::FEATURES,
-];
+pub const ITEMS_HANDLER: IqHandler = IqHandler {
+    element: "query",
+    namespace: ns::DISCO_ITEMS,
+    server_features: &[ns::DISCO_ITEMS],
+    account_features: &[ns::DISCO_ITEMS],
+    handle,
+};
 
-/// Features of an account (answered by the server on the account's behalf).
-const ACCOUNT_FEATURES: &[&str] = &[ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING];
+/// Features of the server that come with no iq handler.
+const OTHER_SERVER_FEATURES: &[&[&str]] = &[crate::offline::FEATURES];
 
-pub fn server_features() -> Vec<&'static str> {
-    let mut all: Vec<&'static str> = MODULE_FEATURES.iter().flat_map(|f| f.iter().copied()).collect();
+fn handle(request: IqRequest<'_>) -> IqFuture<'_> {
+    Box::pin(std::future::ready(answer(request)))
+}
+
+fn answer(request: IqRequest<'_>) -> Result<Element, StanzaError> {
+    let iq = request.iq;
+    let query_ns = match iq.elements().next() {
+        Some(query) if request.kind == IqType::Get => query.ns.as_str(),
+        _ => return Err(iq::service_unavailable()),
+    };
+    let payload = match request.target {
+        IqTarget::Server => server_answer(iq, query_ns, &request.core.router)?,
+        IqTarget::Account => account_answer(iq, query_ns)?,
+    };
+    Ok(iq::result(iq, Some(payload)))
+}
+
+fn sorted(features: impl Iterator<Item = &'static str>) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = features.collect();
     all.sort_unstable();
     all.dedup();
     all
+}
+
+pub fn server_features() -> Vec<&'static str> {
+    sorted(
+        iq::IQ_HANDLERS
+            .iter()
+            .flat_map(|h| h.server_features.iter().copied())
+            .chain(OTHER_SERVER_FEATURES.iter().flat_map(|f| f.iter().copied())),
+    )
+}
+
+/// Features of an account (answered by the server on the account's behalf).
+pub fn account_features() -> Vec<&'static str> {
+    sorted(iq::IQ_HANDLERS.iter().flat_map(|h| h.account_features.iter().copied()))
 }
 
 fn info(identity: Element, features: &[&str]) -> Element {
@@ -33,20 +71,6 @@ fn info(identity: Element, features: &[&str]) -> Element {
         query.push_child(Element::new("feature", ns::DISCO_INFO).with_attr("var", *feature));
     }
     query
-}
-
-/// Whether `iq` is a disco query this module answers, and which.
-pub fn query_kind(iq: &Element) -> Option<&'static str> {
-    if iq.attr("type") != Some("get") {
-        return None;
-    }
-    if iq.has_child("query", ns::DISCO_INFO) {
-        Some(ns::DISCO_INFO)
-    } else if iq.has_child("query", ns::DISCO_ITEMS) {
-        Some(ns::DISCO_ITEMS)
-    } else {
-        None
-    }
 }
 
 /// Nodes are not supported: a query for one is `item-not-found` (XEP-0030 §3.1).
@@ -80,7 +104,7 @@ pub fn account_answer(iq: &Element, query_ns: &str) -> Result<Element, StanzaErr
         let identity = Element::new("identity", ns::DISCO_INFO)
             .with_attr("category", "account")
             .with_attr("type", "registered");
-        return Ok(info(identity, ACCOUNT_FEATURES));
+        return Ok(info(identity, &account_features()));
     }
     Ok(Element::new("query", ns::DISCO_ITEMS))
 }
@@ -88,6 +112,31 @@ pub fn account_answer(iq: &Element, query_ns: &str) -> Result<Element, StanzaErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lists wave 1 announced, in the order it announced them: the handler table must
+    /// not change what a client sees.
+    #[test]
+    fn feature_lists_are_unchanged() {
+        assert_eq!(
+            server_features(),
+            vec![
+                "http://jabber.org/protocol/disco#info",
+                "http://jabber.org/protocol/disco#items",
+                "jabber:iq:roster",
+                "jabber:iq:version",
+                "msgoffline",
+                "urn:xmpp:ping",
+            ]
+        );
+        assert_eq!(
+            account_features(),
+            vec![
+                "http://jabber.org/protocol/disco#info",
+                "http://jabber.org/protocol/disco#items",
+                "urn:xmpp:ping",
+            ]
+        );
+    }
 
     #[test]
     fn server_features_come_from_the_modules() {

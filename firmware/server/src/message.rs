@@ -2,7 +2,7 @@
 //! and offline storage when no resource can take a bare-JID message.
 
 use crate::core::Core;
-use crate::offline;
+use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 
 /// How a message `type` is treated (RFC 6121 §5.2.2: an unknown type is `normal`).
@@ -49,12 +49,9 @@ pub async fn deliver_to_account(core: &Core, message: Element, to: &Jid, user: &
             core.send_to_session(&target.handle, message).await;
             return;
         }
-        // RFC 6121 §8.5.3.2.1: no such resource; groupchat is refused, the rest goes on
-        // as if sent to the bare JID.
-        if kind == MessageType::Groupchat {
-            core.bounce(&message, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
-                .await;
-            return;
+        match no_local_session(&message, Missing::Resource) {
+            NoLocalSession::AsBareJid => {}
+            decision => return core.settle_without_session(message, user, decision).await,
         }
     }
     let available = core.router.available_resources(user);
@@ -65,8 +62,13 @@ pub async fn deliver_to_account(core: &Core, message: Element, to: &Jid, user: &
                 .await
         }
         MessageType::Headline => {
-            // Headlines are not worth storing: delivered to every eligible resource or dropped.
-            for target in available.iter().filter(|r| r.priority >= 0) {
+            // Headlines are delivered to every eligible resource, never stored.
+            let eligible: Vec<_> = available.iter().filter(|r| r.priority >= 0).collect();
+            if eligible.is_empty() {
+                let decision = no_local_session(&message, Missing::AvailableResource);
+                return core.settle_without_session(message, user, decision).await;
+            }
+            for target in eligible {
                 core.send_to_session(&target.handle, message.clone()).await;
             }
         }
@@ -74,8 +76,8 @@ pub async fn deliver_to_account(core: &Core, message: Element, to: &Jid, user: &
             let priorities: Vec<i8> = available.iter().map(|r| r.priority).collect();
             let chosen = highest_priority(&priorities);
             if chosen.is_empty() {
-                offline::store(core, user, message).await;
-                return;
+                let decision = no_local_session(&message, Missing::AvailableResource);
+                return core.settle_without_session(message, user, decision).await;
             }
             for index in chosen {
                 core.send_to_session(&available[index].handle, message.clone()).await;

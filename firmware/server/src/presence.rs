@@ -6,11 +6,12 @@
 //! RFC 6121 appendix A); the async functions around them read and write rosters and route.
 
 use crate::core::Core;
+use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::offline;
 use crate::roster;
 use crate::router::SessionId;
 use crate::storage::Contact;
-use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, ns};
+use sb_proto::{Element, Jid, PresenceType, StanzaError, StanzaErrorCondition, SubscriptionType, ns};
 use std::sync::Arc;
 
 /// Directed presence targets remembered per session; beyond this the oldest is forgotten
@@ -42,10 +43,10 @@ pub struct Effect {
 }
 
 /// RFC 6121 §3.1.2, §3.1.5, §3.2.2, §3.3.2 and §3.4: the user sends `kind` to the contact.
-pub fn apply_outbound(contact: &mut Contact, kind: &str) -> Effect {
+pub fn apply_outbound(contact: &mut Contact, kind: SubscriptionType) -> Effect {
     let mut effect = Effect::default();
     match kind {
-        "subscribe" => {
+        SubscriptionType::Subscribe => {
             effect.forward = true;
             if !contact.subscription.has_to() && !contact.ask_out {
                 contact.ask_out = true;
@@ -56,7 +57,7 @@ pub fn apply_outbound(contact: &mut Contact, kind: &str) -> Effect {
                 effect.changed = true;
             }
         }
-        "unsubscribe" => {
+        SubscriptionType::Unsubscribe => {
             effect.forward = true;
             if contact.subscription.has_to() || contact.ask_out {
                 contact.subscription = contact.subscription.with_to(false);
@@ -64,7 +65,7 @@ pub fn apply_outbound(contact: &mut Contact, kind: &str) -> Effect {
                 effect.changed = true;
             }
         }
-        "subscribed" => {
+        SubscriptionType::Subscribed => {
             if contact.pending_in {
                 contact.subscription = contact.subscription.with_from(true);
                 contact.pending_in = false;
@@ -83,7 +84,7 @@ pub fn apply_outbound(contact: &mut Contact, kind: &str) -> Effect {
                 effect.changed = true;
             }
         }
-        "unsubscribed" => {
+        SubscriptionType::Unsubscribed => {
             if contact.subscription.has_from() {
                 contact.subscription = contact.subscription.with_from(false);
                 contact.pending_in = false;
@@ -103,16 +104,15 @@ pub fn apply_outbound(contact: &mut Contact, kind: &str) -> Effect {
                 effect.changed = true;
             }
         }
-        _ => {}
     }
     effect
 }
 
 /// RFC 6121 §3.1.3, §3.1.6, §3.2.3, §3.3.3: the contact sent `kind` to the user.
-pub fn apply_inbound(contact: &mut Contact, kind: &str) -> Effect {
+pub fn apply_inbound(contact: &mut Contact, kind: SubscriptionType) -> Effect {
     let mut effect = Effect::default();
     match kind {
-        "subscribe" => {
+        SubscriptionType::Subscribe => {
             if contact.subscription.has_from() {
                 effect.auto_subscribed = true;
             } else if contact.approved {
@@ -134,14 +134,14 @@ pub fn apply_inbound(contact: &mut Contact, kind: &str) -> Effect {
                 effect.forward = true;
             }
         }
-        "subscribed" if contact.ask_out && !contact.subscription.has_to() => {
+        SubscriptionType::Subscribed if contact.ask_out && !contact.subscription.has_to() => {
             contact.subscription = contact.subscription.with_to(true);
             contact.ask_out = false;
             contact.listed = true;
             effect.changed = true;
             effect.forward = true;
         }
-        "unsubscribe" => {
+        SubscriptionType::Unsubscribe => {
             if contact.subscription.has_from() {
                 contact.subscription = contact.subscription.with_from(false);
                 contact.pending_in = false;
@@ -158,7 +158,7 @@ pub fn apply_inbound(contact: &mut Contact, kind: &str) -> Effect {
                 effect.forward = true;
             }
         }
-        "unsubscribed" if contact.subscription.has_to() || contact.ask_out => {
+        SubscriptionType::Unsubscribed if contact.subscription.has_to() || contact.ask_out => {
             contact.subscription = contact.subscription.with_to(false);
             contact.ask_out = false;
             effect.changed = true;
@@ -167,10 +167,6 @@ pub fn apply_inbound(contact: &mut Contact, kind: &str) -> Effect {
         _ => {}
     }
     effect
-}
-
-fn is_subscription_type(kind: &str) -> bool {
-    matches!(kind, "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed")
 }
 
 /// `<priority/>` of an available presence (RFC 6121 §4.7.2.3): -128..127, default 0.
@@ -221,42 +217,42 @@ pub async fn from_client(
     mut stanza: Element,
     to: Option<Jid>,
 ) -> Result<ForSession, StanzaError> {
-    let kind = stanza.attr("type").unwrap_or("available").to_owned();
-    match (kind.as_str(), to) {
-        ("available" | "unavailable", None) => {
+    match (PresenceType::of(&stanza), to) {
+        (Some(PresenceType::Available), None) => {
             stanza.remove_attr("to");
-            if kind == "available" {
-                broadcast_available(core, state, user, full, session, stanza).await
-            } else {
-                broadcast_unavailable(core, state, user, full, session, stanza).await;
-                Ok(ForSession::default())
-            }
+            broadcast_available(core, state, user, full, session, stanza).await
         }
-        ("available" | "unavailable", Some(to)) => {
-            if kind == "available" {
-                if state.available && !state.directed.contains(&to) {
-                    if state.directed.len() >= MAX_DIRECTED {
-                        state.directed.remove(0);
-                    }
-                    state.directed.push(to.clone());
+        (Some(PresenceType::Unavailable), None) => {
+            stanza.remove_attr("to");
+            broadcast_unavailable(core, state, user, full, session, stanza).await;
+            Ok(ForSession::default())
+        }
+        (Some(PresenceType::Available), Some(to)) => {
+            if state.available && !state.directed.contains(&to) {
+                if state.directed.len() >= MAX_DIRECTED {
+                    state.directed.remove(0);
                 }
-            } else {
-                state.directed.retain(|j| j != &to);
+                state.directed.push(to.clone());
             }
             core.route(stanza).await;
             Ok(ForSession::default())
         }
-        (kind, Some(to)) if is_subscription_type(kind) => {
+        (Some(PresenceType::Unavailable), Some(to)) => {
+            state.directed.retain(|j| j != &to);
+            core.route(stanza).await;
+            Ok(ForSession::default())
+        }
+        (Some(PresenceType::Subscription(kind)), Some(to)) => {
             subscription_from_user(core, user, stanza, &to.to_bare(), kind).await;
             Ok(ForSession::default())
         }
-        ("probe", Some(to)) => {
+        (Some(PresenceType::Probe), Some(to)) => {
             stanza.set_attr("from", bare_jid(core, user));
             stanza.set_attr("to", to.to_bare().to_string());
             core.route(stanza).await;
             Ok(ForSession::default())
         }
-        ("error", Some(_)) => {
+        (Some(PresenceType::Error), Some(_)) => {
             core.route(stanza).await;
             Ok(ForSession::default())
         }
@@ -295,7 +291,7 @@ async fn broadcast_available(
     }
     let mut for_session = ForSession::default();
     for other in core.router.available_resources(user) {
-        if other.handle.id == session {
+        if other.handle.is_session(None, session) {
             continue;
         }
         core.send_to_session(&other.handle, with_addresses(&shared, &from, &bare))
@@ -319,7 +315,7 @@ async fn broadcast_available(
     for contact in roster.iter().filter(|c| c.pending_in) {
         for_session.stanzas.push(
             Element::new("presence", ns::CLIENT)
-                .with_attr("type", "subscribe")
+                .with_attr("type", SubscriptionType::Subscribe.as_str())
                 .with_attr("from", contact.jid.clone())
                 .with_attr("to", bare.clone()),
         );
@@ -374,7 +370,7 @@ async fn announce_unavailable(
             sent_to.push(contact.jid.clone());
         }
         for other in core.router.available_resources(user) {
-            if Some(other.handle.id) != skip_session {
+            if !skip_session.is_some_and(|id| other.handle.is_session(None, id)) {
                 core.send_to_session(&other.handle, make(&bare)).await;
             }
         }
@@ -436,7 +432,7 @@ async fn send_current_presence(core: &Core, user: &str, to: &str) {
 }
 
 /// Outbound subscription processing: the user sent `kind` to `contact`.
-async fn subscription_from_user(core: &Core, user: &str, mut stanza: Element, contact: &Jid, kind: &str) {
+async fn subscription_from_user(core: &Core, user: &str, mut stanza: Element, contact: &Jid, kind: SubscriptionType) {
     let mut effect = Effect::default();
     let result = roster::update_contact(core, user, contact, |c| {
         effect = apply_outbound(c, kind);
@@ -463,23 +459,27 @@ async fn subscription_from_user(core: &Core, user: &str, mut stanza: Element, co
 
 /// Presence for a local account from anyone (RFC 6121 §4.3, §4.5, §8.5).
 pub async fn inbound(core: &Core, stanza: Element, to: &Jid, user: &str) {
-    let kind = stanza.attr("type").unwrap_or("available").to_owned();
-    match kind.as_str() {
-        "available" | "unavailable" | "error" => match to.resource() {
-            Some(resource) => {
-                if let Some(target) = core.router.resource(user, resource) {
-                    core.send_to_session(&target.handle, stanza).await;
-                }
+    match PresenceType::of(&stanza) {
+        Some(PresenceType::Available | PresenceType::Unavailable | PresenceType::Error) => {
+            let targets = match to.resource() {
+                Some(resource) => core.router.resource(user, resource).into_iter().collect(),
+                None => core.router.available_resources(user),
+            };
+            if targets.is_empty() {
+                let missing = match to.resource() {
+                    Some(_) => Missing::Resource,
+                    None => Missing::AvailableResource,
+                };
+                let decision = no_local_session(&stanza, missing);
+                return core.settle_without_session(stanza, user, decision).await;
             }
-            None => {
-                for target in core.router.available_resources(user) {
-                    core.send_to_session(&target.handle, stanza.clone()).await;
-                }
+            for target in targets {
+                core.send_to_session(&target.handle, stanza.clone()).await;
             }
-        },
-        "probe" => answer_probe(core, &stanza, user).await,
-        kind if is_subscription_type(kind) => subscription_to_user(core, stanza, user, kind).await,
-        _ => {}
+        }
+        Some(PresenceType::Probe) => answer_probe(core, &stanza, user).await,
+        Some(PresenceType::Subscription(kind)) => subscription_to_user(core, stanza, user, kind).await,
+        None => {}
     }
 }
 
@@ -501,28 +501,24 @@ async fn answer_probe(core: &Core, probe: &Element, user: &str) {
             }
         };
     let bare = bare_jid(core, user);
-    let reply_kind = if !allowed {
-        "unsubscribed"
-    } else if core.router.available_resources(user).is_empty() {
-        "unavailable"
-    } else {
-        send_current_presence(core, user, &from.to_string()).await;
-        return;
-    };
-    let to = if allowed {
-        from.to_string()
-    } else {
-        from.to_bare().to_string()
-    };
-    let reply = Element::new("presence", ns::CLIENT)
-        .with_attr("from", bare)
-        .with_attr("to", to)
-        .with_attr("type", reply_kind);
-    core.route(reply).await;
+    if !allowed {
+        let reply = Element::new("presence", ns::CLIENT)
+            .with_attr("from", bare)
+            .with_attr("to", from.to_bare().to_string())
+            .with_attr("type", SubscriptionType::Unsubscribed.as_str());
+        return core.route(reply).await;
+    }
+    if !core.router.available_resources(user).is_empty() {
+        return send_current_presence(core, user, &from.to_string()).await;
+    }
+    match no_local_session(probe, Missing::AvailableResource) {
+        NoLocalSession::AnswerProbe => core.route(unavailable(&bare, &from.to_string())).await,
+        decision => core.settle_without_session(probe.clone(), user, decision).await,
+    }
 }
 
 /// Inbound subscription processing: `kind` from a contact to the local `user`.
-async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind: &str) {
+async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind: SubscriptionType) {
     let Some(contact) = stanza
         .attr("from")
         .and_then(|f| Jid::parse(f).ok())
@@ -552,7 +548,7 @@ async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind
         let reply = Element::new("presence", ns::CLIENT)
             .with_attr("from", bare.clone())
             .with_attr("to", contact.to_string())
-            .with_attr("type", "subscribed");
+            .with_attr("type", SubscriptionType::Subscribed.as_str());
         core.route(reply).await;
     }
     if effect.send_presence {
@@ -572,6 +568,7 @@ pub fn error_reply(stanza: &Element, error: StanzaError) -> Element {
 mod tests {
     use super::*;
     use crate::storage::SubscriptionState::{self, *};
+    use sb_proto::SubscriptionType::{Subscribe, Subscribed, Unsubscribe, Unsubscribed};
 
     fn contact(subscription: SubscriptionState) -> Contact {
         Contact {
@@ -587,43 +584,43 @@ mod tests {
         let mut juliet_side = Contact::new("romeo@example.net");
         let mut romeo_side = Contact::new("juliet@example.com");
 
-        let e = apply_outbound(&mut juliet_side, "subscribe");
+        let e = apply_outbound(&mut juliet_side, Subscribe);
         assert!(e.forward && e.changed);
         assert!(juliet_side.ask_out && juliet_side.listed);
 
-        let e = apply_inbound(&mut romeo_side, "subscribe");
+        let e = apply_inbound(&mut romeo_side, Subscribe);
         assert!(e.forward && e.changed && !e.auto_subscribed);
         assert!(romeo_side.pending_in && !romeo_side.listed);
 
-        let e = apply_outbound(&mut romeo_side, "subscribed");
+        let e = apply_outbound(&mut romeo_side, Subscribed);
         assert!(e.forward && e.send_presence);
         assert_eq!(romeo_side.subscription, From);
         assert!(!romeo_side.pending_in && romeo_side.listed);
 
-        let e = apply_inbound(&mut juliet_side, "subscribed");
+        let e = apply_inbound(&mut juliet_side, Subscribed);
         assert!(e.forward && e.changed);
         assert_eq!(juliet_side.subscription, To);
         assert!(!juliet_side.ask_out);
 
         // A repeated subscribe is answered by the server on the contact's behalf.
-        let e = apply_inbound(&mut romeo_side, "subscribe");
+        let e = apply_inbound(&mut romeo_side, Subscribe);
         assert!(e.auto_subscribed && !e.forward && !e.changed);
     }
 
     #[test]
     fn unsolicited_subscribed_is_ignored() {
         let mut c = Contact::new("romeo@example.net");
-        assert_eq!(apply_inbound(&mut c, "subscribed"), Effect::default());
+        assert_eq!(apply_inbound(&mut c, Subscribed), Effect::default());
         assert_eq!(c.subscription, None);
     }
 
     #[test]
     fn pre_approval_then_automatic_acceptance() {
         let mut c = Contact::new("romeo@example.net");
-        let e = apply_outbound(&mut c, "subscribed");
+        let e = apply_outbound(&mut c, Subscribed);
         assert!(e.changed && !e.forward);
         assert!(c.approved);
-        let e = apply_inbound(&mut c, "subscribe");
+        let e = apply_inbound(&mut c, Subscribe);
         assert!(e.auto_subscribed && e.send_presence && e.changed);
         assert_eq!(c.subscription, From);
         assert!(!c.approved && !c.pending_in);
@@ -632,28 +629,28 @@ mod tests {
     #[test]
     fn cancellations() {
         let mut c = contact(Both);
-        let e = apply_outbound(&mut c, "unsubscribe");
+        let e = apply_outbound(&mut c, Unsubscribe);
         assert!(e.forward && e.changed);
         assert_eq!(c.subscription, From);
-        let e = apply_outbound(&mut c, "unsubscribed");
+        let e = apply_outbound(&mut c, Unsubscribed);
         assert!(e.forward && e.send_unavailable);
         assert_eq!(c.subscription, None);
 
         let mut c = contact(Both);
-        let e = apply_inbound(&mut c, "unsubscribe");
+        let e = apply_inbound(&mut c, Unsubscribe);
         assert!(e.forward && e.send_unavailable);
         assert_eq!(c.subscription, To);
-        let e = apply_inbound(&mut c, "unsubscribed");
+        let e = apply_inbound(&mut c, Unsubscribed);
         assert!(e.forward);
         assert_eq!(c.subscription, None);
-        assert_eq!(apply_inbound(&mut c, "unsubscribed"), Effect::default());
+        assert_eq!(apply_inbound(&mut c, Unsubscribed), Effect::default());
     }
 
     #[test]
     fn denying_a_pending_request() {
         let mut c = Contact::new("romeo@example.net");
-        apply_inbound(&mut c, "subscribe");
-        let e = apply_outbound(&mut c, "unsubscribed");
+        apply_inbound(&mut c, Subscribe);
+        let e = apply_outbound(&mut c, Unsubscribed);
         assert!(e.forward && e.changed && !e.send_unavailable);
         assert!(!c.pending_in);
         assert!(!c.is_worth_keeping());

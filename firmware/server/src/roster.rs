@@ -2,10 +2,33 @@
 //! interested resource.
 
 use crate::core::Core;
+use crate::iq::{IqFuture, IqHandler, IqRequest, IqTarget};
 use crate::storage::{Contact, StorageError, SubscriptionState};
-use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, ns};
+use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, SubscriptionType, ns};
 
 pub const FEATURES: &[&str] = &[ns::ROSTER];
+
+/// Only the account itself reads or changes its roster, asking with no `to` or its own
+/// bare JID; an account's roster support is not announced on its behalf.
+pub const HANDLER: IqHandler = IqHandler {
+    element: "query",
+    namespace: ns::ROSTER,
+    server_features: FEATURES,
+    account_features: &[],
+    handle: handle_request,
+};
+
+fn handle_request(request: IqRequest<'_>) -> IqFuture<'_> {
+    Box::pin(async move {
+        // Someone else's roster is nobody's business; an own roster addressed to the
+        // server's domain is not one either.
+        let for_the_server_by_name = request.target == IqTarget::Server && request.iq.attr("to").is_some();
+        match request.requester {
+            Some(requester) if !for_the_server_by_name => handle_iq(request.core, requester, request.iq).await,
+            _ => Err(crate::iq::service_unavailable()),
+        }
+    })
+}
 
 /// The session asking, so a roster get can mark it as interested in pushes.
 #[derive(Clone, Copy, Debug)]
@@ -141,12 +164,15 @@ async fn set(core: &Core, requester: Requester<'_>, iq: &Element, query: &Elemen
         // RFC 6121 §2.5.2: cancel both directions on the contact's side.
         let cancel_theirs = existing.subscription.has_from() || existing.pending_in;
         let cancel_ours = existing.subscription.has_to() || existing.ask_out;
-        for (kind, wanted) in [("unsubscribe", cancel_ours), ("unsubscribed", cancel_theirs)] {
+        for (kind, wanted) in [
+            (SubscriptionType::Unsubscribe, cancel_ours),
+            (SubscriptionType::Unsubscribed, cancel_theirs),
+        ] {
             if wanted {
                 let presence = Element::new("presence", ns::CLIENT)
                     .with_attr("from", own.to_string())
                     .with_attr("to", existing.jid.clone())
-                    .with_attr("type", kind);
+                    .with_attr("type", kind.as_str());
                 core.route(presence).await;
             }
         }

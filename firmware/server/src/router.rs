@@ -1,16 +1,19 @@
 //! The registry of bound sessions and of links to other domains.
 //!
-//! The router knows *where* a stanza can go: to a bound resource of a local account (through
-//! that session's bounded queue), or over a [`StanzaLink`] registered for a domain (Call
-//! Bridge components, issue 3) or the fallback link for every other domain (federation,
-//! issue 4). *What* to do with a stanza (RFC 6121 delivery rules, presence processing) lives
-//! in the feature modules, which use the router's lookups.
+//! The router knows *where* a stanza can go: to a bound resource of a local account (a
+//! [`SessionHandle`]: the session's bounded queue on this node, or a [`NodeLink`] to the
+//! node it is bound on), or over a [`StanzaLink`] registered for a domain (Call Bridge
+//! components, issue 3) or the fallback link for every other domain (federation, issue 4).
+//! *What* to do with a stanza (RFC 6121 delivery rules, presence processing) lives in
+//! [`crate::delivery`] and the feature modules, which use the router's lookups. A
+//! [`SessionObserver`] hears every change of the session table.
 //!
 //! Stanzas inside the server always carry the `jabber:client` namespace; a link to a stream
 //! with another default namespace (`jabber:component:accept`, `jabber:server`) translates at
-//! its edge with [`retarget_namespace`].
+//! its edge with [`sb_proto::retarget_namespace`].
 
-use sb_proto::{Element, Node, StreamError, ns};
+use sb_proto::domain::comparison_key;
+use sb_proto::{Element, StreamError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,17 +72,94 @@ impl SessionControl {
     }
 }
 
-/// The sending side of one session: cheap to clone, safe to hold after the session ended.
+/// A node of the cluster, by the name the cluster knows it under. The single-node appliance
+/// never makes one: every session it sees is local.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn new(name: impl Into<String>) -> Self {
+        NodeId(name.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The way to another node for stanzas to the sessions bound there. Like a session queue,
+/// it must not block: it owns its own bounded queue and reports a full one.
+pub trait NodeLink: Send + Sync {
+    /// Hand `item` to session `session` on `node`. The session is named, not looked up by
+    /// the stanza's `to`: the router here already chose it (a bare-JID message goes to the
+    /// resources this node picked by priority).
+    fn deliver(&self, node: &NodeId, session: SessionId, item: Outbound) -> Result<(), DeliveryError>;
+    /// Ask session `session` on `node` to close its stream with `error`.
+    fn close_session(&self, node: &NodeId, session: SessionId, error: StreamError);
+    /// A short description for logs and status.
+    fn describe(&self) -> String;
+}
+
+/// The sending side of one session, wherever it runs: cheap to clone, safe to hold after
+/// the session ended. Every way of reaching a session (stanzas, raw bytes, close requests)
+/// goes through it, so no caller needs to know which node the session lives on.
 #[derive(Clone)]
-pub struct SessionHandle {
-    pub id: SessionId,
-    tx: mpsc::Sender<Outbound>,
-    control: Arc<SessionControl>,
+pub enum SessionHandle {
+    /// A session of this node: its bounded outbound queue and its control block.
+    Local {
+        id: SessionId,
+        queue: mpsc::Sender<Outbound>,
+        control: Arc<SessionControl>,
+    },
+    /// A session bound on another node of the cluster, reached over `link`. `id` is the
+    /// session's id on that node.
+    Remote {
+        id: SessionId,
+        node: NodeId,
+        link: Arc<dyn NodeLink>,
+    },
 }
 
 impl SessionHandle {
-    pub fn new(id: SessionId, tx: mpsc::Sender<Outbound>, control: Arc<SessionControl>) -> Self {
-        SessionHandle { id, tx, control }
+    /// A handle for a session of this node.
+    pub fn new(id: SessionId, queue: mpsc::Sender<Outbound>, control: Arc<SessionControl>) -> Self {
+        SessionHandle::Local { id, queue, control }
+    }
+
+    /// A handle for session `id` on another node.
+    pub fn remote(id: SessionId, node: NodeId, link: Arc<dyn NodeLink>) -> Self {
+        SessionHandle::Remote { id, node, link }
+    }
+
+    /// The session's id on the node it lives on (ids of two nodes may collide; see
+    /// [`SessionHandle::node`]).
+    pub fn id(&self) -> SessionId {
+        match self {
+            SessionHandle::Local { id, .. } | SessionHandle::Remote { id, .. } => *id,
+        }
+    }
+
+    /// The node the session lives on; `None` for this node.
+    pub fn node(&self) -> Option<&NodeId> {
+        match self {
+            SessionHandle::Local { .. } => None,
+            SessionHandle::Remote { node, .. } => Some(node),
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, SessionHandle::Local { .. })
+    }
+
+    /// Whether this is session `id` of `node` (`None`: this node).
+    pub fn is_session(&self, node: Option<&NodeId>, id: SessionId) -> bool {
+        self.id() == id && self.node() == node
     }
 
     /// Queue a stanza without waiting: a sender is never blocked by a slow receiver
@@ -89,14 +169,53 @@ impl SessionHandle {
     }
 
     pub fn send_outbound(&self, item: Outbound) -> Result<(), DeliveryError> {
-        self.tx.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
-        })
+        match self {
+            SessionHandle::Local { queue, .. } => queue.try_send(item).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
+            }),
+            SessionHandle::Remote { id, node, link } => link.deliver(node, *id, item),
+        }
     }
 
     pub fn close(&self, error: StreamError) {
-        self.control.request_close(error);
+        match self {
+            SessionHandle::Local { control, .. } => control.request_close(error),
+            SessionHandle::Remote { id, node, link } => link.close_session(node, *id, error),
+        }
+    }
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionHandle::Local { id, .. } => write!(f, "local session {id}"),
+            SessionHandle::Remote { id, node, link } => {
+                write!(f, "session {id} on {node} over {}", link.describe())
+            }
+        }
+    }
+}
+
+/// Told by the router about every change of the session table, so another node (or a
+/// test) can follow it. Calls are made while the router's table is locked, in the order
+/// the changes happen: an observer must return quickly and must not call the router.
+/// Remote sessions are reported too; an observer that replicates local changes only
+/// checks [`SessionHandle::is_local`].
+pub trait SessionObserver: Send + Sync {
+    /// `user/resource` is now bound to `session`.
+    fn bound(&self, _user: &str, _resource: &str, _session: &SessionHandle) {}
+    /// `session` no longer holds `user/resource` (it ended, or a newer session replaced it).
+    fn unbound(&self, _user: &str, _resource: &str, _session: &SessionHandle) {}
+    /// The session's broadcast presence changed; `None` is unavailable.
+    fn presence_changed(
+        &self,
+        _user: &str,
+        _resource: &str,
+        _session: &SessionHandle,
+        _presence: Option<&Arc<Element>>,
+        _priority: i8,
+    ) {
     }
 }
 
@@ -174,6 +293,7 @@ pub struct Router {
     links: RwLock<HashMap<String, Arc<dyn StanzaLink>>>,
     remote: RwLock<Option<Arc<dyn StanzaLink>>>,
     next_session_id: AtomicU64,
+    observer: RwLock<Option<Arc<dyn SessionObserver>>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,9 +309,19 @@ impl Router {
         self.next_session_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// Tell `observer` about every later bind, unbind and presence change (`None`: nobody).
+    pub fn set_observer(&self, observer: Option<Arc<dyn SessionObserver>>) {
+        *self.observer.write().unwrap_or_else(|p| p.into_inner()) = observer;
+    }
+
+    fn observer(&self) -> Option<Arc<dyn SessionObserver>> {
+        self.observer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Bind `user/resource` to a session. An existing session on that resource is replaced
     /// (RFC 6120 §7.7.2.2: the newer session wins) and returned so the caller can close it.
     pub fn bind(&self, user: &str, resource: &str, handle: SessionHandle, meta: SessionMeta) -> Option<Replaced> {
+        let observer = self.observer();
         let mut users = locked(&self.users);
         let entries = users.entry(user.to_owned()).or_default();
         let entry = ResourceEntry {
@@ -205,12 +335,19 @@ impl Router {
         match entries.iter_mut().find(|e| e.resource == resource) {
             Some(slot) => {
                 let old = std::mem::replace(slot, entry);
+                if let Some(observer) = &observer {
+                    observer.unbound(user, resource, &old.handle);
+                    observer.bound(user, resource, &slot.handle);
+                }
                 Some(Replaced {
                     handle: old.handle,
                     presence: old.presence,
                 })
             }
             None => {
+                if let Some(observer) = &observer {
+                    observer.bound(user, resource, &entry.handle);
+                }
                 entries.push(entry);
                 None
             }
@@ -224,25 +361,39 @@ impl Router {
             .is_some_and(|entries| entries.iter().any(|e| e.resource == resource))
     }
 
-    /// Remove the binding if it still belongs to session `id` (a replaced session must not
-    /// remove its successor).
+    /// Remove the binding if it still belongs to local session `id` (a replaced session
+    /// must not remove its successor).
     pub fn unbind(&self, user: &str, resource: &str, id: SessionId) -> Option<Unbound> {
+        self.unbind_session(user, resource, None, id)
+    }
+
+    /// Remove the binding if it still belongs to session `id` of `node`: that node
+    /// reported the session ended.
+    pub fn unbind_remote(&self, user: &str, resource: &str, node: &NodeId, id: SessionId) -> Option<Unbound> {
+        self.unbind_session(user, resource, Some(node), id)
+    }
+
+    fn unbind_session(&self, user: &str, resource: &str, node: Option<&NodeId>, id: SessionId) -> Option<Unbound> {
+        let observer = self.observer();
         let mut users = locked(&self.users);
         let entries = users.get_mut(user)?;
         let pos = entries
             .iter()
-            .position(|e| e.resource == resource && e.handle.id == id)?;
+            .position(|e| e.resource == resource && e.handle.is_session(node, id))?;
         let entry = entries.swap_remove(pos);
         if entries.is_empty() {
             users.remove(user);
+        }
+        if let Some(observer) = &observer {
+            observer.unbound(user, resource, &entry.handle);
         }
         Some(Unbound {
             presence: entry.presence,
         })
     }
 
-    /// Record the session's current presence (`None` = unavailable). Returns whether it
-    /// was available before, or `None` when the session is no longer bound.
+    /// Record the local session's current presence (`None` = unavailable). Returns whether
+    /// it was available before, or `None` when the session is no longer bound.
     pub fn set_presence(
         &self,
         user: &str,
@@ -250,11 +401,35 @@ impl Router {
         id: SessionId,
         presence: Option<(Arc<Element>, i8)>,
     ) -> Option<bool> {
+        self.set_session_presence(user, resource, None, id, presence)
+    }
+
+    /// Record the presence of session `id` of `node`, as that node reported it.
+    pub fn set_remote_presence(
+        &self,
+        user: &str,
+        resource: &str,
+        node: &NodeId,
+        id: SessionId,
+        presence: Option<(Arc<Element>, i8)>,
+    ) -> Option<bool> {
+        self.set_session_presence(user, resource, Some(node), id, presence)
+    }
+
+    fn set_session_presence(
+        &self,
+        user: &str,
+        resource: &str,
+        node: Option<&NodeId>,
+        id: SessionId,
+        presence: Option<(Arc<Element>, i8)>,
+    ) -> Option<bool> {
+        let observer = self.observer();
         let mut users = locked(&self.users);
         let entry = users
             .get_mut(user)?
             .iter_mut()
-            .find(|e| e.resource == resource && e.handle.id == id)?;
+            .find(|e| e.resource == resource && e.handle.is_session(node, id))?;
         let was_available = entry.presence.is_some();
         match presence {
             Some((stanza, priority)) => {
@@ -266,6 +441,9 @@ impl Router {
                 entry.priority = 0;
             }
         }
+        if let Some(observer) = &observer {
+            observer.presence_changed(user, resource, &entry.handle, entry.presence.as_ref(), entry.priority);
+        }
         Some(was_available)
     }
 
@@ -273,10 +451,11 @@ impl Router {
     /// (RFC 6121 §2.1.6 "interested resource").
     pub fn set_roster_interested(&self, user: &str, resource: &str, id: SessionId) {
         let mut users = locked(&self.users);
-        if let Some(entry) = users
-            .get_mut(user)
-            .and_then(|entries| entries.iter_mut().find(|e| e.resource == resource && e.handle.id == id))
-        {
+        if let Some(entry) = users.get_mut(user).and_then(|entries| {
+            entries
+                .iter_mut()
+                .find(|e| e.resource == resource && e.handle.is_session(None, id))
+        }) {
             entry.roster_interested = true;
         }
     }
@@ -340,10 +519,12 @@ impl Router {
         handles.len()
     }
 
+    /// Ask every session of this node to close (sessions on other nodes stay: this node
+    /// going down is not theirs).
     pub fn close_all(&self, error: &StreamError) {
         let handles: Vec<SessionHandle> = locked(&self.users)
             .values()
-            .flat_map(|entries| entries.iter().map(|e| e.handle.clone()))
+            .flat_map(|entries| entries.iter().filter(|e| e.handle.is_local()).map(|e| e.handle.clone()))
             .collect();
         for handle in handles {
             handle.close(error.clone());
@@ -375,14 +556,14 @@ impl Router {
         self.links
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(domain.to_ascii_lowercase(), link)
+            .insert(comparison_key(domain), link)
     }
 
     /// Remove the link for `domain` if it is still `link` (a replaced connection must not
     /// remove its successor).
     pub fn unregister_link(&self, domain: &str, link: &Arc<dyn StanzaLink>) -> bool {
         let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
-        let key = domain.to_ascii_lowercase();
+        let key = comparison_key(domain);
         if links.get(&key).is_some_and(|current| Arc::ptr_eq(current, link)) {
             links.remove(&key);
             true
@@ -395,7 +576,7 @@ impl Router {
         self.links
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&domain.to_ascii_lowercase())
+            .get(&comparison_key(domain))
             .cloned()
     }
 
@@ -422,27 +603,45 @@ impl Router {
     }
 }
 
-/// Rewrite the stanza-content namespace of `element` and its descendants from `from_ns` to
-/// `to_ns` (e.g. `jabber:client` to `jabber:component:accept` at a component link's edge).
-pub fn retarget_namespace(element: &mut Element, from_ns: &str, to_ns: &str) {
-    if element.ns == from_ns {
-        element.ns = to_ns.to_owned();
+/// Stand-ins for the cluster, for tests of the server crate.
+#[cfg(test)]
+pub(crate) mod test_doubles {
+    use super::*;
+
+    /// A node link that records what it was asked to carry.
+    #[derive(Default)]
+    pub struct RecordingLink {
+        pub delivered: Mutex<Vec<(NodeId, SessionId, String)>>,
+        pub closed: Mutex<Vec<(NodeId, SessionId)>>,
+        pub refuse: bool,
     }
-    for child in &mut element.children {
-        if let Node::Element(e) = child {
-            retarget_namespace(e, from_ns, to_ns);
+
+    impl NodeLink for RecordingLink {
+        fn deliver(&self, node: &NodeId, session: SessionId, item: Outbound) -> Result<(), DeliveryError> {
+            if self.refuse {
+                return Err(DeliveryError::Gone);
+            }
+            let text = match item {
+                Outbound::Stanza(e) => e.to_xml(),
+                Outbound::Raw(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            };
+            locked(&self.delivered).push((node.clone(), session, text));
+            Ok(())
+        }
+        fn close_session(&self, node: &NodeId, session: SessionId, _error: StreamError) {
+            locked(&self.closed).push((node.clone(), session));
+        }
+        fn describe(&self) -> String {
+            "test link".into()
         }
     }
 }
 
-/// Whether `ns` is one of the namespaces stanzas travel in on some stream.
-pub fn is_stanza_namespace(namespace: &str) -> bool {
-    matches!(namespace, ns::CLIENT | ns::SERVER | ns::COMPONENT)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::test_doubles::RecordingLink;
     use super::*;
+    use sb_proto::ns;
 
     fn handle(router: &Router) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(4);
@@ -467,10 +666,10 @@ mod tests {
         let (b, _rb) = handle(&router);
         assert!(router.bind("juliet", "balcony", a.clone(), meta()).is_none());
         let replaced = router.bind("juliet", "balcony", b.clone(), meta()).unwrap();
-        assert_eq!(replaced.handle.id, a.id);
-        assert!(router.unbind("juliet", "balcony", a.id).is_none());
-        assert_eq!(router.resource("juliet", "balcony").unwrap().handle.id, b.id);
-        assert!(router.unbind("juliet", "balcony", b.id).is_some());
+        assert_eq!(replaced.handle.id(), a.id());
+        assert!(router.unbind("juliet", "balcony", a.id()).is_none());
+        assert_eq!(router.resource("juliet", "balcony").unwrap().handle.id(), b.id());
+        assert!(router.unbind("juliet", "balcony", b.id()).is_some());
         assert!(!router.has_sessions("juliet"));
     }
 
@@ -481,11 +680,14 @@ mod tests {
         router.bind("romeo", "orchard", a.clone(), meta());
         assert!(router.available_resources("romeo").is_empty());
         let p = Arc::new(Element::new("presence", ns::CLIENT));
-        assert_eq!(router.set_presence("romeo", "orchard", a.id, Some((p, 5))), Some(false));
+        assert_eq!(
+            router.set_presence("romeo", "orchard", a.id(), Some((p, 5))),
+            Some(false)
+        );
         assert_eq!(router.available_resources("romeo")[0].priority, 5);
-        assert_eq!(router.set_presence("romeo", "orchard", a.id, None), Some(true));
+        assert_eq!(router.set_presence("romeo", "orchard", a.id(), None), Some(true));
         assert!(router.available_resources("romeo").is_empty());
-        assert_eq!(router.set_presence("romeo", "orchard", a.id + 100, None), None);
+        assert_eq!(router.set_presence("romeo", "orchard", a.id() + 100, None), None);
     }
 
     #[test]
@@ -502,13 +704,131 @@ mod tests {
     }
 
     #[test]
-    fn retargets_nested_namespaces() {
-        let mut m = Element::new("message", ns::CLIENT).with_child(Element::new("body", ns::CLIENT));
-        retarget_namespace(&mut m, ns::CLIENT, ns::COMPONENT);
-        assert_eq!(m.ns, ns::COMPONENT);
+    fn remote_sessions_are_reached_over_their_node_link() {
+        let router = Router::new();
+        let link = Arc::new(RecordingLink::default());
+        let node = NodeId::new("node-b");
+        let remote = SessionHandle::remote(7, node.clone(), link.clone());
+        router.bind("juliet", "balcony", remote, meta());
+        let target = router.resource("juliet", "balcony").unwrap().handle;
+        assert!(!target.is_local());
+        assert_eq!(target.node(), Some(&node));
+        target.send(Element::new("message", ns::CLIENT)).unwrap();
+        target
+            .send_outbound(Outbound::Raw(b"<message/>".to_vec().into_boxed_slice()))
+            .unwrap();
         assert_eq!(
-            m.get_child("body", ns::COMPONENT).map(|b| b.name.as_str()),
-            Some("body")
+            *locked(&link.delivered),
+            vec![
+                (node.clone(), 7, "<message xmlns='jabber:client'/>".to_owned()),
+                (node.clone(), 7, "<message/>".to_owned())
+            ]
         );
+        // A remote session is closed through its node, and only when it is asked for by
+        // name: this node shutting down leaves it alone.
+        router.close_all(&StreamError::new(sb_proto::StreamErrorCondition::SystemShutdown));
+        assert!(locked(&link.closed).is_empty());
+        router.close_user("juliet", &StreamError::new(sb_proto::StreamErrorCondition::Conflict));
+        assert_eq!(*locked(&link.closed), vec![(node.clone(), 7)]);
+        let refusing = SessionHandle::remote(
+            8,
+            node.clone(),
+            Arc::new(RecordingLink {
+                refuse: true,
+                ..RecordingLink::default()
+            }),
+        );
+        assert_eq!(
+            refusing.send(Element::new("message", ns::CLIENT)),
+            Err(DeliveryError::Gone)
+        );
+    }
+
+    #[test]
+    fn local_operations_never_touch_a_remote_session_with_the_same_id() {
+        let router = Router::new();
+        let node = NodeId::new("node-b");
+        let link: Arc<dyn NodeLink> = Arc::new(RecordingLink::default());
+        router.bind(
+            "juliet",
+            "balcony",
+            SessionHandle::remote(1, node.clone(), link),
+            meta(),
+        );
+        assert!(router.unbind("juliet", "balcony", 1).is_none());
+        assert_eq!(router.set_presence("juliet", "balcony", 1, None), None);
+        assert!(
+            router
+                .unbind_remote("juliet", "balcony", &NodeId::new("node-c"), 1)
+                .is_none()
+        );
+        assert!(router.unbind_remote("juliet", "balcony", &node, 1).is_some());
+        assert!(!router.has_sessions("juliet"));
+    }
+
+    #[derive(Default)]
+    struct RecordingObserver {
+        events: Mutex<Vec<String>>,
+    }
+
+    impl SessionObserver for RecordingObserver {
+        fn bound(&self, user: &str, resource: &str, session: &SessionHandle) {
+            locked(&self.events).push(format!("bound {user}/{resource} {}", session.id()));
+        }
+        fn unbound(&self, user: &str, resource: &str, session: &SessionHandle) {
+            locked(&self.events).push(format!("unbound {user}/{resource} {}", session.id()));
+        }
+        fn presence_changed(
+            &self,
+            user: &str,
+            resource: &str,
+            session: &SessionHandle,
+            presence: Option<&Arc<Element>>,
+            priority: i8,
+        ) {
+            let shown = presence.map(|p| p.to_xml()).unwrap_or_else(|| "unavailable".into());
+            locked(&self.events).push(format!(
+                "presence {user}/{resource} {} {shown} {priority}",
+                session.id()
+            ));
+        }
+    }
+
+    #[test]
+    fn observer_hears_binds_unbinds_and_presence_in_order() {
+        let router = Router::new();
+        let observer = Arc::new(RecordingObserver::default());
+        router.set_observer(Some(observer.clone()));
+        let (a, _ra) = handle(&router);
+        let (b, _rb) = handle(&router);
+        router.bind("romeo", "orchard", a.clone(), meta());
+        let p = Arc::new(Element::new("presence", ns::CLIENT));
+        router.set_presence("romeo", "orchard", a.id(), Some((p, 3)));
+        router.set_presence("romeo", "orchard", a.id(), None);
+        router.bind("romeo", "orchard", b.clone(), meta());
+        // Stale requests from the replaced session change nothing and report nothing.
+        router.set_presence("romeo", "orchard", a.id(), None);
+        router.unbind("romeo", "orchard", a.id());
+        router.unbind("romeo", "orchard", b.id());
+        let (a, b) = (a.id(), b.id());
+        assert_eq!(
+            *locked(&observer.events),
+            vec![
+                format!("bound romeo/orchard {a}"),
+                format!("presence romeo/orchard {a} <presence xmlns='jabber:client'/> 3"),
+                format!("presence romeo/orchard {a} unavailable 0"),
+                format!("unbound romeo/orchard {a}"),
+                format!("bound romeo/orchard {b}"),
+                format!("unbound romeo/orchard {b}"),
+            ]
+        );
+        router.set_observer(None);
+        router.bind(
+            "romeo",
+            "orchard",
+            SessionHandle::new(99, mpsc::channel(1).0, Arc::default()),
+            meta(),
+        );
+        assert_eq!(locked(&observer.events).len(), 6);
     }
 }

@@ -1,13 +1,16 @@
 //! The server's view of the store: the few calls it makes, in the shapes it needs.
 //!
-//! Every write to sled is flushed before it returns (an fsync), so writes run on tokio's
-//! blocking pool and never stall a runtime worker; reads are served from sled's cache and
-//! are called directly. Keeping every store call in this file also keeps the rest of the
-//! crate independent of the store's exact types.
+//! Reads go to the store (served from sled's cache, called directly). Writes (rosters,
+//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: today the local
+//! store (there is no cluster yet), later the replicated log. A write is flushed (an fsync)
+//! and may later wait for a quorum, so writes run on tokio's blocking pool and never stall a
+//! runtime worker. Keeping every store call in this file also keeps the rest of the crate
+//! independent of the store's exact types.
 
 use sb_proto::Jid;
 use sb_proto::sasl::UserCredentials;
-use sb_store::{RosterItem, Store, Subscription};
+use sb_store::{Applied, ConfigChange, ConfigWriter, LocalWriter, RosterItem, Store, Subscription, WriteError};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -148,25 +151,35 @@ fn store_err(e: impl std::fmt::Display) -> StorageError {
 #[derive(Clone)]
 pub struct Storage {
     store: Store,
+    writer: Arc<dyn ConfigWriter>,
 }
 
 impl Storage {
+    /// Writes go straight to `store` ([`LocalWriter`]).
     pub fn new(store: Store) -> Self {
-        Storage { store }
+        let writer = Arc::new(LocalWriter::new(store.clone()));
+        Storage::with_writer(store, writer)
+    }
+
+    pub fn with_writer(store: Store, writer: Arc<dyn ConfigWriter>) -> Self {
+        Storage { store, writer }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StorageError> + Send + 'static,
-    ) -> Result<T, StorageError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+    /// Hand `change` to the writer on the blocking pool.
+    async fn write(&self, change: ConfigChange) -> Result<Applied, StorageError> {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || writer.write(change))
             .await
             .map_err(|e| StorageError::Task(e.to_string()))?
+            .map(|written| written.applied)
+            .map_err(|e| match e {
+                WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
+                other => StorageError::Store(other.to_string()),
+            })
     }
 
     pub fn credentials(&self, user: &str) -> Result<Option<UserCredentials>, String> {
@@ -224,42 +237,33 @@ impl Storage {
     /// Write a contact (or delete it when it no longer means anything); returns the new
     /// roster version.
     pub async fn save_contact(&self, user: &str, contact: Contact) -> Result<String, StorageError> {
-        let user = user.to_owned();
-        self.blocking(move |store| {
-            if contact.is_worth_keeping() {
-                Ok(store
-                    .put_roster_item(&user, &to_store(&contact))
-                    .map_err(store_err)?
-                    .to_string())
-            } else {
-                store.remove_roster_item(&user, &contact.jid).map_err(store_err)?;
-                Ok(store.roster_version(&user).map_err(store_err)?.to_string())
-            }
-        })
-        .await
+        if contact.is_worth_keeping() {
+            let change = ConfigChange::PutRosterItem {
+                user: user.to_owned(),
+                item: to_store(&contact),
+            };
+            roster_version(self.write(change).await?)
+        } else {
+            self.remove_contact(user, &contact.jid).await
+        }
     }
 
     pub async fn remove_contact(&self, user: &str, jid: &str) -> Result<String, StorageError> {
-        let user = user.to_owned();
-        let jid = jid.to_owned();
-        self.blocking(move |store| {
-            store.remove_roster_item(&user, &jid).map_err(store_err)?;
-            Ok(store.roster_version(&user).map_err(store_err)?.to_string())
-        })
-        .await
+        let change = ConfigChange::RemoveRosterItem {
+            user: user.to_owned(),
+            contact: jid.to_owned(),
+        };
+        roster_version(self.write(change).await?)
     }
 
     /// Queue a serialized message for an account with no available resource.
     pub async fn push_offline(&self, user: &str, stanza: Vec<u8>, limit: usize) -> Result<(), StorageError> {
-        let user = user.to_owned();
-        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
-        self.blocking(move |store| {
-            store.push_offline(&user, &stanza, limit).map_err(|e| match e {
-                sb_store::StoreError::OfflineQueueFull { .. } => StorageError::OfflineQueueFull,
-                other => store_err(other),
-            })
-        })
-        .await
+        let change = ConfigChange::PushOffline {
+            user: user.to_owned(),
+            stanza,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        self.write(change).await.map(drop)
     }
 
     /// Take every stored message of the account, oldest first; they are gone from the store.
@@ -269,9 +273,19 @@ impl Storage {
         if self.store.offline_count(user).map_err(store_err)? == 0 {
             return Ok(Vec::new());
         }
-        let user = user.to_owned();
-        self.blocking(move |store| store.take_offline(&user).map_err(store_err))
-            .await
+        match self.write(ConfigChange::TakeOffline { user: user.to_owned() }).await? {
+            Applied::OfflineTaken(messages) => Ok(messages),
+            other => Err(StorageError::Store(format!("unexpected answer to a take: {other:?}"))),
+        }
+    }
+}
+
+fn roster_version(applied: Applied) -> Result<String, StorageError> {
+    match applied {
+        Applied::RosterVersion(version) | Applied::RosterItemRemoved { version, .. } => Ok(version.to_string()),
+        other => Err(StorageError::Store(format!(
+            "unexpected answer to a roster change: {other:?}"
+        ))),
     }
 }
 

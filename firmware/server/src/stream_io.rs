@@ -1,11 +1,12 @@
-//! The I/O half every XMPP stream task shares (clients on 5222, Call Bridges on 5223): the
+//! The I/O half every XMPP stream task shares (clients on 5222, Call Bridges on 5223, servers
+//! on 5269 and the links we open to them): the
 //! transport, a read buffer handed to the framer, a write buffer flushed with a deadline,
 //! the liveness timers (idle timeout, whitespace keepalive), and the polite close.
 //!
 //! What a stream *means* stays with its task; this only moves bytes and keeps time.
 
-use crate::c2s::transport::Transport;
 use crate::router::{Outbound, SessionControl};
+use crate::transport::Transport;
 use crate::tuning::ServerTuning;
 use bytes::BytesMut;
 use sb_proto::{StreamError, StreamErrorCondition, StreamFramer};

@@ -22,25 +22,35 @@ fn key(name: &str) -> String {
 
 impl Store {
     /// Authorise a new bridge. [`StoreError::CallBridgeExists`] when the name is taken.
-    pub fn add_callbridge(&self, bridge: &CallBridge) -> Result<()> {
+    pub(crate) fn do_add_callbridge(&self, bridge: &CallBridge) -> Result<()> {
         let key = key(&bridge.name);
         let raw = encode(&format!("settings/{key}"), bridge)?;
-        let guard = self.lock();
         if self.inner.settings.contains_key(key.as_bytes())? {
             return Err(StoreError::CallBridgeExists(bridge.name.clone()));
         }
         self.inner.settings.insert(key.as_bytes(), raw)?;
-        drop(guard);
-        self.flush()
+        Ok(())
+    }
+
+    /// Replace an existing bridge's record (a new secret). [`StoreError::CallBridgeNotFound`]
+    /// when there is no such bridge.
+    pub(crate) fn do_replace_callbridge(&self, bridge: &CallBridge) -> Result<()> {
+        let key = key(&bridge.name);
+        let raw = encode(&format!("settings/{key}"), bridge)?;
+        if !self.inner.settings.contains_key(key.as_bytes())? {
+            return Err(StoreError::CallBridgeNotFound(bridge.name.clone()));
+        }
+        self.inner.settings.insert(key.as_bytes(), raw)?;
+        Ok(())
     }
 
     /// [`StoreError::CallBridgeNotFound`] when there is no such bridge.
-    pub fn delete_callbridge(&self, name: &str) -> Result<()> {
+    pub(crate) fn do_delete_callbridge(&self, name: &str) -> Result<()> {
         let removed = self.inner.settings.remove(key(name).as_bytes())?;
         if removed.is_none() {
             return Err(StoreError::CallBridgeNotFound(name.to_owned()));
         }
-        self.flush()
+        Ok(())
     }
 
     pub fn callbridge(&self, name: &str) -> Result<Option<CallBridge>> {
@@ -88,14 +98,20 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.list_callbridges().unwrap(), vec![]);
         assert_eq!(store.callbridge_secret("cb1").unwrap(), None);
-        store.add_callbridge(&bridge("cb2", "two")).unwrap();
-        store.add_callbridge(&bridge("cb1", "one")).unwrap();
+        use crate::ConfigChange as C;
+        store.apply(&C::AddCallBridge(bridge("cb2", "two"))).unwrap();
+        store.apply(&C::AddCallBridge(bridge("cb1", "one"))).unwrap();
         assert!(matches!(
-            store.add_callbridge(&bridge("cb1", "other")),
+            store.apply(&C::AddCallBridge(bridge("cb1", "other"))),
             Err(StoreError::CallBridgeExists(name)) if name == "cb1"
         ));
         // Other settings with a similar key are not bridges.
-        store.put_setting("callbridges", &1).unwrap();
+        store
+            .apply(&C::PutSetting {
+                key: "callbridges".into(),
+                value: 1.into(),
+            })
+            .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
@@ -104,9 +120,9 @@ mod tests {
         );
         assert_eq!(store.callbridge_secret("cb1").unwrap(), Some(Secret::new("one")));
         assert_eq!(store.callbridge("cb2").unwrap(), Some(bridge("cb2", "two")));
-        store.delete_callbridge("cb1").unwrap();
+        store.apply(&C::DeleteCallBridge { name: "cb1".into() }).unwrap();
         assert!(matches!(
-            store.delete_callbridge("cb1"),
+            store.apply(&C::DeleteCallBridge { name: "cb1".into() }),
             Err(StoreError::CallBridgeNotFound(name)) if name == "cb1"
         ));
         drop(store);

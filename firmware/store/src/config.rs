@@ -1,10 +1,22 @@
-//! This node's XMPP service configuration (`xmpp ...` commands).
+//! The XMPP service configuration (`xmpp ...` commands), in two records:
+//!
+//! - [`ServiceConfig`]: what every node of a cluster must agree on (domain, service state,
+//!   limits). Changed only through [`crate::ConfigChange::SetService`].
+//! - [`NodeConfig`]: what belongs to this machine (listen addresses, ports, certificate file
+//!   names, hostname). Never replicated, so it is not a `ConfigChange`: it has its own setter,
+//!   [`Store::set_node_config`], which still publishes a `NodeConfigChanged` event on the
+//!   change feed so the running server reacts to it the same way.
+//!
+//! [`XmppConfig`] is the two composed: the effective configuration the server reads.
 
 use crate::error::Result;
 use crate::{Store, decode, encode};
 use serde::{Deserialize, Serialize};
 
-const XMPP_KEY: &[u8] = b"xmpp";
+pub(crate) const SERVICE_KEY: &[u8] = b"service";
+pub(crate) const NODE_KEY: &[u8] = b"node";
+/// Schema 1's single record, split by the migration to schema 2.
+pub(crate) const LEGACY_XMPP_KEY: &[u8] = b"xmpp";
 
 /// TLS identity: file names in `DIR/certs`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,8 +28,65 @@ pub struct TlsIdentity {
     pub bundle: Option<String>,
 }
 
-/// `#[serde(default)]`: a field added later reads as its default from older records, so
-/// new fields are not a schema migration.
+/// Shared settings. `#[serde(default)]`: a field added later reads as its default from older
+/// records, so new fields are not a schema migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceConfig {
+    /// Empty means unconfigured.
+    pub domain: String,
+    pub enabled: bool,
+    pub starttls_required: bool,
+    /// Stored messages per offline user before senders get an error.
+    pub offline_limit: u32,
+    pub max_stanza_bytes: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            domain: String::new(),
+            enabled: false,
+            starttls_required: true,
+            offline_limit: 100,
+            max_stanza_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// This machine's settings: sockets and files that exist only here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeConfig {
+    /// [`crate::ListenTarget`]s in stored form: `127.0.0.1`, `127.0.0.1:15222`, `[::1]:5222`,
+    /// `a`, `eth0:5222`; the port defaults per service.
+    pub listen: Vec<String>,
+    /// Certificate file names in this node's `certs/` folder.
+    pub tls: Option<TlsIdentity>,
+    /// The MMP prompt's name; `None` uses the system hostname.
+    pub hostname: Option<String>,
+    /// Port of the Call Bridge (XEP-0114 component) listener on every listen address;
+    /// 0 turns it off.
+    pub component_port: u16,
+    /// Plain TCP instead of TLS on component listeners bound to loopback addresses (a Call
+    /// Bridge on the same host, or tests). Listeners on other addresses always use TLS.
+    pub component_plain: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: Vec::new(),
+            tls: None,
+            hostname: None,
+            component_port: 5223,
+            component_plain: false,
+        }
+    }
+}
+
+/// The effective configuration: [`ServiceConfig`] and [`NodeConfig`] side by side, in the
+/// flat shape the server and the admin layer read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct XmppConfig {
@@ -44,18 +113,7 @@ pub struct XmppConfig {
 
 impl Default for XmppConfig {
     fn default() -> Self {
-        XmppConfig {
-            domain: String::new(),
-            listen: Vec::new(),
-            enabled: false,
-            tls: None,
-            starttls_required: true,
-            offline_limit: 100,
-            max_stanza_bytes: 256 * 1024,
-            hostname: None,
-            component_port: 5223,
-            component_plain: false,
-        }
+        XmppConfig::compose(ServiceConfig::default(), NodeConfig::default())
     }
 }
 
@@ -63,33 +121,81 @@ impl XmppConfig {
     pub fn is_configured(&self) -> bool {
         !self.domain.is_empty()
     }
-}
 
-impl Store {
-    /// The stored configuration, or the defaults when none was ever written.
-    pub fn xmpp_config(&self) -> Result<XmppConfig> {
-        match self.inner.config.get(XMPP_KEY)? {
-            None => Ok(XmppConfig::default()),
-            Some(raw) => decode(|| "config/xmpp".to_owned(), &raw),
+    pub fn compose(service: ServiceConfig, node: NodeConfig) -> XmppConfig {
+        XmppConfig {
+            domain: service.domain,
+            listen: node.listen,
+            enabled: service.enabled,
+            tls: node.tls,
+            starttls_required: service.starttls_required,
+            offline_limit: service.offline_limit,
+            max_stanza_bytes: service.max_stanza_bytes,
+            hostname: node.hostname,
+            component_port: node.component_port,
+            component_plain: node.component_plain,
         }
     }
 
-    pub fn set_xmpp_config(&self, config: &XmppConfig) -> Result<()> {
-        let raw = encode("config/xmpp", config)?;
-        self.inner.config.insert(XMPP_KEY, raw)?;
-        self.flush()
+    /// The shared half.
+    pub fn service(&self) -> ServiceConfig {
+        ServiceConfig {
+            domain: self.domain.clone(),
+            enabled: self.enabled,
+            starttls_required: self.starttls_required,
+            offline_limit: self.offline_limit,
+            max_stanza_bytes: self.max_stanza_bytes,
+        }
     }
 
-    /// Read, change and write back atomically with respect to other writers in this
-    /// process; returns the configuration as stored.
-    pub fn update_xmpp_config(&self, change: impl FnOnce(&mut XmppConfig)) -> Result<XmppConfig> {
+    /// This node's half.
+    pub fn node(&self) -> NodeConfig {
+        NodeConfig {
+            listen: self.listen.clone(),
+            tls: self.tls.clone(),
+            hostname: self.hostname.clone(),
+            component_port: self.component_port,
+            component_plain: self.component_plain,
+        }
+    }
+}
+
+impl Store {
+    /// The effective configuration (shared and node-local composed), defaults for what was
+    /// never written.
+    pub fn xmpp_config(&self) -> Result<XmppConfig> {
+        Ok(XmppConfig::compose(self.service_config()?, self.node_config()?))
+    }
+
+    pub fn service_config(&self) -> Result<ServiceConfig> {
+        match self.inner.config.get(SERVICE_KEY)? {
+            None => Ok(ServiceConfig::default()),
+            Some(raw) => decode(|| "config/service".to_owned(), &raw),
+        }
+    }
+
+    pub fn node_config(&self) -> Result<NodeConfig> {
+        match self.inner.config.get(NODE_KEY)? {
+            None => Ok(NodeConfig::default()),
+            Some(raw) => decode(|| "config/node".to_owned(), &raw),
+        }
+    }
+
+    /// Replace this node's settings (flushed), then publish
+    /// [`crate::FeedEvent::NodeConfigChanged`]; returns the event's sequence number.
+    pub fn set_node_config(&self, config: &NodeConfig) -> Result<u64> {
+        let raw = encode("config/node", config)?;
         let guard = self.lock();
-        let mut config = self.xmpp_config()?;
-        change(&mut config);
-        let raw = encode("config/xmpp", &config)?;
-        self.inner.config.insert(XMPP_KEY, raw)?;
-        drop(guard);
+        self.inner.config.insert(NODE_KEY, raw)?;
         self.flush()?;
-        Ok(config)
+        let seq = self.publish(crate::FeedEvent::NodeConfigChanged);
+        drop(guard);
+        Ok(seq)
+    }
+
+    pub(crate) fn write_service_config(&self, config: &crate::ServiceConfig) -> Result<()> {
+        let raw = encode("config/service", config)?;
+        self.inner.config.insert(SERVICE_KEY, raw)?;
+        Ok(())
     }
 }

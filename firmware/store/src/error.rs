@@ -27,6 +27,10 @@ pub enum StoreError {
     OfflineQueueFull { user: String, limit: u32 },
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
+    /// A change that does not fit the stored state (already on a list, no such route); the
+    /// text is for the operator.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,8 +1,13 @@
 //! Federation settings (`federation ...` commands) and the resolver's nameservers (`dns ...`).
 //!
-//! Both live in the settings space, one record each, and are shared configuration once the
-//! cluster replicates settings: every node must agree on the dialback secret, or a key one
-//! node issued would not verify on another.
+//! Both live in the settings space, one record each. They are shared configuration: nothing
+//! replicates them yet (single node), but a cluster must, because every node must agree on
+//! the dialback secret, or a key one node issued would not verify on another.
+//!
+//! DNS is treated as shared too: the nameservers decide how peer domains resolve for
+//! federation, and nodes of one cluster sit in one site and must reach the same peers the same
+//! way; a node-local resolver would make a link work or fail depending on which node dials.
+//! (If a deployment ever needs per-node resolvers, DnsConfig moves next to NodeConfig.)
 
 use crate::error::Result;
 use crate::{Secret, Store, decode, encode};
@@ -82,7 +87,9 @@ impl PrivacyMode {
 #[serde(default)]
 pub struct FederationConfig {
     pub enabled: bool,
-    /// Shared by every node (XEP-0185 keys); `None` until set or generated.
+    /// Must be the same on every node of a cluster (XEP-0185 keys; set it with
+    /// `federation dialback-secret` on each node until configuration replicates); `None`
+    /// until set or generated.
     pub dialback_secret: Option<Secret>,
     pub security: SecurityMode,
     /// Verify the peer's certificate chain (system roots plus `trust_bundle`). The peer
@@ -132,17 +139,17 @@ impl Store {
         }
     }
 
-    /// Read, change and write back atomically with respect to other writers in this process;
-    /// returns the settings as stored.
-    pub fn update_federation_config(&self, change: impl FnOnce(&mut FederationConfig)) -> Result<FederationConfig> {
-        let guard = self.lock();
+    /// Read, change and write back; the caller (`Store::apply`) holds the write lock and
+    /// flushes. The closure must be a pure function of its input.
+    pub(crate) fn edit_federation_config<T>(
+        &self,
+        change: impl FnOnce(&mut FederationConfig) -> Result<T>,
+    ) -> Result<T> {
         let mut config = self.federation_config()?;
-        change(&mut config);
+        let outcome = change(&mut config)?;
         let raw = encode(&format!("settings/{FEDERATION_KEY}"), &config)?;
         self.inner.settings.insert(FEDERATION_KEY.as_bytes(), raw)?;
-        drop(guard);
-        self.flush()?;
-        Ok(config)
+        Ok(outcome)
     }
 
     pub fn dns_config(&self) -> Result<DnsConfig> {
@@ -152,15 +159,10 @@ impl Store {
         }
     }
 
-    pub fn update_dns_config(&self, change: impl FnOnce(&mut DnsConfig)) -> Result<DnsConfig> {
-        let guard = self.lock();
-        let mut config = self.dns_config()?;
-        change(&mut config);
-        let raw = encode(&format!("settings/{DNS_KEY}"), &config)?;
+    pub(crate) fn write_dns_config(&self, config: &DnsConfig) -> Result<()> {
+        let raw = encode(&format!("settings/{DNS_KEY}"), config)?;
         self.inner.settings.insert(DNS_KEY.as_bytes(), raw)?;
-        drop(guard);
-        self.flush()?;
-        Ok(config)
+        Ok(())
     }
 }
 
@@ -186,17 +188,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store
-                .update_federation_config(|c| {
-                    c.enabled = true;
-                    c.dialback_secret = Some(Secret::new("s3cr3tf0rd14lb4ck"));
-                    c.security = SecurityMode::TlsOptional;
-                    c.routes.insert("b.example".into(), vec!["127.0.0.2:5269".into()]);
-                })
-                .unwrap();
-            store
-                .update_dns_config(|d| d.nameservers.push("127.0.0.53:5353".into()))
-                .unwrap();
+            use crate::ConfigChange as C;
+            for change in [
+                C::EnableFederation {
+                    dialback_secret_if_unset: None,
+                },
+                C::SetDialbackSecret(Secret::new("s3cr3tf0rd14lb4ck")),
+                C::SetFederationSecurity(SecurityMode::TlsOptional),
+                C::EditRoute {
+                    domain: "b.example".into(),
+                    target: "127.0.0.2:5269".into(),
+                    add: true,
+                },
+                C::SetDns(DnsConfig {
+                    nameservers: vec!["127.0.0.53:5353".into()],
+                }),
+            ] {
+                store.apply(&change).unwrap();
+            }
         }
         let store = Store::open(dir.path()).unwrap();
         let config = store.federation_config().unwrap();

@@ -1,16 +1,18 @@
 //! Typed configuration and account store on sled: schema version, migrations, flush on commit.
 //!
 //! sled is beta software, so it stays behind this one typed API: callers never see a tree,
-//! a key layout or a byte. Every mutating call flushes (fsync) before it returns `Ok`, so an
-//! acknowledged change survives kill -9 and power loss; changes that touch several trees
-//! commit in one sled transaction.
+//! a key layout or a byte. Shared state changes only through [`Store::apply`] of a
+//! [`ConfigChange`] (usually via a [`ConfigWriter`]); this node's own settings through
+//! [`Store::set_node_config`]. Both flush (fsync) before they return `Ok`, so an acknowledged
+//! change survives kill -9 and power loss, and both publish on the change feed
+//! ([`Store::subscribe`]). Changes that touch several trees commit in one sled transaction.
 //!
-//! Concurrency: reads go straight to sled. Writes that read before they write (limits,
-//! existence checks, counters, prefix scans feeding a transaction) take one in-process
-//! write lock, which is released before the flush so slow disks do not serialise callers
-//! behind each other's fsync.
+//! Concurrency: reads go straight to sled. Writes take one in-process write lock, held
+//! through the flush and the publication so the feed's order is the apply order (the order a
+//! replicated log will impose anyway).
 
 mod callbridge;
+mod change;
 mod config;
 mod error;
 mod federation;
@@ -20,10 +22,14 @@ mod offline;
 mod roster;
 mod secret;
 mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod users;
+mod writer;
 
 pub use callbridge::CallBridge;
-pub use config::{TlsIdentity, XmppConfig};
+pub use change::{Applied, ConfigChange, ExportedTree, FeedEvent, PrivacyList, Published};
+pub use config::{NodeConfig, ServiceConfig, TlsIdentity, XmppConfig};
 pub use error::{Result, StoreError};
 pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};
 pub use listen::{
@@ -33,6 +39,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use roster::{RosterItem, Subscription};
 pub use sb_proto::sasl::UserCredentials;
 pub use secret::Secret;
+pub use writer::{ConfigWriter, LocalWriter, WriteError, Written};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,8 +65,12 @@ struct Inner {
     roster_versions: Tree,
     offline: Tree,
     offline_counts: Tree,
+    /// Per user, the sequence number of the next offline message key.
+    offline_next: Tree,
     settings: Tree,
     write_lock: Mutex<()>,
+    feed: tokio::sync::broadcast::Sender<Published>,
+    feed_seq: std::sync::atomic::AtomicU64,
     /// Held (flock) for the life of the store, so a second process gets a clear
     /// [`StoreError::Locked`] instead of sled's generic I/O error.
     _lock_file: File,
@@ -97,9 +108,12 @@ impl Store {
             roster_versions: db.open_tree("roster_versions")?,
             offline: db.open_tree("offline")?,
             offline_counts: db.open_tree("offline_counts")?,
+            offline_next: db.open_tree("offline_next")?,
             settings: db.open_tree("settings")?,
             db,
             write_lock: Mutex::new(()),
+            feed: tokio::sync::broadcast::channel(change::FEED_CAPACITY).0,
+            feed_seq: std::sync::atomic::AtomicU64::new(0),
             _lock_file: lock_file,
         };
         Ok(Store { inner: Arc::new(inner) })

@@ -9,7 +9,7 @@ use crate::error::{Result, StoreError};
 use sled::Db;
 
 /// The schema this build writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const META_TREE: &str = "meta";
 pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -23,6 +23,7 @@ pub(crate) const TREES: &[&str] = &[
     "roster_versions",
     "offline",
     "offline_counts",
+    "offline_next",
     "settings",
 ];
 
@@ -34,15 +35,66 @@ struct Migration {
 }
 
 /// In order; `MIGRATIONS[i].to == i + 1`.
-const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    description: "initialise an empty store",
-    apply: initialise,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        description: "initialise an empty store",
+        apply: initialise,
+    },
+    Migration {
+        to: 2,
+        description: "split the xmpp configuration into shared and node-local records; count offline keys per user",
+        apply: split_config_and_count_offline,
+    },
+];
 
 fn initialise(db: &Db) -> Result<()> {
     for name in TREES {
         db.open_tree(name)?;
+    }
+    Ok(())
+}
+
+/// Schema 2: `config/xmpp` becomes `config/service` (shared) and `config/node` (this
+/// machine's); each user with offline messages gets an `offline_next` counter past its
+/// highest key (schema 1 keyed them by sled's `generate_id`, which is not deterministic).
+/// Idempotent: a rerun finds no `xmpp` record and recomputes the same counters.
+fn split_config_and_count_offline(db: &Db) -> Result<()> {
+    initialise(db)?;
+    let config = db.open_tree("config")?;
+    if let Some(raw) = config.get(crate::config::LEGACY_XMPP_KEY)? {
+        let legacy: crate::XmppConfig = crate::decode(|| "config/xmpp".to_owned(), &raw)?;
+        let service = crate::encode("config/service", &legacy.service())?;
+        let node = crate::encode("config/node", &legacy.node())?;
+        config.transaction(|tree| {
+            tree.insert(crate::config::SERVICE_KEY, service.as_slice())?;
+            tree.insert(crate::config::NODE_KEY, node.as_slice())?;
+            tree.remove(crate::config::LEGACY_XMPP_KEY)?;
+            Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })?;
+    }
+    let offline = db.open_tree("offline")?;
+    let offline_next = db.open_tree("offline_next")?;
+    let mut next: std::collections::BTreeMap<Vec<u8>, u64> = std::collections::BTreeMap::new();
+    for key in offline.iter().keys() {
+        let key = key?;
+        // user_prefix is a u32 length then the name, then the 8-byte id.
+        let Some(len) = key.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+            continue;
+        };
+        let end = 4 + u32::from_be_bytes(len) as usize;
+        let (Some(user), Some(id)) = (
+            key.get(4..end),
+            key.get(end..).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+        ) else {
+            continue;
+        };
+        let after = u64::from_be_bytes(id).saturating_add(1);
+        let entry = next.entry(user.to_vec()).or_default();
+        *entry = (*entry).max(after);
+    }
+    for (user, after) in next {
+        offline_next.insert(user, &after.to_be_bytes())?;
     }
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! Messages stored for users with no available resource, delivered in arrival order.
+//!
+//! Keys are `user prefix + u64 sequence` from a per-user counter kept in `offline_next`, not
+//! sled's `generate_id`: the key must be a function of the store's contents, so the same
+//! changes applied on another node give the same keys.
 
 use crate::error::{Result, StoreError};
-use crate::{Store, user_prefix, user_subkey};
+use crate::{Store, decode_u64, user_prefix, user_subkey};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 impl Store {
     /// Queue a serialized stanza; [`StoreError::OfflineQueueFull`] once `limit` are queued.
-    pub fn push_offline(&self, user: &str, stanza: &[u8], limit: u32) -> Result<()> {
-        let guard = self.lock();
+    pub(crate) fn do_push_offline(&self, user: &str, stanza: &[u8], limit: u32) -> Result<()> {
         if !self.inner.users.contains_key(user.as_bytes())? {
             return Err(StoreError::UserNotFound(user.to_owned()));
         }
@@ -19,22 +22,30 @@ impl Store {
                 limit,
             });
         }
-        // sled ids are unique and increase across restarts, so key order is arrival order.
-        let key = user_subkey(user, &self.inner.db.generate_id()?.to_be_bytes());
-        let next = count.saturating_add(1).to_be_bytes();
-        (&self.inner.offline, &self.inner.offline_counts).transaction(|(offline, counts)| {
-            offline.insert(key.as_slice(), stanza)?;
-            counts.insert(user.as_bytes(), &next)?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
-        drop(guard);
-        self.flush()
+        let sequence = match self.inner.offline_next.get(user.as_bytes())? {
+            None => 0,
+            Some(raw) => decode_u64(|| format!("offline_next/{user}"), &raw)?,
+        };
+        let key = user_subkey(user, &sequence.to_be_bytes());
+        let next_count = count.saturating_add(1).to_be_bytes();
+        let next_sequence = sequence.saturating_add(1).to_be_bytes();
+        (
+            &self.inner.offline,
+            &self.inner.offline_counts,
+            &self.inner.offline_next,
+        )
+            .transaction(|(offline, counts, next)| {
+                offline.insert(key.as_slice(), stanza)?;
+                counts.insert(user.as_bytes(), &next_count)?;
+                next.insert(user.as_bytes(), &next_sequence)?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })?;
+        Ok(())
     }
 
-    /// Remove and return every queued stanza, oldest first. The removal is one transaction
-    /// and is durable before this returns, so a message is handed out at most once.
-    pub fn take_offline(&self, user: &str) -> Result<Vec<Vec<u8>>> {
-        let guard = self.lock();
+    /// Remove and return every queued stanza, oldest first, in one transaction: a message is
+    /// handed out at most once. The counter is kept, so keys are never reused.
+    pub(crate) fn do_take_offline(&self, user: &str) -> Result<Vec<Vec<u8>>> {
         let mut keys = Vec::new();
         let mut stanzas = Vec::new();
         for entry in self.inner.offline.scan_prefix(user_prefix(user)) {
@@ -43,9 +54,6 @@ impl Store {
             stanzas.push(stanza.to_vec());
         }
         if keys.is_empty() {
-            drop(guard);
-            // Cheap when nothing is dirty; guarantees an earlier take is durable.
-            self.flush()?;
             return Ok(stanzas);
         }
         (&self.inner.offline, &self.inner.offline_counts).transaction(|(offline, counts)| {
@@ -55,9 +63,17 @@ impl Store {
             counts.remove(user.as_bytes())?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
-        drop(guard);
-        self.flush()?;
         Ok(stanzas)
+    }
+
+    /// The queued stanzas, oldest first, without removing them.
+    pub fn offline_messages(&self, user: &str) -> Result<Vec<Vec<u8>>> {
+        self.inner
+            .offline
+            .scan_prefix(user_prefix(user))
+            .values()
+            .map(|value| value.map(|v| v.to_vec()).map_err(StoreError::from))
+            .collect()
     }
 
     pub fn offline_count(&self, user: &str) -> Result<u32> {

@@ -93,44 +93,32 @@ impl Store {
     /// Insert or replace the item for `item.jid`; returns the roster version after the
     /// change (unchanged when the item was already stored exactly so). The account must
     /// exist, so a deleted user's namesake never inherits a late write.
-    pub fn put_roster_item(&self, user: &str, item: &RosterItem) -> Result<u64> {
+    pub(crate) fn do_put_roster_item(&self, user: &str, item: &RosterItem) -> Result<u64> {
         let key = user_subkey(user, item.jid.as_bytes());
         let raw = encode("roster", item)?;
-        let guard = self.lock();
         if !self.inner.users.contains_key(user.as_bytes())? {
             return Err(StoreError::UserNotFound(user.to_owned()));
         }
         if self.inner.roster.get(&key)?.as_deref() == Some(raw.as_slice()) {
-            drop(guard);
-            // Still flush: an earlier write of this very item may have failed its flush.
-            self.flush()?;
             return self.roster_version(user);
         }
         let version = (&self.inner.roster, &self.inner.roster_versions).transaction(|(roster, versions)| {
             roster.insert(key.as_slice(), raw.as_slice())?;
             bump_version(versions, user)
         })?;
-        drop(guard);
-        self.flush()?;
         Ok(version)
     }
 
     /// Remove the item; returns it if there was one (and only then bumps the version).
-    pub fn remove_roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>> {
+    pub(crate) fn do_remove_roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>> {
         let key = user_subkey(user, contact.as_bytes());
-        let guard = self.lock();
         let Some(previous) = self.inner.roster.get(&key)? else {
-            drop(guard);
-            // Absence is an answer too: make sure an earlier removal is durable.
-            self.flush()?;
             return Ok(None);
         };
         (&self.inner.roster, &self.inner.roster_versions).transaction(|(roster, versions)| {
             roster.remove(key.as_slice())?;
             bump_version(versions, user)
         })?;
-        drop(guard);
-        self.flush()?;
         // Decoding after the removal: a corrupt record can still be deleted.
         decode(|| format!("roster/{user}/{contact}"), &previous).map(Some)
     }

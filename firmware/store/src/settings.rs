@@ -14,17 +14,15 @@ impl Store {
         }
     }
 
-    pub fn put_setting<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+    pub(crate) fn do_put_setting<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         let raw = encode(&format!("settings/{key}"), value)?;
         self.inner.settings.insert(key.as_bytes(), raw)?;
-        self.flush()
+        Ok(())
     }
 
     /// Returns whether the key existed.
-    pub fn del_setting(&self, key: &str) -> Result<bool> {
-        let existed = self.inner.settings.remove(key.as_bytes())?.is_some();
-        self.flush()?;
-        Ok(existed)
+    pub(crate) fn do_del_setting(&self, key: &str) -> Result<bool> {
+        Ok(self.inner.settings.remove(key.as_bytes())?.is_some())
     }
 
     /// Keys starting with `prefix`, sorted (e.g. every `callbridge.`).

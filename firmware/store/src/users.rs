@@ -8,39 +8,33 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
 impl Store {
-    pub fn add_user(&self, name: &str, credentials: &UserCredentials) -> Result<()> {
+    // Mutators are crate-private: `Store::apply` (caller holds the write lock and flushes)
+    // is the only way in.
+    pub(crate) fn do_add_user(&self, name: &str, credentials: &UserCredentials) -> Result<()> {
         let raw = encode("users", credentials)?;
-        let guard = self.lock();
         if self.inner.users.contains_key(name.as_bytes())? {
             return Err(StoreError::UserExists(name.to_owned()));
         }
         // A new account must not inherit anything a deleted namesake left behind; delete_user
         // removes it all, but clear it here too so a store damaged by an old bug heals.
-        self.remove_user_records(name, Some(raw))?;
-        drop(guard);
-        self.flush()
+        self.remove_user_records(name, Some(raw))
     }
 
-    pub fn set_user_credentials(&self, name: &str, credentials: &UserCredentials) -> Result<()> {
+    pub(crate) fn do_set_user_credentials(&self, name: &str, credentials: &UserCredentials) -> Result<()> {
         let raw = encode("users", credentials)?;
-        let guard = self.lock();
         if !self.inner.users.contains_key(name.as_bytes())? {
             return Err(StoreError::UserNotFound(name.to_owned()));
         }
         self.inner.users.insert(name.as_bytes(), raw)?;
-        drop(guard);
-        self.flush()
+        Ok(())
     }
 
     /// Delete the account with its roster and offline messages, in one transaction.
-    pub fn delete_user(&self, name: &str) -> Result<()> {
-        let guard = self.lock();
+    pub(crate) fn do_delete_user(&self, name: &str) -> Result<()> {
         if !self.inner.users.contains_key(name.as_bytes())? {
             return Err(StoreError::UserNotFound(name.to_owned()));
         }
-        self.remove_user_records(name, None)?;
-        drop(guard);
-        self.flush()
+        self.remove_user_records(name, None)
     }
 
     /// Remove everything stored under `name` and set its account record to `replacement`
@@ -57,22 +51,26 @@ impl Store {
             &inner.roster_versions,
             &inner.offline,
             &inner.offline_counts,
+            &inner.offline_next,
         )
-            .transaction(|(users, roster, roster_versions, offline, offline_counts)| {
-                match &replacement {
-                    Some(raw) => users.insert(name.as_bytes(), raw.as_slice())?,
-                    None => users.remove(name.as_bytes())?,
-                };
-                for key in &roster_keys {
-                    roster.remove(key.as_slice())?;
-                }
-                roster_versions.remove(name.as_bytes())?;
-                for key in &offline_keys {
-                    offline.remove(key.as_slice())?;
-                }
-                offline_counts.remove(name.as_bytes())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })?;
+            .transaction(
+                |(users, roster, roster_versions, offline, offline_counts, offline_next)| {
+                    match &replacement {
+                        Some(raw) => users.insert(name.as_bytes(), raw.as_slice())?,
+                        None => users.remove(name.as_bytes())?,
+                    };
+                    for key in &roster_keys {
+                        roster.remove(key.as_slice())?;
+                    }
+                    roster_versions.remove(name.as_bytes())?;
+                    for key in &offline_keys {
+                        offline.remove(key.as_slice())?;
+                    }
+                    offline_counts.remove(name.as_bytes())?;
+                    offline_next.remove(name.as_bytes())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                },
+            )?;
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 //! n returned Ok. The parent reads some acknowledgements, SIGKILLs the writer at whatever
 //! point it has reached, reopens the store and checks.
 
+mod common;
+use common::Changes;
 use sb_store::{RosterItem, Store, UserCredentials};
 use std::io::{BufRead, BufReader};
 use std::path::Path;

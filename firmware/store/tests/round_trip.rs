@@ -1,5 +1,7 @@
 //! Every API through a close and reopen of a real sled store on disk.
 
+mod common;
+use common::Changes;
 use sb_store::{RosterItem, Store, StoreError, Subscription, TlsIdentity, UserCredentials, XmppConfig};
 use std::path::Path;
 use std::sync::OnceLock;

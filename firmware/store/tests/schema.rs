@@ -49,7 +49,12 @@ fn unversioned_store_is_migrated_and_keeps_its_data() {
 fn newer_schema_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store.put_setting("marker", &"before").unwrap();
+    store
+        .apply(&sb_store::ConfigChange::PutSetting {
+            key: "marker".into(),
+            value: "before".into(),
+        })
+        .unwrap();
     drop(store);
     write_raw_version(dir.path(), SCHEMA_VERSION + 1);
 

@@ -2,7 +2,10 @@
 //!
 //! `xmppd -d DIR [options]`: opens the store in DIR, applies the embedded default on a
 //! fresh DIR (domain `localhost`, listening on 127.0.0.1, a self-signed certificate), starts
-//! the XMPP service and the admin socket, and shuts down cleanly on SIGTERM or SIGINT.
+//! the XMPP service and the admin socket, follows the store's change feed to reconfigure
+//! the running services ([`xmppd::reconciler`]), and shuts down cleanly on SIGTERM or SIGINT.
+
+mod federation_admin;
 
 use sb_admin::{
     Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
@@ -10,7 +13,7 @@ use sb_admin::{
 };
 use sb_server::component::AuthFailureReason;
 use sb_server::{Server, ServerTuning, Service};
-use sb_store::{Store, TlsIdentity};
+use sb_store::{ConfigChange, ConfigWriter, LocalWriter, Store, TlsIdentity};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -26,6 +29,9 @@ const SELF_SIGNED_BASENAME: &str = "selfsigned";
 
 /// How often the heartbeat byte goes to init (issue 5's supervision contract).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long an admin command waits for the running services to take its change.
+const RECONCILE_WAIT: Duration = Duration::from_secs(30);
 
 struct Options {
     dir: PathBuf,
@@ -48,6 +54,8 @@ enum StartError {
     Server(#[from] sb_server::ServerError),
     #[error("admin socket: {0}")]
     AdminSocket(std::io::Error),
+    #[error("cannot write the first-boot defaults: {0}")]
+    Defaults(String),
 }
 
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError> {
@@ -138,17 +146,27 @@ fn raise_fd_limit() {
 
 /// A fresh data dir gets a working service: domain `localhost` on 127.0.0.1, enabled; and
 /// any configuration without a certificate gets a self-signed one for its domain.
-fn apply_defaults(store: &Store, dir: &Path) -> Result<(), StartError> {
+///
+/// Node-local defaults (listen address, certificate) are this machine's own and always
+/// safe to write. The shared default (domain `localhost`, enabled) goes through the writer,
+/// and only when no domain was ever set: a standalone first boot. A node that will join a
+/// cluster must not write it (it would fight the cluster's domain): the joining path gets the
+/// shared state from the cluster first, and then finds it configured here.
+fn apply_defaults(store: &Store, writer: &dyn ConfigWriter, dir: &Path) -> Result<(), StartError> {
     let config = store.xmpp_config()?;
     if !config.is_configured() {
         log::info!("no configuration yet: serving domain 'localhost' on 127.0.0.1");
-        store.update_xmpp_config(|c| {
-            c.domain = "localhost".to_owned();
-            if c.listen.is_empty() {
-                c.listen = vec!["127.0.0.1".to_owned()];
-            }
-            c.enabled = true;
-        })?;
+        let mut service = config.service();
+        service.domain = "localhost".to_owned();
+        service.enabled = true;
+        writer
+            .write(ConfigChange::SetService(service))
+            .map_err(|e| StartError::Defaults(e.to_string()))?;
+    }
+    let mut node = store.node_config()?;
+    if node.listen.is_empty() {
+        node.listen = vec!["127.0.0.1".to_owned()];
+        store.set_node_config(&node)?;
     }
     let config = store.xmpp_config()?;
     if config.tls.is_none() {
@@ -164,13 +182,13 @@ fn apply_defaults(store: &Store, dir: &Path) -> Result<(), StartError> {
             "made a self-signed certificate for '{}': certs/{SELF_SIGNED_BASENAME}.crt",
             config.domain
         );
-        store.update_xmpp_config(|c| {
-            c.tls = Some(TlsIdentity {
-                key: format!("{SELF_SIGNED_BASENAME}.key"),
-                cert: format!("{SELF_SIGNED_BASENAME}.crt"),
-                bundle: None,
-            });
-        })?;
+        let mut node = store.node_config()?;
+        node.tls = Some(TlsIdentity {
+            key: format!("{SELF_SIGNED_BASENAME}.key"),
+            cert: format!("{SELF_SIGNED_BASENAME}.crt"),
+            bundle: None,
+        });
+        store.set_node_config(&node)?;
     }
     Ok(())
 }
@@ -179,6 +197,7 @@ fn apply_defaults(store: &Store, dir: &Path) -> Result<(), StartError> {
 struct LiveServer {
     server: Arc<Server>,
     federation: Arc<sb_federation::Federation>,
+    reconciled: xmppd::reconciler::Reconciled,
     runtime: tokio::runtime::Handle,
     log: Option<sb_logging::LogHandle>,
 }
@@ -208,10 +227,10 @@ impl LiveNode for LiveServer {
                     address: match (l.bound, &l.interface) {
                         (Some(bound), Some(interface)) => format!("{bound} on {interface}"),
                         (Some(bound), None) => bound.to_string(),
-                        (None, _) => l.address,
+                        (None, _) => l.configured,
                     },
-                    error: l.error,
-                    waiting: l.waiting,
+                    error: l.error.map(|e| e.to_string()),
+                    waiting: l.waiting.map(|w| w.to_string()),
                 })
                 .collect(),
             sessions: status
@@ -248,45 +267,23 @@ impl LiveNode for LiveServer {
         }
     }
 
-    /// Runs on the admin layer's blocking thread: wait for the reload, so a command that
-    /// follows (`xmpp status`) already sees its effect.
-    fn config_changed(&self) {
-        let server = Arc::clone(&self.server);
-        let reload = self
+    /// Runs on the admin layer's blocking thread: wait (bounded) for the reconciler, so a
+    /// command that follows (`xmpp status`) already sees its effect.
+    fn wait_reconciled(&self, seq: u64) {
+        let reconciled = self.reconciled.clone();
+        let done = self
             .runtime
-            .block_on(async move { tokio::time::timeout(Duration::from_secs(30), server.reload()).await });
-        match reload {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::error!("reload: {e}"),
-            Err(_) => log::error!("reload did not finish within 30 s"),
-        }
-        // Listen addresses, domain and certificate matter to federation too.
-        let federation = Arc::clone(&self.federation);
-        match self
-            .runtime
-            .block_on(async move { tokio::time::timeout(Duration::from_secs(30), federation.reload()).await })
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::error!("federation reload: {e}"),
-            Err(_) => log::error!("federation reload did not finish within 30 s"),
+            .block_on(async move { reconciled.wait_for(seq, RECONCILE_WAIT).await });
+        if !done {
+            log::error!(
+                "configuration change {seq} not applied to the running services within {} s",
+                RECONCILE_WAIT.as_secs()
+            );
         }
     }
 
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
-        Some(self.federation.admin_handle())
-    }
-
-    fn user_changed(&self, user: &str) {
-        let closed = self.server.kick_user(user);
-        if closed > 0 {
-            log::info!("account {user} changed: closing {closed} session(s)");
-        }
-    }
-
-    /// Secrets are read from the store at each handshake, so an added bridge needs nothing;
-    /// a deleted or re-keyed one loses its connection.
-    fn callbridge_changed(&self, name: &str) {
-        self.server.callbridge_changed(name);
+        Some(federation_admin::admin_handle(&self.federation))
     }
 
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
@@ -338,15 +335,16 @@ fn print_banner(server: &Server, dir: &Path) {
         status.domain
     );
     for listener in &status.listeners {
-        let what = match (listener.service, listener.plain) {
+        let what = match (listener.service, listener.plain()) {
             (Service::Client, _) => "clients",
             (Service::Component, false) => "Call Bridges (TLS)",
             (Service::Component, true) => "Call Bridges (plain TCP)",
+            (Service::Server, _) => "servers",
         };
         match (&listener.bound, &listener.error, &listener.waiting) {
             (Some(addr), _, _) => println!("  {what}: listening on {addr}"),
-            (None, Some(error), _) => println!("  {what}: NOT listening on {}: {error}", listener.address),
-            (None, None, Some(reason)) => println!("  {what}: {} waits: {reason}", listener.address),
+            (None, Some(error), _) => println!("  {what}: NOT listening on {}: {error}", listener.configured),
+            (None, None, Some(reason)) => println!("  {what}: {} waits: {reason}", listener.configured),
             (None, None, None) => {}
         }
     }
@@ -387,23 +385,31 @@ async fn wait_for_signal() {
     }
 }
 
-async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>) -> Result<(), StartError> {
+async fn run(
+    options: Options,
+    store: Store,
+    writer: Arc<dyn ConfigWriter>,
+    log: Option<sb_logging::LogHandle>,
+) -> Result<(), StartError> {
     start_heartbeat();
     let server = Server::new(store.clone(), &options.dir, options.tuning);
     server.start().await?;
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), Some(Arc::clone(&federation)));
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
         federation: Arc::clone(&federation),
+        reconciled,
         runtime: tokio::runtime::Handle::current(),
         log,
     });
-    let admin = Arc::new(Admin::new(store, options.dir.clone(), Some(live)));
+    let admin = Arc::new(Admin::new(store, options.dir.clone(), Some(live)).with_writer(writer));
     let admin_listener = sb_admin::socket::bind(&options.dir).map_err(StartError::AdminSocket)?;
     let admin_task = tokio::spawn(sb_admin::socket::serve(admin_listener, admin));
     print_banner(&server, &options.dir);
     wait_for_signal().await;
+    reconciler.abort();
     federation.shutdown().await;
     server.shutdown().await;
     admin_task.abort();
@@ -424,12 +430,14 @@ fn main() -> ExitCode {
     raise_fd_limit();
     let started = (|| {
         let store = Store::open(&options.dir)?;
-        apply_defaults(&store, &options.dir)?;
+        // Single node: shared changes apply to the local store.
+        let writer: Arc<dyn ConfigWriter> = Arc::new(LocalWriter::new(store.clone()));
+        apply_defaults(&store, writer.as_ref(), &options.dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        runtime.block_on(run(options, store, log))
+        runtime.block_on(run(options, store, writer, log))
     })();
     match started {
         Ok(()) => ExitCode::SUCCESS,

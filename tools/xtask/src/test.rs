@@ -210,6 +210,7 @@ fn interop_tier(_: &[String]) -> TaskResult {
     for (script, what) in [
         ("tools/interop/run.py", "client interop tests"),
         ("tools/interop/component_interop.py", "component interop tests"),
+        ("tools/interop/namespace_attack.py", "namespace attack tests"),
     ] {
         run_status(
             Command::new(python())

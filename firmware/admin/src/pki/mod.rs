@@ -268,7 +268,10 @@ fn apply_selfsigned(admin: &Admin, basename: &str, cn: Option<String>, sans: &[S
         .as_ref()
         .is_some_and(|tls| tls.key == format!("{basename}.key") || tls.cert == format!("{basename}.crt"));
     if in_use {
-        admin.notify_config_changed();
+        let touched = admin.store().node_config().map_err(sb_store::WriteError::from);
+        if let Err(err) = touched.and_then(|node| admin.set_node_config(&node)) {
+            return Reply::failure(format!("pki selfsigned: {err}"));
+        }
     }
     Reply::success()
 }

@@ -9,7 +9,7 @@ pub use listener::{listener_summary, port_conflict};
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::{Admin, Family, Reply, Secret, SecretPrompt};
 use ring::rand::{SecureRandom, SystemRandom};
-use sb_store::{CallBridge, StoreError};
+use sb_store::{CallBridge, ConfigChange, StoreError, WriteError};
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -229,10 +229,9 @@ fn add(admin: &Admin, name: &str) -> Reply {
         secret,
         created_unix: now_unix(),
     };
-    match admin.store().add_callbridge(&bridge) {
-        Ok(()) => {
+    match admin.write(ConfigChange::AddCallBridge(bridge.clone())) {
+        Ok(_) => {
             log::info!("callbridge {} added with a generated secret", bridge.name);
-            admin.notify_callbridge_changed(&bridge.name);
             Reply::output(format!("{}\nSUCCESS", render_bridge(&bridge, &domain)))
         }
         Err(err) => store_failure("xmpp callbridge add", err),
@@ -255,15 +254,15 @@ fn add_secret(admin: &Admin, name: &str, secret: Option<Secret>) -> Reply {
         secret,
         created_unix: now_unix(),
     };
-    match admin.store().add_callbridge(&bridge) {
-        Ok(()) => {
+    match admin.write(ConfigChange::AddCallBridge(bridge.clone())) {
+        Ok(_) => {
             log::info!("callbridge {} added with a typed secret", bridge.name);
-            admin.notify_callbridge_changed(&bridge.name);
             Reply::success()
         }
-        Err(StoreError::CallBridgeExists(name)) => {
-            // On CMS the secret is typed again on every node; here configuration is shared, so
-            // an operator following that procedure finds the bridge there already. Typing the
+        Err(WriteError::Store(StoreError::CallBridgeExists(name))) => {
+            // On CMS the secret is typed again on every node; here configuration is meant to
+            // be shared across a cluster (not replicated yet), so an operator following that
+            // procedure will find the bridge there already. Typing the
             // same secret confirms it; a different one must not silently re-key a bridge.
             match admin.store().callbridge_secret(&name) {
                 Ok(Some(stored))
@@ -289,10 +288,9 @@ fn delete(admin: &Admin, name: &str) -> Reply {
         Ok(name) => name,
         Err(reply) => return reply,
     };
-    match admin.store().delete_callbridge(&name) {
-        Ok(()) => {
+    match admin.write(ConfigChange::DeleteCallBridge { name: name.clone() }) {
+        Ok(_) => {
             log::info!("callbridge {name} deleted");
-            admin.notify_callbridge_changed(&name);
             Reply::success()
         }
         Err(err) => store_failure("xmpp callbridge del", err),
@@ -310,9 +308,11 @@ fn list(admin: &Admin) -> Reply {
     }
 }
 
-fn store_failure(command: &str, err: StoreError) -> Reply {
-    match err {
-        StoreError::CallBridgeExists(_) | StoreError::CallBridgeNotFound(_) => Reply::failure(err),
+fn store_failure(command: &str, err: impl Into<WriteError>) -> Reply {
+    match err.into() {
+        WriteError::Store(err @ (StoreError::CallBridgeExists(_) | StoreError::CallBridgeNotFound(_))) => {
+            Reply::failure(err)
+        }
         other => Reply::failure(format!("{command}: {other}")),
     }
 }

@@ -6,7 +6,7 @@ mod status;
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::pki::{self, PkiError};
 use crate::{Admin, Family, Reply};
-use sb_proto::Jid;
+use sb_proto::Domain;
 use sb_store::{ListenTarget, TlsIdentity, XmppConfig};
 use serde::{Deserialize, Serialize};
 
@@ -143,14 +143,11 @@ impl Family for XmppCommand {
     }
 }
 
-/// Write through the store, then let the daemon pick the change up.
+/// Write the change; the daemon picks it up from the change feed before this returns.
 fn update(admin: &Admin, command: &str, change: impl FnOnce(&mut XmppConfig)) -> Reply {
-    match admin.store().update_xmpp_config(change) {
-        Ok(_) => {
-            admin.notify_config_changed();
-            Reply::success()
-        }
-        Err(err) => Reply::failure(format!("{command}: {err}")),
+    match admin.update_xmpp_config(change) {
+        Ok(_) => Reply::success(),
+        Err(err) => crate::write_failure(command, err),
     }
 }
 
@@ -171,8 +168,8 @@ fn check_component_port(admin: &Admin, addresses: Vec<String>) -> Result<Vec<Str
 }
 
 fn normalize_domain(domain: &str) -> Result<String, String> {
-    match Jid::from_parts(None, domain, None) {
-        Ok(jid) => Ok(jid.domain().to_owned()),
+    match Domain::parse(domain) {
+        Ok(domain) => Ok(domain.into_string()),
         Err(err) => Err(format!("invalid domain '{domain}': {err}")),
     }
 }
@@ -503,7 +500,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let admin = admin(dir.path());
         admin
-            .store()
             .update_xmpp_config(|config| {
                 config.domain = "example.com".to_owned();
                 config.listen = vec!["127.0.0.1".to_owned(), "[::1]:5222".to_owned()];

@@ -13,8 +13,8 @@ use super::{
 };
 use crate::policy::{Policy, normalize_domain};
 use sb_proto::dialback::verify_dialback_key;
+use sb_proto::retarget_namespace;
 use sb_proto::{Element, Jid, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamEvent, StreamHeader, ns};
-use sb_server::router::retarget_namespace;
 use sb_store::{Secret, SecurityMode};
 
 /// `urn:xmpp:features:dialback`: we handle dialback errors gracefully (XEP-0220 §2.4.2).

@@ -15,8 +15,8 @@ use super::{
     stream_error_bytes,
 };
 use sb_proto::dialback::dialback_key;
+use sb_proto::retarget_namespace;
 use sb_proto::{Element, Jid, StreamError, StreamErrorCondition, StreamEvent, StreamHeader, ns};
-use sb_server::router::retarget_namespace;
 use sb_store::{Secret, SecurityMode};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

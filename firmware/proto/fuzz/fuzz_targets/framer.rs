@@ -1,14 +1,91 @@
 //! Arbitrary bytes at arbitrary split points. Properties: no panic; the same events and
 //! error however the input is split; only documented stream errors, with a text; every
-//! released element survives serialization and re-framing unchanged.
+//! released element survives serialization and re-framing unchanged; and the heap the
+//! framer uses is bounded by its input (issue 13: no memory amplification).
 
 #![no_main]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 
 use libfuzzer_sys::fuzz_target;
 use sb_proto::framer::{FramerConfig, StreamEvent, StreamFramer, StreamHeader};
 use sb_proto::{StreamError, StreamErrorCondition, ns};
 
 type Outcome = (Vec<StreamEvent>, Option<StreamError>);
+
+/// Counts live heap bytes and their peak, per thread.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note_alloc(size: usize) {
+    let _ = LIVE.try_with(|live| {
+        let now = live.get() + size;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+fn note_dealloc(size: usize) {
+    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(size)));
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; the counters are const-initialized
+// thread locals without destructors, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_alloc(layout.size());
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_alloc(layout.size());
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note_dealloc(layout.size());
+        // SAFETY: `ptr` was allocated by `System` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_alloc(new_size);
+        note_dealloc(layout.size());
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap the framer may use whatever it is sent (its state, error texts, per-tag scratch),
+/// on top of the stanza allowance.
+const FIXED_HEAP: usize = 32 * 1024;
+/// Per input byte, on top of the stanza budget's: the receive buffer and the unit being
+/// decoded.
+const BUFFER_HEAP_PER_BYTE: usize = 4;
+
+/// Peak heap above the starting point while `input` is framed, each event dropped as it
+/// comes (as a connection task does once it has routed it).
+fn peak_heap(input: &[u8], config: &FramerConfig) -> usize {
+    let start = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(start));
+    let mut framer = StreamFramer::new(config.clone());
+    framer.feed(input);
+    while let Ok(Some(event)) = framer.next_event() {
+        drop(event);
+    }
+    drop(framer);
+    PEAK.with(Cell::get) - start
+}
 
 fn run<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, config: &FramerConfig) -> Outcome {
     let mut framer = StreamFramer::new(config.clone());
@@ -44,9 +121,22 @@ fuzz_target!(|data: &[u8]| {
             max_header_bytes: 128,
             max_attributes: 3,
             max_nodes: 16,
+            max_namespace_bytes: 8 + usize::from(mode >> 3),
+            stanza_memory_allowance: 256,
+            memory_per_stanza_byte: 2 + usize::from(mode >> 6),
         }
     };
     let whole = run([input], &config);
+
+    let peak = peak_heap(input, &config);
+    let bound = FIXED_HEAP
+        + config.stanza_memory_allowance
+        + (config.memory_per_stanza_byte + BUFFER_HEAP_PER_BYTE) * input.len();
+    assert!(
+        peak <= bound,
+        "peak heap {peak} for {} input bytes exceeds {bound}",
+        input.len()
+    );
 
     let cut = usize::from(*split_a) * input.len() / 256;
     let (a, b) = input.split_at(cut);

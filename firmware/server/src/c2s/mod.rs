@@ -8,7 +8,6 @@
 
 pub mod negotiation;
 mod stanza;
-pub mod transport;
 
 use crate::core::{Core, Settings, TrackedConnection, unix_now};
 use crate::limits::ConnectionSlot;
@@ -16,7 +15,8 @@ use crate::presence::SessionPresence;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::sasl::{self as sasl_auth, AuthContext, Exchange, Outcome};
 use crate::stream_io::{FlushError, StreamIo, Wake};
-use crate::{bind, session};
+use crate::transport::Transport;
+use crate::{bind, legacy_session};
 use negotiation::{Mechanism, Negotiation, NegotiationConfig, Step};
 use sb_proto::sasl::encode_payload;
 use sb_proto::{
@@ -28,7 +28,6 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use transport::Transport;
 
 /// Queued stanzas written in one go before the socket is flushed.
 const OUTBOUND_BATCH: usize = 32;
@@ -307,12 +306,12 @@ impl Connection {
             }),
             Step::Bind => self.bind(&element).await,
             Step::LegacySession => {
-                self.write_element(&session::answer(&element));
+                self.write_element(&legacy_session::answer(&element));
                 Flow::Continue
             }
             Step::Stanza => self.on_stanza(element).await,
             Step::Reject(error) => {
-                if crate::routing::may_bounce(&element) {
+                if crate::delivery::may_bounce(&element) {
                     self.write_element(&error.reply_to(&element));
                 }
                 Flow::Continue
@@ -514,7 +513,7 @@ impl Connection {
                 &self.core,
                 &session.user,
                 &session.jid,
-                session.handle.id,
+                session.handle.id(),
                 session.presence.directed,
             )
             .await;

@@ -2,10 +2,10 @@
 //! dispatch to the server's own handlers or the router.
 
 use super::{Connection, Flow};
+use crate::delivery::may_bounce;
 use crate::iq;
 use crate::presence;
 use crate::roster::Requester;
-use crate::routing::may_bounce;
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition};
 
 /// Where a client's stanza is addressed, relative to the client itself.
@@ -94,7 +94,7 @@ impl Connection {
         let requester = Requester {
             user: &user,
             resource: full.resource().unwrap_or_default(),
-            session: session.handle.id,
+            session: session.handle.id(),
         };
         let reply = match addressee {
             Addressee::Implicit | Addressee::Server => {
@@ -133,7 +133,7 @@ impl Connection {
             &mut session.presence,
             &session.user,
             &session.jid.clone(),
-            session.handle.id,
+            session.handle.id(),
             presence,
             to,
         )

@@ -313,7 +313,7 @@ impl Accept {
                 .flatten()
         });
         if let Some(error) = problem {
-            if !crate::routing::may_bounce(&stanza) {
+            if !crate::delivery::may_bounce(&stanza) {
                 return Ok(Inbound::Drop);
             }
             let mut reply = error.reply_to(&stanza);
@@ -323,7 +323,7 @@ impl Accept {
             }
             return Ok(Inbound::Reply(reply));
         }
-        crate::router::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
+        sb_proto::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
         Ok(Inbound::Route(stanza))
     }
 }

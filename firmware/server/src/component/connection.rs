@@ -7,11 +7,11 @@
 
 use super::accept::{Accept, AuthFailureReason, Inbound, Refusal};
 use super::registry::{AuthFailure, ComponentLink};
-use crate::c2s::transport::Transport;
 use crate::core::{Core, TrackedConnection, unix_now};
 use crate::limits::ConnectionSlot;
 use crate::router::{Outbound, SessionControl, SessionHandle, SessionMeta};
 use crate::stream_io::{FlushError, StreamIo, Wake};
+use crate::transport::Transport;
 use ring::rand::{SecureRandom, SystemRandom};
 use sb_proto::{
     Element, FramerConfig, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamEvent,
@@ -419,7 +419,7 @@ impl Connection {
                 if let Outbound::Stanza(mut stanza) = item
                     && stanza.name != "presence"
                 {
-                    crate::router::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
+                    sb_proto::retarget_namespace(&mut stanza, ns::COMPONENT, ns::CLIENT);
                     self.core
                         .bounce(&stanza, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
                         .await;

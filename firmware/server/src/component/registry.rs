@@ -6,9 +6,9 @@
 //! bridge authenticating at once cannot leave the router pointing at the one that lost.
 
 use super::accept::AuthFailureReason;
-use crate::router::{DeliveryError, Router, SessionHandle, SessionMeta, StanzaLink, retarget_namespace};
+use crate::router::{DeliveryError, Router, SessionHandle, SessionMeta, StanzaLink};
 use ring::digest;
-use sb_proto::{Element, StreamError, ns};
+use sb_proto::{Element, StreamError, ns, retarget_namespace};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};

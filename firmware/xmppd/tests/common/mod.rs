@@ -12,6 +12,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use sb_proto::sasl::{ScramClient, ScramHash, UserCredentials, decode_payload, encode_payload, random_nonce};
 use sb_proto::{Element, FramerConfig, StreamEvent, StreamFramer, StreamHeader, ns};
+use sb_store::testing::Changes;
 use sb_store::{Store, XmppConfig};
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! binaries it packs, runs it, and drives QEMU.
 
 mod build;
+mod data_damage;
 mod scenarios;
 mod vm;
 

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::build::{self, Manifest, Variant, build_image};
+use super::data_damage;
 use super::vm::{BootPath, Vm, fresh_disk, parse_ready_line};
 use crate::util::{Args, TaskResult, TempDir};
 
@@ -298,6 +299,14 @@ fn wait_for_output(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResul
     Err(format!("`{line}` never showed {want:?}; last output {last:?}"))
 }
 
+/// An orderly power-off from the console, so the disk image is consistent before the test
+/// edits it.
+fn power_off(vm: &mut Vm) -> TaskResult {
+    vm.send_line("shutdown")?;
+    vm.expect("powering off", COMMAND_TIMEOUT)?;
+    vm.wait_exit(COMMAND_TIMEOUT).map(|_| ())
+}
+
 fn need(vm: &mut Option<Vm>) -> TaskResult<&mut Vm> {
     vm.as_mut().ok_or_else(|| "no VM".to_string())
 }
@@ -547,6 +556,42 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
             let removed = stored.and_then(|_| command_expect(&mut v, &host, "ipv4 a del 10.0.2.60/24", "SUCCESS"));
             vm = Some(v);
             removed.map(|_| ())
+        },
+    );
+    report.step(
+        &mut ok,
+        "fast: a torn primary superblock on /data is rebuilt from a backup, users kept",
+        |_| {
+            let mut v = vm.take().ok_or("no VM")?;
+            power_off(&mut v)?;
+            data_damage::tear_primary_superblock(&disk)?;
+            let mut v = Vm::start("fast-torn", manifest, BootPath::Fast, &disk, work, FAST_CMDLINE)?;
+            v.expect("trying the backup superblock", BOOT_TIMEOUT)?;
+            wait_ready(&mut v)?;
+            login(&mut v, &host)?;
+            let kept = command_expect(&mut v, &host, "user list", "w0");
+            vm = Some(v);
+            kept.map(|_| ())
+        },
+    );
+    report.step(
+        &mut ok,
+        "fast: an unrecognisable /data is not formatted; the console says why and opens recovery",
+        |_| {
+            let mut v = vm.take().ok_or("no VM")?;
+            power_off(&mut v)?;
+            data_damage::scramble_filesystem(&disk)?;
+            let mut v = Vm::start("fast-scrambled", manifest, BootPath::Fast, &disk, work, FAST_CMDLINE)?;
+            let seen = v
+                .expect("/data is not available", BOOT_TIMEOUT)
+                .and_then(|_| v.expect("nothing was erased", COMMAND_TIMEOUT))
+                .and_then(|_| v.expect("recovery> ", COMMAND_TIMEOUT));
+            v.kill();
+            seen?;
+            if !data_damage::still_scrambled(&disk)? {
+                return Err("the data partition was written to (formatted?) although nobody confirmed it".into());
+            }
+            Ok(())
         },
     );
     if let Some(v) = vm.take() {

@@ -40,31 +40,30 @@ pub(super) fn parse_plain(words: &[String]) -> Result<bool, ParseError> {
 }
 
 pub(super) fn set_port(admin: &Admin, port: u16) -> Reply {
-    // Checked inside the update, against the listen addresses stored at that moment.
-    let mut refused = None;
-    let stored = admin
-        .store()
-        .update_xmpp_config(|config| match port_conflict(config, port) {
-            Some(reason) => refused = Some(reason),
-            None => config.component_port = port,
-        });
+    // Checked before the update, so a refused port writes nothing.
+    let refused = match admin.store().xmpp_config() {
+        Ok(config) => port_conflict(&config, port),
+        Err(err) => return Reply::failure(format!("xmpp callbridge port: {err}")),
+    };
+    let stored = match refused {
+        Some(_) => admin.store().xmpp_config().map_err(sb_store::WriteError::from),
+        None => admin.update_xmpp_config(|config| config.component_port = port),
+    };
     match (stored, refused) {
         (Err(err), _) => Reply::failure(format!("xmpp callbridge port: {err}")),
         (Ok(_), Some(reason)) => Reply::failure(format!("xmpp callbridge port: {reason}")),
         (Ok(config), None) => {
             log::info!("Call Bridge port set to {}", listener_summary(&config));
-            admin.notify_config_changed();
             Reply::output(format!("Call Bridge port: {}\nSUCCESS", listener_summary(&config)))
         }
     }
 }
 
 pub(super) fn set_plain(admin: &Admin, on: bool) -> Reply {
-    match admin.store().update_xmpp_config(|config| config.component_plain = on) {
+    match admin.update_xmpp_config(|config| config.component_plain = on) {
         Err(err) => Reply::failure(format!("xmpp callbridge plain: {err}")),
         Ok(config) => {
             log::info!("Call Bridge listener: {}", listener_summary(&config));
-            admin.notify_config_changed();
             let pending = if on && config.component_port == 0 {
                 "; plain TCP applies to loopback addresses once a port is set (xmpp callbridge port <port>)"
             } else {

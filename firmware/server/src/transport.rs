@@ -1,6 +1,9 @@
-//! The byte stream under a client connection: plain TCP until STARTTLS, TLS afterwards.
+//! The byte stream under every XMPP connection: plain TCP until STARTTLS (or from the first
+//! byte for Call Bridges), TLS afterwards; the server side on connections we accept, the
+//! client side on s2s links we open.
 
-use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ServerConfig};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +17,8 @@ pub enum Transport {
     Plain(TcpStream),
     /// Boxed: the TLS state is large and only some connections have it.
     Tls(Box<TlsStream<TcpStream>>),
+    /// Our side of TLS on a connection we opened (s2s links).
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// Between taking the TCP stream for the TLS handshake and getting it back.
     Detached,
 }
@@ -24,7 +29,7 @@ fn detached() -> io::Error {
 
 impl Transport {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self, Transport::Tls(_) | Transport::TlsClient(_))
     }
 
     /// Run the server side of the TLS handshake over the plain stream (RFC 6120 §5.4.3.3:
@@ -38,17 +43,44 @@ impl Transport {
         Ok(())
     }
 
-    /// The negotiated TLS version and cipher suite, for the log.
-    pub fn tls_description(&self) -> Option<String> {
-        let Transport::Tls(tls) = self else {
-            return None;
+    /// Run the client side of the TLS handshake for `domain` over the plain stream.
+    pub async fn start_tls_client(&mut self, config: Arc<ClientConfig>, domain: &str) -> io::Result<()> {
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("'{domain}': {e}")))?;
+        let Transport::Plain(tcp) = std::mem::replace(self, Transport::Detached) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS is already active"));
         };
-        let (_, conn) = tls.get_ref();
-        Some(format!(
-            "{:?} {:?}",
-            conn.protocol_version()?,
-            conn.negotiated_cipher_suite()?.suite()
-        ))
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+        *self = Transport::TlsClient(Box::new(tls));
+        Ok(())
+    }
+
+    /// The peer's certificate chain, leaf first (empty without TLS or without a certificate).
+    pub fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
+        let certs = match self {
+            Transport::Tls(tls) => tls.get_ref().1.peer_certificates(),
+            Transport::TlsClient(tls) => tls.get_ref().1.peer_certificates(),
+            _ => None,
+        };
+        certs
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The negotiated TLS version and cipher suite, for status and the log.
+    pub fn tls_description(&self) -> Option<String> {
+        let (version, suite) = match self {
+            Transport::Tls(tls) => {
+                let conn = tls.get_ref().1;
+                (conn.protocol_version()?, conn.negotiated_cipher_suite()?)
+            }
+            Transport::TlsClient(tls) => {
+                let conn = tls.get_ref().1;
+                (conn.protocol_version()?, conn.negotiated_cipher_suite()?)
+            }
+            _ => return None,
+        };
+        Some(format!("{version:?} {:?}", suite.suite()))
     }
 }
 
@@ -57,6 +89,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -67,6 +100,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -75,6 +109,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::Detached => Poll::Ready(Err(detached())),
         }
     }
@@ -84,6 +119,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::TlsClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Transport::Detached => Poll::Ready(Ok(())),
         }
     }

@@ -1,9 +1,13 @@
 //! The admin layer's view of the federation (`federation status`, `dns check`, applying
 //! settings): synchronous calls from the admin's blocking thread, run on the daemon's runtime.
+//!
+//! It lives in the composition root so that federation does not depend on admin. The
+//! federation crate's interop test includes this file too (`#[path]`), to drive a node with
+//! `mmp` commands as the daemon does.
 
-use crate::federation::Federation;
-use crate::srv::order_srv;
 use sb_admin::{DnsCheckReport, DnsRecordCheck, DnsServiceCheck, FederationLink, FederationLive, FederationLiveStatus};
+use sb_federation::Federation;
+use sb_federation::srv::order_srv;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,30 +20,32 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// What xmppd hands the admin layer (`LiveNode::federation`).
 pub struct FederationAdmin(pub Arc<Federation>);
 
-impl Federation {
-    pub fn admin_handle(self: &Arc<Self>) -> Arc<dyn FederationLive> {
-        Arc::new(FederationAdmin(Arc::clone(self)))
-    }
+/// Why an admin call into the federation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {} s", CALL_TIMEOUT.as_secs())]
+    Timeout,
+    #[error(transparent)]
+    Federation(#[from] sb_federation::FederationError),
+}
+
+/// The handle `LiveNode::federation` returns.
+pub fn admin_handle(federation: &Arc<Federation>) -> Arc<dyn FederationLive> {
+    Arc::new(FederationAdmin(Arc::clone(federation)))
 }
 
 impl FederationAdmin {
     /// Run `future` on the daemon's runtime and wait for it from this (non-runtime) thread.
-    fn block_on<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
+    fn block_on<T: Send + 'static>(&self, future: impl Future<Output = T> + Send + 'static) -> Result<T, CallError> {
         let (tx, rx) = std::sync::mpsc::channel();
         self.0.runtime().spawn(async move {
             let _ = tx.send(future.await);
         });
-        rx.recv_timeout(CALL_TIMEOUT)
-            .map_err(|_| format!("no answer within {} s", CALL_TIMEOUT.as_secs()))
+        rx.recv_timeout(CALL_TIMEOUT).map_err(|_| CallError::Timeout)
     }
 }
 
 impl FederationLive for FederationAdmin {
-    fn reload(&self) -> Result<(), String> {
-        let federation = Arc::clone(&self.0);
-        self.block_on(async move { federation.reload().await.map_err(|e| e.to_string()) })?
-    }
-
     fn status(&self) -> FederationLiveStatus {
         let status = self.0.status();
         FederationLiveStatus {
@@ -65,7 +71,7 @@ impl FederationLive for FederationAdmin {
                     local_domains: link.local_domains,
                     address: link.address.map(|a| a.to_string()).unwrap_or_default(),
                     direction: link.direction.as_str().to_owned(),
-                    state: link.state.to_owned(),
+                    state: link.state.as_str().to_owned(),
                     tls: link.tls,
                     auth: link.auth.map(|a| a.as_str().to_owned()).unwrap_or_default(),
                     since_unix: link.since_unix,
@@ -82,7 +88,7 @@ impl FederationLive for FederationAdmin {
         let domain = domain.to_owned();
         self.block_on(async move { dns_check(&federation, &domain).await })
             .unwrap_or_else(|e| DnsCheckReport {
-                resolver: e,
+                resolver: e.to_string(),
                 services: Vec::new(),
             })
     }
@@ -117,7 +123,7 @@ async fn dns_check(federation: &Federation, domain: &str) -> DnsCheckReport {
         match resolver.srv(&name, false).await {
             Err(e) => check.error = Some(e.to_string()),
             Ok(records) => {
-                for record in order_srv(records, &mut crate::dns::random_up_to) {
+                for record in order_srv(records, &mut sb_federation::dns::random_up_to) {
                     let mut line = DnsRecordCheck {
                         priority: record.priority,
                         weight: record.weight,

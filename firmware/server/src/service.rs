@@ -9,15 +9,15 @@ use crate::component::{self, AuthFailure, ComponentStatus};
 use crate::core::{Core, Settings, unix_now};
 use crate::router::SessionStatus;
 use crate::storage::Storage;
-use crate::tls;
 use crate::tuning::ServerTuning;
+use sb_listener::tls::TlsIdentity;
+use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode, Wanted};
 use sb_proto::{Jid, StreamError, StreamErrorCondition};
-use sb_store::{InterfaceAddresses, ListenTarget, Store, Unresolved};
-use std::net::{IpAddr, SocketAddr};
+use sb_store::Store;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 pub const DEFAULT_C2S_PORT: u16 = 5222;
@@ -25,49 +25,12 @@ pub const DEFAULT_C2S_PORT: u16 = 5222;
 /// Refused component handshakes this recent are reported by `status()`.
 const AUTH_FAILURE_REPORT_SECONDS: u64 = 3600;
 
-/// What a listener serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Service {
-    /// Clients (RFC 6120 c2s, STARTTLS).
-    Client,
-    /// Call Bridges (XEP-0114 components, TLS on the socket).
-    Component,
-}
-
-impl std::fmt::Display for Service {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Service::Client => "c2s",
-            Service::Component => "component",
-        })
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot read the XMPP configuration: {0}")]
-    Config(String),
+    Config(#[from] sb_store::StoreError),
     #[error("invalid domain '{0}'")]
     Domain(String),
-}
-
-/// One configured listen address and what became of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerState {
-    pub service: Service,
-    /// As configured (clients), or the configured address with the component port.
-    pub address: String,
-    /// The interface whose address this is, for an entry that names one.
-    pub interface: Option<String>,
-    /// Plain TCP where TLS would be the rule (a loopback component listener configured so).
-    pub plain: bool,
-    /// Where it listens, once bound.
-    pub bound: Option<SocketAddr>,
-    /// Why it does not listen.
-    pub error: Option<String>,
-    /// Why it does not listen yet, with nothing wrong: its interface has no IPv4 address
-    /// (DHCP pending); it binds as soon as one appears.
-    pub waiting: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -79,7 +42,8 @@ pub struct ServerStatus {
     pub tls: bool,
     /// Problems with the TLS identity (files unreadable, key mismatch).
     pub tls_error: Option<String>,
-    pub listeners: Vec<ListenerState>,
+    /// Clients and Call Bridges, in listen-entry order.
+    pub listeners: Vec<ListenerStatus>,
     pub sessions: Vec<SessionStatus>,
     /// Connections open, including ones not yet authenticated.
     pub connections: usize,
@@ -89,62 +53,14 @@ pub struct ServerStatus {
     pub component_auth_failures: Vec<AuthFailure>,
 }
 
-struct Listener {
-    state: ListenerState,
-    addr: Option<SocketAddr>,
-    /// Read by the accept loop for every connection, so switching a component listener
-    /// between TLS and plain TCP keeps the socket instead of rebinding its address.
-    plain: Arc<AtomicBool>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    /// Stop accepting and wait until the socket is closed (an aborted task drops its listener
-    /// only when the runtime gets to it).
-    async fn close(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// A listener with no socket: waiting for an address, or refused.
-    fn idle(want: WantedListener, error: Option<String>, waiting: Option<String>) -> Listener {
-        Listener {
-            state: ListenerState {
-                service: want.service,
-                address: want.address,
-                interface: want.interface,
-                plain: want.plain,
-                bound: None,
-                error,
-                waiting,
-            },
-            addr: None,
-            plain: Arc::new(AtomicBool::new(want.plain)),
-            task: None,
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 #[derive(Default)]
 struct ServiceState {
     enabled: bool,
     started: bool,
     tls_error: Option<String>,
-    listeners: Vec<Listener>,
+    listeners: ListenerSet,
     /// The listen settings last applied: re-resolved when interface addresses change.
     plan: ListenPlan,
-    /// What they resolved to, so an address change elsewhere rebinds nothing.
-    applied: Vec<WantedListener>,
     /// Re-reads the interfaces' addresses (see [`Server::refresh_interfaces`]).
     interface_poller: Option<JoinHandle<()>>,
 }
@@ -154,6 +70,8 @@ pub struct Server {
     state: Mutex<ServiceState>,
     /// Serializes start/reload/shutdown so two reloads cannot interleave their rebinding.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Where accepted clients and Call Bridges go.
+    acceptor: Arc<dyn Acceptor>,
 }
 
 /// What the stored configuration says, already turned into what the server uses.
@@ -167,25 +85,55 @@ struct Loaded {
 /// The part of the configuration that decides the listeners.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct ListenPlan {
-    /// Stored listen entries ([`ListenTarget`] text).
-    listen: Vec<String>,
+    entries: Vec<ListenEntry>,
     component_port: u16,
     component_plain: bool,
 }
 
+impl ListenPlan {
+    /// Clients on each listen entry; Call Bridges on the same IP addresses at the component
+    /// port (unless it is 0), plain TCP only where asked for and on loopback.
+    fn specs(&self) -> Vec<ListenSpec> {
+        let mut specs = Vec::new();
+        for entry in &self.entries {
+            specs.push(ListenSpec {
+                service: Service::Client,
+                entry: entry.clone(),
+                label: entry.text.clone(),
+                port: entry.port().unwrap_or(DEFAULT_C2S_PORT),
+                tls: TlsMode::Starttls,
+            });
+            if self.component_port == 0 {
+                continue;
+            }
+            specs.push(ListenSpec {
+                service: Service::Component,
+                entry: entry.clone(),
+                label: entry.with_port(self.component_port),
+                port: self.component_port,
+                tls: if self.component_plain {
+                    TlsMode::Plain
+                } else {
+                    TlsMode::Direct
+                },
+            });
+        }
+        specs
+    }
+
+    fn wanted(&self, interfaces: &sb_store::InterfaceAddresses) -> Vec<Wanted> {
+        sb_listener::resolve(&self.specs(), interfaces)
+    }
+}
+
 fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
-    let config = store.xmpp_config().map_err(|e| ServerError::Config(e.to_string()))?;
+    let config = store.xmpp_config()?;
     let domain = Jid::from_parts(None, &config.domain, None)
         .map_err(|_| ServerError::Domain(config.domain.clone()))?
         .domain()
         .to_owned();
     let (tls, tls_error) = match &config.tls {
-        Some(identity) => match tls::load_server_config(
-            &dir.join("certs"),
-            &identity.key,
-            &identity.cert,
-            identity.bundle.as_deref(),
-        ) {
+        Some(identity) => match TlsIdentity::load(&dir.join("certs"), identity).and_then(|id| id.server_config()) {
             Ok(config) => (Some(config), None),
             Err(e) => {
                 log::error!("TLS identity unusable, STARTTLS is not offered: {e}");
@@ -203,7 +151,7 @@ fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
             offline_limit: config.offline_limit as usize,
         },
         plan: ListenPlan {
-            listen: config.listen.clone(),
+            entries: ListenEntry::parse_all(&config.listen),
             component_port: config.component_port,
             component_plain: config.component_plain,
         },
@@ -223,8 +171,10 @@ impl Server {
             max_stanza_bytes: 256 * 1024,
             offline_limit: 0,
         };
+        let core = Arc::new(Core::new(Storage::new(store), dir, tuning, settings));
         Arc::new(Server {
-            core: Arc::new(Core::new(Storage::new(store), dir, tuning, settings)),
+            acceptor: Arc::new(ServerAcceptor(Arc::clone(&core))),
+            core,
             state: Mutex::new(ServiceState::default()),
             lifecycle: tokio::sync::Mutex::new(()),
         })
@@ -281,7 +231,7 @@ impl Server {
     async fn apply(self: &Arc<Self>, loaded: Loaded) {
         // A reload may be the change to an interface name: resolve it against the list now.
         self.core.interfaces.refresh();
-        let wanted = wanted_listeners(&loaded.plan, &self.core.interfaces.current());
+        let wanted = loaded.plan.wanted(&self.core.interfaces.current());
         self.core.set_settings(loaded.settings);
         let was_enabled = {
             let mut state = self.state();
@@ -289,19 +239,15 @@ impl Server {
             std::mem::replace(&mut state.enabled, loaded.enabled)
         };
         if !loaded.enabled {
-            let stopped = {
-                let mut state = self.state();
-                state.applied.clear();
-                std::mem::take(&mut state.listeners)
-            };
+            let stopped = std::mem::take(&mut self.state().listeners);
             if was_enabled || !stopped.is_empty() {
                 log::info!("XMPP service disabled: listeners closed, sessions ended");
                 self.core.stop_all_connections();
             }
             return;
         }
-        self.state().plan = loaded.plan.clone();
-        self.reconcile(&loaded.plan, wanted).await;
+        self.state().plan = loaded.plan;
+        self.reconcile(wanted).await;
     }
 
     /// The interfaces' addresses are read again; when one a listen entry names gained or lost
@@ -315,137 +261,31 @@ impl Server {
         if self.core.is_shutting_down() {
             return;
         }
-        let (enabled, plan, applied) = {
+        let (enabled, wanted, unchanged) = {
             let state = self.state();
-            (state.enabled, state.plan.clone(), state.applied.clone())
+            let wanted = state.plan.wanted(&self.core.interfaces.current());
+            let unchanged = state.listeners.applied() == wanted.as_slice();
+            (state.enabled, wanted, unchanged)
         };
-        let wanted = wanted_listeners(&plan, &self.core.interfaces.current());
-        if !enabled || wanted == applied {
+        if !enabled || unchanged {
             return;
         }
         log::info!("interface addresses changed: updating the listeners");
-        self.reconcile(&plan, wanted).await;
+        self.reconcile(wanted).await;
     }
 
-    /// Make the listeners what `wanted` says: keep those already bound where wanted, bind the
-    /// new ones, close the rest.
-    async fn reconcile(&self, plan: &ListenPlan, wanted: Vec<WantedListener>) {
-        let mut keep: Vec<Listener> = Vec::new();
-        let (mut current, unwanted): (Vec<Listener>, Vec<Listener>) =
-            std::mem::take(&mut self.state().listeners).into_iter().partition(|l| {
-                l.task.is_some()
-                    && l.addr.is_some_and(|addr| {
-                        wanted
-                            .iter()
-                            .any(|w| w.service == l.state.service && w.target == Target::Bind(addr))
-                    })
-            });
-        // Closed before anything binds: moving from 0.0.0.0:5222 to 10.0.2.15:5222 needs the
-        // wildcard socket gone first. Their established sessions go on.
-        for listener in unwanted {
-            listener.close().await;
-        }
-        for want in wanted.iter().cloned() {
-            let service = want.service;
-            let addr = match want.target.clone() {
-                Target::Bind(addr) => addr,
-                Target::Waiting(reason) => {
-                    log::info!("{service}: {} waits: {reason}", want.address);
-                    keep.push(Listener::idle(want, None, Some(reason)));
-                    continue;
-                }
-                Target::Refused(error) => {
-                    log::error!("{service}: cannot listen on {}: {error}", want.address);
-                    keep.push(Listener::idle(want, Some(error), None));
-                    continue;
-                }
-            };
-            let existing = current
-                .iter()
-                .position(|l| l.task.is_some() && l.state.service == service && l.addr == Some(addr));
-            if let Some(pos) = existing {
-                let mut listener = current.swap_remove(pos);
-                listener.state.address = want.address;
-                listener.state.interface = want.interface;
-                listener.state.plain = want.plain;
-                listener.plain.store(want.plain, Ordering::Relaxed);
-                keep.push(listener);
-                continue;
-            }
-            if service == Service::Component && plan.component_plain && !want.plain {
-                log::warn!("component: TLS stays on for {addr}: plain TCP is only allowed on loopback addresses");
-            }
-            keep.push(self.bind(want, addr).await);
-        }
-        drop(current);
-        let mut state = self.state();
-        state.listeners = keep;
-        state.applied = wanted;
-    }
-
-    async fn bind(&self, want: WantedListener, addr: SocketAddr) -> Listener {
-        let WantedListener {
-            service,
-            address,
-            interface,
-            plain,
-            ..
-        } = want;
-        match TcpListener::bind(addr).await {
-            Ok(listener) => {
-                let bound = listener.local_addr().unwrap_or(addr);
-                let how = match (service, plain) {
-                    (Service::Client, _) => "",
-                    (Service::Component, false) => " (TLS)",
-                    (Service::Component, true) => " (plain TCP, loopback only)",
-                };
-                log::info!("{service}: listening on {bound}{how}");
-                let core = Arc::clone(&self.core);
-                let plain_flag = Arc::new(AtomicBool::new(plain));
-                Listener {
-                    state: ListenerState {
-                        service,
-                        address,
-                        interface,
-                        plain,
-                        bound: Some(bound),
-                        error: None,
-                        waiting: None,
-                    },
-                    addr: Some(addr),
-                    task: Some(tokio::spawn(accept_loop(
-                        core,
-                        listener,
-                        service,
-                        Arc::clone(&plain_flag),
-                    ))),
-                    plain: plain_flag,
-                }
-            }
-            Err(e) => {
-                log::error!("{service}: cannot listen on {addr}: {e}");
-                Listener {
-                    state: ListenerState {
-                        service,
-                        address,
-                        interface,
-                        plain,
-                        bound: None,
-                        error: Some(e.to_string()),
-                        waiting: None,
-                    },
-                    addr: Some(addr),
-                    plain: Arc::new(AtomicBool::new(plain)),
-                    task: None,
-                }
-            }
-        }
+    /// Make the listeners what `wanted` says (see [`ListenerSet::reconcile`]). The set is
+    /// out of the state while sockets close and bind; `lifecycle` keeps others out meanwhile.
+    async fn reconcile(&self, wanted: Vec<Wanted>) {
+        let mut listeners = std::mem::take(&mut self.state().listeners);
+        listeners.reconcile(wanted, &self.acceptor).await;
+        self.state().listeners = listeners;
     }
 
     pub fn status(&self) -> ServerStatus {
         let settings = self.core.settings();
         let state = self.state();
-        let listeners: Vec<ListenerState> = state.listeners.iter().map(|l| l.state.clone()).collect();
+        let listeners = state.listeners.status();
         ServerStatus {
             running: state.enabled
                 && listeners
@@ -550,17 +390,12 @@ xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>\
 <text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>too many connections from this address</text>\
 </stream:error></stream:stream>";
 
-async fn accept_loop(core: Arc<Core>, listener: TcpListener, service: Service, plain: Arc<AtomicBool>) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => admit(&core, tcp, peer, service, plain.load(Ordering::Relaxed)),
-            Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning, the
-                // condition usually clears when connections close.
-                log::warn!("{service}: accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
+/// Hands accepted clients and Call Bridges to their connection tasks.
+struct ServerAcceptor(Arc<Core>);
+
+impl Acceptor for ServerAcceptor {
+    fn admit(&self, service: Service, tcp: TcpStream, peer: SocketAddr, tls: TlsMode) {
+        admit(&self.0, tcp, peer, service, tls == TlsMode::Plain);
     }
 }
 
@@ -588,6 +423,7 @@ fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr, service: Service, p
         Service::Component => {
             tokio::spawn(component::serve(Arc::clone(core), tcp, peer, !plain, slot, tracked));
         }
+        Service::Server => log::error!("{service}: {peer} accepted by the XMPP server, which serves no servers"),
     }
 }
 
@@ -605,87 +441,14 @@ async fn poll_interfaces(server: std::sync::Weak<Server>, period: std::time::Dur
     }
 }
 
-/// One listener the configuration asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct WantedListener {
-    service: Service,
-    /// For status: the entry as configured (clients), with the component port (components).
-    address: String,
-    interface: Option<String>,
-    target: Target,
-    plain: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Target {
-    Bind(SocketAddr),
-    /// The entry's interface has no IPv4 address yet.
-    Waiting(String),
-    /// The entry cannot listen (unparsable, no such interface).
-    Refused(String),
-}
-
-/// Clients on each listen entry; Call Bridges on the same IP addresses at the component port
-/// (unless it is 0). An interface entry stands for each of its IPv4 addresses. Plain TCP for
-/// components only where asked for and on loopback.
-fn wanted_listeners(plan: &ListenPlan, interfaces: &InterfaceAddresses) -> Vec<WantedListener> {
-    let mut wanted = Vec::new();
-    for entry in &plan.listen {
-        let target = ListenTarget::parse(entry);
-        let interface = target.as_ref().ok().and_then(|t| t.interface()).map(str::to_owned);
-        let ips: Result<Vec<IpAddr>, Target> = match &target {
-            Err(e) => Err(Target::Refused(e.to_string())),
-            Ok(target) => target.ips(interfaces).map_err(|unresolved| match unresolved {
-                Unresolved::NoAddress(_) => Target::Waiting(unresolved.to_string()),
-                Unresolved::NoInterface(_) => Target::Refused(unresolved.to_string()),
-            }),
-        };
-        let mut push = |service: Service, address: String, port: u16, plain_asked: bool| match &ips {
-            Ok(ips) => wanted.extend(ips.iter().map(|ip| WantedListener {
-                service,
-                address: address.clone(),
-                interface: interface.clone(),
-                target: Target::Bind(SocketAddr::new(*ip, port)),
-                plain: plain_asked && ip.is_loopback(),
-            })),
-            Err(target) => wanted.push(WantedListener {
-                service,
-                address,
-                interface: interface.clone(),
-                target: target.clone(),
-                plain: false,
-            }),
-        };
-        let client_port = target.as_ref().ok().and_then(|t| t.port).unwrap_or(DEFAULT_C2S_PORT);
-        push(Service::Client, entry.clone(), client_port, false);
-        if plan.component_port == 0 {
-            continue;
-        }
-        let component_address = match &target {
-            Ok(target) => ListenTarget {
-                host: target.host.clone(),
-                port: Some(plan.component_port),
-            }
-            .to_string(),
-            Err(_) => entry.clone(),
-        };
-        push(
-            Service::Component,
-            component_address,
-            plan.component_port,
-            plan.component_plain,
-        );
-    }
-    wanted
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sb_store::InterfaceAddresses;
 
     fn plan(listen: &[&str], component_port: u16, component_plain: bool) -> ListenPlan {
         ListenPlan {
-            listen: listen.iter().map(|a| a.to_string()).collect(),
+            entries: listen.iter().map(|a| ListenEntry::parse(a)).collect(),
             component_port,
             component_plain,
         }
@@ -706,16 +469,16 @@ mod tests {
         }])
     }
 
-    fn summary(wanted: &[WantedListener]) -> Vec<(Service, String, bool)> {
+    fn summary(wanted: &[Wanted]) -> Vec<(Service, String, bool)> {
         wanted
             .iter()
             .map(|w| {
                 let target = match &w.target {
-                    Target::Bind(addr) => addr.to_string(),
-                    Target::Waiting(reason) => format!("waiting: {reason}"),
-                    Target::Refused(error) => format!("refused: {error}"),
+                    sb_listener::Target::Bind(addr) => addr.to_string(),
+                    sb_listener::Target::Waiting(reason) => format!("waiting: {reason}"),
+                    sb_listener::Target::Refused(error) => format!("refused: {error}"),
                 };
-                (w.service, target, w.plain)
+                (w.service, target, w.tls == TlsMode::Plain)
             })
             .collect()
     }
@@ -723,7 +486,7 @@ mod tests {
     #[test]
     fn components_listen_beside_every_client_address_with_tls_off_only_on_loopback() {
         let none = InterfaceAddresses::default();
-        let wanted = wanted_listeners(&plan(&["127.0.0.2:15222", "192.0.2.7", "[::1]"], 5223, true), &none);
+        let wanted = plan(&["127.0.0.2:15222", "192.0.2.7", "[::1]"], 5223, true).wanted(&none);
         assert_eq!(
             summary(&wanted),
             vec![
@@ -735,11 +498,11 @@ mod tests {
                 (Service::Component, "[::1]:5223".to_owned(), true),
             ]
         );
-        assert_eq!(wanted[1].address, "127.0.0.2:5223");
-        assert_eq!(wanted[5].address, "[::1]:5223");
-        let tls_everywhere = wanted_listeners(&plan(&["127.0.0.2"], 5223, false), &none);
-        assert!(tls_everywhere.iter().all(|w| !w.plain));
-        let no_components = wanted_listeners(&plan(&["127.0.0.2"], 0, false), &none);
+        assert_eq!(wanted[1].label, "127.0.0.2:5223");
+        assert_eq!(wanted[5].label, "[::1]:5223");
+        let tls_everywhere = plan(&["127.0.0.2"], 5223, false).wanted(&none);
+        assert!(tls_everywhere.iter().all(|w| w.tls != TlsMode::Plain));
+        let no_components = plan(&["127.0.0.2"], 0, false).wanted(&none);
         assert_eq!(
             summary(&no_components),
             vec![(Service::Client, "127.0.0.2:5222".to_owned(), false)]
@@ -748,7 +511,7 @@ mod tests {
 
     #[test]
     fn interface_entries_listen_on_each_current_address_or_wait_for_one() {
-        let wanted = wanted_listeners(&plan(&["a:15222", "eth1", "lo"], 5223, true), &interfaces());
+        let wanted = plan(&["a:15222", "eth1", "lo"], 5223, true).wanted(&interfaces());
         assert_eq!(
             summary(&wanted),
             vec![
@@ -772,7 +535,7 @@ mod tests {
         );
         let labels: Vec<(&str, Option<&str>)> = wanted
             .iter()
-            .map(|w| (w.address.as_str(), w.interface.as_deref()))
+            .map(|w| (w.label.as_str(), w.interface.as_deref()))
             .collect();
         assert_eq!(
             labels,
@@ -791,7 +554,7 @@ mod tests {
 
     #[test]
     fn unusable_entries_are_refused_with_the_reason() {
-        let wanted = wanted_listeners(&plan(&["eth9", "300.1.1.1"], 5223, false), &interfaces());
+        let wanted = plan(&["eth9", "300.1.1.1"], 5223, false).wanted(&interfaces());
         let reasons: Vec<String> = summary(&wanted).into_iter().map(|(_, target, _)| target).collect();
         assert_eq!(reasons.len(), 4);
         assert_eq!(reasons[0], "refused: no interface 'eth9'");
@@ -800,13 +563,13 @@ mod tests {
             reasons[2].starts_with("refused: invalid address '300.1.1.1'"),
             "{reasons:?}"
         );
-        assert_eq!(wanted[3].address, "300.1.1.1");
+        assert_eq!(wanted[3].label, "300.1.1.1");
     }
 
     #[test]
     fn an_address_change_elsewhere_leaves_the_wanted_listeners_alone() {
         let listen = plan(&["127.0.0.1", "a"], 5223, false);
-        let before = wanted_listeners(&listen, &interfaces());
+        let before = listen.wanted(&interfaces());
         let pair = |name: &str, addr: &str| (name.to_owned(), Some(addr.parse().unwrap()));
         let elsewhere = InterfaceAddresses::from_pairs([
             pair("lo", "127.0.0.1"),
@@ -818,12 +581,12 @@ mod tests {
             name: "a".to_owned(),
             kernel: "eth0".to_owned(),
         }]);
-        assert_eq!(wanted_listeners(&listen, &elsewhere), before);
+        assert_eq!(listen.wanted(&elsewhere), before);
         let moved = InterfaceAddresses::from_pairs([pair("lo", "127.0.0.1"), pair("eth0", "192.0.2.50")])
             .with_board_names(&[sb_store::BoardInterface {
                 name: "a".to_owned(),
                 kernel: "eth0".to_owned(),
             }]);
-        assert_ne!(wanted_listeners(&listen, &moved), before);
+        assert_ne!(listen.wanted(&moved), before);
     }
 }

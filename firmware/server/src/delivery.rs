@@ -5,8 +5,9 @@
 //! component and s2s links must check it before handing a stanza over.
 
 use crate::core::Core;
+use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::router::DeliveryError;
-use crate::{iq, message, presence};
+use crate::{iq, message, offline, presence};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use std::future::Future;
 use std::pin::Pin;
@@ -136,14 +137,8 @@ impl Core {
     /// A stanza for a local account, by kind (RFC 6121 §8.5).
     async fn deliver_local(&self, stanza: Element, to: &Jid, user: &str) {
         if !self.router.has_sessions(user) && !self.storage.user_exists(user) {
-            // RFC 6121 §8.5.1: no such account.
-            match StanzaKind::of(&stanza) {
-                Some(StanzaKind::Presence) | None => {}
-                Some(StanzaKind::Message) | Some(StanzaKind::Iq) => {
-                    self.bounce(&stanza, StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
-                        .await
-                }
-            }
+            let decision = no_local_session(&stanza, Missing::Account);
+            self.settle_without_session(stanza, user, decision).await;
             return;
         }
         match StanzaKind::of(&stanza) {
@@ -151,6 +146,24 @@ impl Core {
             Some(StanzaKind::Presence) => presence::inbound(self, stanza, to, user).await,
             Some(StanzaKind::Iq) => iq::deliver_to_account(self, stanza, to, user).await,
             None => {}
+        }
+    }
+
+    /// Carry out a [`no_local_session`] decision for `stanza` to the local `user`, for the
+    /// outcomes that need nothing but the stanza. The others (answering on the account's
+    /// behalf, going on to the bare JID) need their caller's context, which handles them
+    /// before calling this.
+    pub async fn settle_without_session(&self, stanza: Element, user: &str, decision: NoLocalSession) {
+        match decision {
+            NoLocalSession::StoreOffline => offline::store(self, user, stanza).await,
+            NoLocalSession::Bounce(condition) => self.bounce(&stanza, StanzaError::new(condition)).await,
+            NoLocalSession::Drop => {}
+            NoLocalSession::AsBareJid | NoLocalSession::AnswerProbe | NoLocalSession::AnswerForAccount => {
+                log::warn!(
+                    "a <{}/> for {user} was dropped: {decision:?} was not handled",
+                    stanza.name
+                );
+            }
         }
     }
 
@@ -172,7 +185,7 @@ impl Core {
     pub async fn send_to_session(&self, handle: &crate::router::SessionHandle, stanza: Element) {
         let bounce_copy = may_bounce(&stanza).then(|| stanza.clone());
         if let Err(e) = handle.send(stanza) {
-            log::debug!("session {} did not take a stanza: {e}", handle.id);
+            log::debug!("{handle:?} did not take a stanza: {e}");
             if let Some(original) = bounce_copy {
                 let condition = match e {
                     DeliveryError::QueueFull => StanzaErrorCondition::ResourceConstraint,
@@ -187,7 +200,103 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::test_core;
+    use crate::router::test_doubles::RecordingLink;
+    use crate::router::{NodeId, Outbound, SessionControl, SessionHandle, SessionMeta};
     use sb_proto::ns;
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since_unix: 0,
+            tls: true,
+        }
+    }
+
+    fn chat(from: &str, to: &str) -> Element {
+        Element::new("message", ns::CLIENT)
+            .with_attr("type", "chat")
+            .with_attr("from", from)
+            .with_attr("to", to)
+            .with_child(Element::new("body", ns::CLIENT).with_text("hi"))
+    }
+
+    fn delivered(link: &RecordingLink) -> Vec<(NodeId, u64, String)> {
+        link.delivered.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Juliet has one session, on node b, not yet available.
+    fn juliet_on_node_b(core: &Core) -> (Arc<RecordingLink>, NodeId) {
+        let link = Arc::new(RecordingLink::default());
+        let node = NodeId::new("b");
+        let handle = SessionHandle::remote(41, node.clone(), link.clone());
+        core.router.bind("juliet", "balcony", handle, meta());
+        (link, node)
+    }
+
+    #[tokio::test]
+    async fn stanzas_reach_a_remote_session_over_its_node_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path());
+        let (link, node) = juliet_on_node_b(&core);
+        core.route(chat("romeo@example.net/orchard", "juliet@example.com/balcony"))
+            .await;
+        let got = delivered(&link);
+        assert_eq!(got.len(), 1);
+        assert_eq!((&got[0].0, got[0].1), (&node, 41));
+        assert!(got[0].2.contains("<body>hi</body>"), "{}", got[0].2);
+        // Available on its node with a non-negative priority: bare-JID chat goes there too.
+        let presence = Arc::new(Element::new("presence", ns::CLIENT));
+        core.router
+            .set_remote_presence("juliet", "balcony", &node, 41, Some((presence, 0)));
+        core.route(chat("romeo@example.net/orchard", "juliet@example.com"))
+            .await;
+        assert_eq!(delivered(&link).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chat_nobody_can_take_is_stored_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path());
+        let credentials = sb_store::UserCredentials::new("pencil").unwrap();
+        core.storage
+            .store()
+            .apply(&sb_store::ConfigChange::AddUser {
+                name: "juliet".into(),
+                credentials,
+            })
+            .unwrap();
+        let (link, _) = juliet_on_node_b(&core);
+        core.route(chat("romeo@example.net/orchard", "juliet@example.com"))
+            .await;
+        assert!(delivered(&link).is_empty());
+        let stored = core.storage.take_offline("juliet").await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(String::from_utf8_lossy(&stored[0]).contains("<body>hi</body>"));
+    }
+
+    #[tokio::test]
+    async fn no_such_account_bounces_a_message_and_ignores_presence() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = test_core(dir.path());
+        let (tx, mut rx) = mpsc::channel(8);
+        let romeo = SessionHandle::new(core.router.next_session_id(), tx, Arc::new(SessionControl::default()));
+        core.router.bind("romeo", "orchard", romeo, meta());
+        let presence = Element::new("presence", ns::CLIENT)
+            .with_attr("from", "romeo@example.com/orchard")
+            .with_attr("to", "nobody@example.com");
+        core.route(presence).await;
+        assert!(rx.try_recv().is_err(), "presence to nobody is ignored");
+        core.route(chat("romeo@example.com/orchard", "nobody@example.com"))
+            .await;
+        let Ok(Outbound::Stanza(error)) = rx.try_recv() else {
+            panic!("no bounce");
+        };
+        assert_eq!(error.attr("type"), Some("error"));
+        assert!(error.to_xml().contains("service-unavailable"), "{}", error.to_xml());
+    }
 
     #[test]
     fn errors_and_iq_results_are_never_answered() {

@@ -2,9 +2,10 @@
 //! interface (`xmpp listen a`).
 //!
 //! Addresses change under the daemon (a DHCP lease, `ipv4 a add`), and nothing tells it, so
-//! [`crate::Server`] re-reads the list every `ServerTuning::interface_poll_interval` (one
-//! netlink dump, cheap) and rebinds what changed; the federation listeners follow through
-//! [`InterfaceWatch::subscribe`].
+//! the XMPP server re-reads the list every `ServerTuning::interface_poll_interval` (one
+//! netlink dump, cheap) and rebinds what changed; the other owners' listeners (federation)
+//! follow through [`InterfaceWatch::subscribe`]. Each owner re-resolves its [`crate::ListenSpec`]s
+//! with [`crate::resolve`] and reconciles only when the result differs.
 
 use sb_store::{BoardInterface, InterfaceAddresses};
 use std::sync::Arc;

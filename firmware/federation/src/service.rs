@@ -9,18 +9,20 @@ use crate::dns::Resolver;
 use crate::link::{self, LinkHandle};
 use crate::policy::{Policy, normalize_domain};
 use crate::stream::AuthMethod;
-use crate::tls::{Identity, TlsSetup, TrustStore};
+use crate::tls::{TlsSetup, TrustStore};
+use sb_listener::tls::TlsIdentity;
+use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use sb_server::core::{Core, unix_now};
 use sb_server::limits::ConnectionLimiter;
 use sb_server::{DeliveryError, StanzaLink};
-use sb_store::{FederationConfig, InterfaceAddresses, ListenTarget, Secret, Store, Unresolved};
+use sb_store::{FederationConfig, Secret, Store};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -102,6 +104,27 @@ impl Direction {
     }
 }
 
+/// How far a link has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Resolving and connecting (outgoing), or waiting for the stream header (incoming).
+    Connecting,
+    /// TLS and dialback under way.
+    Authenticating,
+    /// Stanzas flow.
+    Up,
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Connecting => "connecting",
+            LinkState::Authenticating => "authenticating",
+            LinkState::Up => "up",
+        }
+    }
+}
+
 /// What `federation status` shows about one connection.
 #[derive(Clone, Debug)]
 pub struct LinkInfo {
@@ -112,8 +135,7 @@ pub struct LinkInfo {
     pub peer_domain: String,
     pub local_domains: Vec<String>,
     pub address: Option<SocketAddr>,
-    /// `connecting`, `authenticating`, `up`.
-    pub state: &'static str,
+    pub state: LinkState,
     /// Protocol and cipher when TLS is up.
     pub tls: Option<String>,
     pub auth: Option<AuthMethod>,
@@ -129,7 +151,7 @@ impl LinkInfo {
             peer_domain: peer_domain.to_owned(),
             local_domains: Vec::new(),
             address: None,
-            state: "connecting",
+            state: LinkState::Connecting,
             tls: None,
             auth: None,
             since_unix: unix_now(),
@@ -139,70 +161,20 @@ impl LinkInfo {
 }
 
 #[derive(Clone, Debug)]
-pub struct ListenerState {
-    /// The XMPP listen entry it comes from (`127.0.0.1`, `a`).
-    pub entry: String,
-    /// The interface whose address this is, for an entry that names one.
-    pub interface: Option<String>,
-    /// Where it listens or tried to; `None` when the entry has no address (yet).
-    pub address: Option<SocketAddr>,
-    pub error: Option<String>,
-    /// Why it does not listen yet, with nothing wrong: its interface has no IPv4 address.
-    pub waiting: Option<String>,
-}
-
-impl ListenerState {
-    /// For status lines: the address (and its interface), else the entry.
-    pub fn label(&self) -> String {
-        match (&self.address, &self.interface) {
-            (Some(address), Some(interface)) => format!("{address} on {interface}"),
-            (Some(address), None) => address.to_string(),
-            (None, _) => self.entry.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
 pub struct FederationStatus {
     pub enabled: bool,
-    pub listeners: Vec<ListenerState>,
+    pub listeners: Vec<ListenerStatus>,
     /// Links with their idle time, outgoing first, then by peer domain.
     pub links: Vec<(LinkInfo, Duration)>,
     pub resolver: String,
     pub problems: Vec<String>,
 }
 
-struct Listener {
-    state: ListenerState,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    /// Stop accepting and wait until the socket is closed (an aborted task drops its listener
-    /// only when the runtime gets to it).
-    async fn close(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
 struct State {
     snapshot: Arc<Snapshot>,
     links: HashMap<String, LinkHandle>,
     incoming: HashMap<u64, (Arc<Mutex<LinkInfo>>, Arc<tokio::sync::Notify>)>,
-    listeners: Vec<Listener>,
-    /// What the listen entries resolved to at the last rebind.
-    applied: Vec<WantedListener>,
+    listeners: ListenerSet,
     /// Follows interface address changes (see [`Federation::interfaces_changed`]).
     interface_watcher: Option<JoinHandle<()>>,
 }
@@ -220,6 +192,8 @@ pub struct Federation {
     /// Inbound connections per peer address (separate from the client limits: a busy peer
     /// server must not use up its address's client allowance, nor the reverse).
     connections: Arc<ConnectionLimiter>,
+    /// Where accepted servers go (weak, so a listener does not keep the federation alive).
+    acceptor: Arc<dyn Acceptor>,
 }
 
 /// The router's way into the federation; weak so the router does not keep it alive.
@@ -260,7 +234,7 @@ impl Federation {
     /// settings from `store`; it registers itself as the router's remote link when enabled.
     /// Must be called inside the tokio runtime.
     pub async fn start(core: Arc<Core>, store: Store, tuning: FederationTuning) -> Arc<Federation> {
-        let federation = Arc::new(Federation {
+        let federation = Arc::new_cyclic(|weak: &Weak<Federation>| Federation {
             core,
             store,
             tuning,
@@ -268,8 +242,7 @@ impl Federation {
                 snapshot: Arc::new(disabled_snapshot()),
                 links: HashMap::new(),
                 incoming: HashMap::new(),
-                listeners: Vec::new(),
-                applied: Vec::new(),
+                listeners: ListenerSet::default(),
                 interface_watcher: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -277,6 +250,7 @@ impl Federation {
             next_id: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::current(),
             connections: Arc::new(ConnectionLimiter::default()),
+            acceptor: Arc::new(FederationAcceptor(weak.clone())),
         });
         if let Err(e) = federation.reload().await {
             log::error!("federation: {e}");
@@ -332,10 +306,7 @@ impl Federation {
         let certs_dir = self.core.dir.join("certs");
         let bundle = config.trust_bundle.as_ref().map(|b| certs_dir.join(b));
         let trust = TrustStore::load(self.tuning.system_roots.as_deref(), bundle.as_deref());
-        let identity = xmpp
-            .tls
-            .as_ref()
-            .map(|t| Identity::load(&certs_dir, &t.key, &t.cert, t.bundle.as_deref()));
+        let identity = xmpp.tls.as_ref().map(|t| TlsIdentity::load(&certs_dir, t));
         let (identity, mut tls_error) = match identity {
             Some(Ok(identity)) => (Some(identity), None),
             Some(Err(e)) => (None, Some(e.to_string())),
@@ -380,11 +351,7 @@ impl Federation {
         locked(&self.state).snapshot = Arc::clone(&snapshot);
         if !snapshot.enabled {
             self.core.router.set_remote_link(None);
-            let listeners = {
-                let mut state = locked(&self.state);
-                state.applied.clear();
-                std::mem::take(&mut state.listeners)
-            };
+            let listeners = std::mem::take(&mut locked(&self.state).listeners);
             if was_enabled || !listeners.is_empty() {
                 log::info!("federation disabled: listeners closed, links closing");
             }
@@ -452,109 +419,21 @@ impl Federation {
                 return;
             }
         };
-        let wanted = wanted_listeners(&listen, &self.core.interfaces.current(), self.tuning.port);
-        if !retry && locked(&self.state).applied == wanted {
+        let wanted = sb_listener::resolve(
+            &server_specs(&ListenEntry::parse_all(&listen), self.tuning.port),
+            &self.core.interfaces.current(),
+        );
+        if !retry && locked(&self.state).listeners.applied() == wanted.as_slice() {
             return;
         }
-        let port_any = self.tuning.port == 0;
-        let (mut current, unwanted): (Vec<Listener>, Vec<Listener>) =
-            std::mem::take(&mut locked(&self.state).listeners)
-                .into_iter()
-                .partition(|l| {
-                    l.task.is_some()
-                        && l.state.address.is_some_and(|bound| {
-                            wanted.iter().any(|w| match w.target {
-                                Target::Bind(addr) => bound == addr || (port_any && bound.ip() == addr.ip()),
-                                _ => false,
-                            })
-                        })
-                });
-        // Closed before anything binds, so a specific address can replace a wildcard one on
-        // the same port.
-        for listener in unwanted {
-            listener.close().await;
-        }
-        let mut keep = Vec::new();
-        for want in wanted.iter().cloned() {
-            let idle = |error: Option<String>, waiting: Option<String>| Listener {
-                state: ListenerState {
-                    entry: want.entry.clone(),
-                    interface: want.interface.clone(),
-                    address: None,
-                    error,
-                    waiting,
-                },
-                task: None,
-            };
-            let addr = match &want.target {
-                Target::Bind(addr) => *addr,
-                Target::Waiting(reason) => {
-                    log::info!("s2s: {} waits: {reason}", want.entry);
-                    keep.push(idle(None, Some(reason.clone())));
-                    continue;
-                }
-                Target::Refused(error) => {
-                    log::warn!("federation: not listening on '{}': {error}", want.entry);
-                    keep.push(idle(Some(error.clone()), None));
-                    continue;
-                }
-            };
-            if let Some(pos) = current.iter().position(|l| {
-                l.task.is_some()
-                    && l.state
-                        .address
-                        .is_some_and(|bound| bound == addr || (self.tuning.port == 0 && bound.ip() == addr.ip()))
-            }) {
-                let mut listener = current.swap_remove(pos);
-                listener.state.entry = want.entry;
-                listener.state.interface = want.interface;
-                keep.push(listener);
-                continue;
-            }
-            keep.push(match TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    let bound = listener.local_addr().unwrap_or(addr);
-                    log::info!("s2s: listening on {bound}");
-                    Listener {
-                        state: ListenerState {
-                            entry: want.entry,
-                            interface: want.interface,
-                            address: Some(bound),
-                            error: None,
-                            waiting: None,
-                        },
-                        task: Some(tokio::spawn(accept_loop(Arc::downgrade(self), listener))),
-                    }
-                }
-                Err(e) => {
-                    log::error!("s2s: cannot listen on {addr}: {e}");
-                    Listener {
-                        state: ListenerState {
-                            entry: want.entry,
-                            interface: want.interface,
-                            address: Some(addr),
-                            error: Some(e.to_string()),
-                            waiting: None,
-                        },
-                        task: None,
-                    }
-                }
-            });
-        }
-        drop(current);
-        let mut state = locked(&self.state);
-        state.listeners = keep;
-        state.applied = wanted;
+        let mut listeners = std::mem::take(&mut locked(&self.state).listeners);
+        listeners.reconcile(wanted, &self.acceptor).await;
+        locked(&self.state).listeners = listeners;
     }
 
     /// The addresses the s2s listener is bound to (tests bind port 0 and read it here).
     pub fn listening_on(&self) -> Vec<SocketAddr> {
-        locked(&self.state)
-            .listeners
-            .iter()
-            .filter(|l| l.task.is_some())
-            .filter_map(|l| l.state.address)
-            .collect()
+        locked(&self.state).listeners.bound()
     }
 
     /// Stop listening and close every link (an orderly shutdown of the daemon also closes
@@ -564,7 +443,6 @@ impl Federation {
         self.core.router.set_remote_link(None);
         let (listeners, watcher) = {
             let mut state = locked(&self.state);
-            state.applied.clear();
             (std::mem::take(&mut state.listeners), state.interface_watcher.take())
         };
         if let Some(watcher) = watcher {
@@ -677,15 +555,15 @@ impl Federation {
             if let Some(error) = &snapshot.resolver_error {
                 problems.push(format!("resolver: {error}"));
             }
-            for listener in &state.listeners {
-                if let Some(error) = &listener.state.error {
-                    problems.push(format!("listener {}: {error}", listener.state.label()));
+            for listener in state.listeners.status() {
+                if let Some(error) = &listener.error {
+                    problems.push(format!("listener {}: {error}", listener.label()));
                 }
             }
         }
         FederationStatus {
             enabled: snapshot.enabled,
-            listeners: state.listeners.iter().map(|l| l.state.clone()).collect(),
+            listeners: state.listeners.status(),
             links,
             resolver: snapshot
                 .resolver
@@ -703,78 +581,54 @@ xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>\
 <text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>too many connections from this address</text>\
 </stream:error></stream:stream>";
 
-async fn accept_loop(federation: Weak<Federation>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                let Some(federation) = federation.upgrade() else {
-                    return;
-                };
-                if federation.core.is_shutting_down() {
-                    continue;
-                }
-                let max = federation.tuning.max_connections_per_ip;
-                let Some(slot) = federation.connections.try_acquire(peer.ip(), max) else {
-                    log::warn!("s2s: refusing {peer}: {max} connections from {} already", peer.ip());
-                    // Best effort without waiting: nothing slow on the accept path.
-                    let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
-                    continue;
-                };
-                tokio::spawn(async move {
-                    crate::inbound::serve(federation, tcp, peer).await;
-                    drop(slot);
-                });
-            }
-            Err(e) => {
-                log::warn!("s2s: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+/// Hands accepted servers to their stream tasks, within the per-address limit.
+struct FederationAcceptor(Weak<Federation>);
+
+impl Acceptor for FederationAcceptor {
+    fn admit(&self, service: Service, tcp: TcpStream, peer: SocketAddr, _tls: TlsMode) {
+        let Some(federation) = self.0.upgrade() else {
+            return;
+        };
+        if federation.core.is_shutting_down() {
+            return;
         }
+        let max = federation.tuning.max_connections_per_ip;
+        let Some(slot) = federation.connections.try_acquire(peer.ip(), max) else {
+            log::warn!(
+                "{service}: refusing {peer}: {max} connections from {} already",
+                peer.ip()
+            );
+            // Best effort without waiting: nothing slow on the accept path.
+            let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
+            return;
+        };
+        tokio::spawn(async move {
+            crate::inbound::serve(federation, tcp, peer).await;
+            drop(slot);
+        });
     }
-}
-
-/// One s2s listener the XMPP listen entries ask for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct WantedListener {
-    entry: String,
-    interface: Option<String>,
-    target: Target,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Target {
-    Bind(SocketAddr),
-    /// The entry's interface has no IPv4 address yet.
-    Waiting(String),
-    /// The entry cannot listen (unparsable, no such interface).
-    Refused(String),
 }
 
 /// Servers on every IP address of the XMPP listen entries (an entry's own port is the
 /// client port; s2s always uses `port`).
-fn wanted_listeners(listen: &[String], interfaces: &InterfaceAddresses, port: u16) -> Vec<WantedListener> {
-    let mut wanted = Vec::new();
-    for entry in listen {
-        let target = ListenTarget::parse(entry);
-        let interface = target.as_ref().ok().and_then(|t| t.interface()).map(str::to_owned);
-        let one = |target: Target| WantedListener {
+fn server_specs(entries: &[ListenEntry], port: u16) -> Vec<ListenSpec> {
+    entries
+        .iter()
+        .map(|entry| ListenSpec {
+            service: Service::Server,
             entry: entry.clone(),
-            interface: interface.clone(),
-            target,
-        };
-        match target.as_ref().map(|t| t.ips(interfaces)) {
-            Err(e) => wanted.push(one(Target::Refused(e.to_string()))),
-            Ok(Err(unresolved @ Unresolved::NoAddress(_))) => wanted.push(one(Target::Waiting(unresolved.to_string()))),
-            Ok(Err(unresolved)) => wanted.push(one(Target::Refused(unresolved.to_string()))),
-            Ok(Ok(ips)) => wanted.extend(ips.into_iter().map(|ip| one(Target::Bind(SocketAddr::new(ip, port))))),
-        }
-    }
-    wanted
+            label: entry.text.clone(),
+            port,
+            tls: TlsMode::Starttls,
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod listen_tests {
     use super::*;
+    use sb_listener::Wanted;
+    use sb_store::InterfaceAddresses;
 
     #[test]
     fn servers_listen_on_every_address_of_each_entry_at_the_s2s_port() {
@@ -787,23 +641,26 @@ mod listen_tests {
         let listen: Vec<String> = ["127.0.0.1:15222", "eth0:5222", "eth1", "eth9"]
             .map(str::to_owned)
             .to_vec();
-        let targets: Vec<(String, Target)> = wanted_listeners(&listen, &interfaces, 5269)
-            .into_iter()
-            .map(|w| (w.entry, w.target))
-            .collect();
-        let bind = |a: &str| Target::Bind(a.parse().unwrap());
-        assert_eq!(
-            targets,
-            vec![
-                ("127.0.0.1:15222".to_owned(), bind("127.0.0.1:5269")),
-                ("eth0:5222".to_owned(), bind("192.0.2.7:5269")),
-                ("eth0:5222".to_owned(), bind("192.0.2.8:5269")),
-                (
-                    "eth1".to_owned(),
-                    Target::Waiting("no IPv4 address on eth1 yet".to_owned())
-                ),
-                ("eth9".to_owned(), Target::Refused("no interface 'eth9'".to_owned())),
-            ]
-        );
+        let targets: Vec<(String, String)> =
+            sb_listener::resolve(&server_specs(&ListenEntry::parse_all(&listen), 5269), &interfaces)
+                .into_iter()
+                .map(|w: Wanted| {
+                    let target = match w.target {
+                        sb_listener::Target::Bind(addr) => addr.to_string(),
+                        sb_listener::Target::Waiting(reason) => format!("waiting: {reason}"),
+                        sb_listener::Target::Refused(error) => format!("refused: {error}"),
+                    };
+                    (w.label, target)
+                })
+                .collect();
+        let expected = [
+            ("127.0.0.1:15222", "127.0.0.1:5269"),
+            ("eth0:5222", "192.0.2.7:5269"),
+            ("eth0:5222", "192.0.2.8:5269"),
+            ("eth1", "waiting: no IPv4 address on eth1 yet"),
+            ("eth9", "refused: no interface 'eth9'"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+        assert_eq!(targets, expected);
     }
 }

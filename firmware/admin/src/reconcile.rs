@@ -1,0 +1,92 @@
+//! What the running daemon does about each change-feed event. One table, whoever made the
+//! change (an admin command here, the server's own writes, or later the cluster's leader):
+//! xmppd subscribes to the store's feed and performs these reactions, and tests can check the
+//! mapping without a daemon.
+
+use sb_store::{ConfigChange, FeedEvent};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// Re-read the XMPP configuration: rebind listeners, reload the TLS identity, start or
+    /// stop the service.
+    ReloadServer,
+    /// Re-read federation and DNS settings (and the domain, listeners, certificate they use).
+    ReloadFederation,
+    /// An account was deleted or its password changed: end that user's sessions.
+    EndSessionsOf(String),
+    /// A Call Bridge was added, deleted or re-keyed: a deleted or re-keyed bridge's
+    /// connection must end (secrets are read from the store at each handshake).
+    CallBridgeChanged(String),
+}
+
+/// The reactions one event needs, in order.
+pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
+    use ConfigChange as C;
+    match event {
+        FeedEvent::NodeConfigChanged => vec![Reaction::ReloadServer, Reaction::ReloadFederation],
+        FeedEvent::OfflineQueued { .. } => Vec::new(),
+        FeedEvent::Change(change) => match &**change {
+            // Listen addresses, domain and certificate matter to federation too.
+            C::SetService(_) => vec![Reaction::ReloadServer, Reaction::ReloadFederation],
+            C::SetCredentials { name, .. } | C::DeleteUser { name } => vec![Reaction::EndSessionsOf(name.clone())],
+            C::AddCallBridge(bridge) | C::ReplaceCallBridge(bridge) => {
+                vec![Reaction::CallBridgeChanged(bridge.name.clone())]
+            }
+            C::DeleteCallBridge { name } => vec![Reaction::CallBridgeChanged(name.clone())],
+            C::SetFederation(_)
+            | C::EnableFederation { .. }
+            | C::DisableFederation
+            | C::SetDialbackSecret(_)
+            | C::SetFederationSecurity(_)
+            | C::SetFederationClientCerts(_)
+            | C::SetFederationPrivacy(_)
+            | C::SetFederationTrust(_)
+            | C::EditPrivacyList { .. }
+            | C::EditRoute { .. }
+            | C::SetDns(_) => vec![Reaction::ReloadFederation],
+            // Read from the store when used: nothing running holds a copy.
+            C::AddUser { .. }
+            | C::PutRosterItem { .. }
+            | C::RemoveRosterItem { .. }
+            | C::PushOffline { .. }
+            | C::TakeOffline { .. }
+            | C::PutSetting { .. }
+            | C::DeleteSetting { .. } => Vec::new(),
+        },
+    }
+}
+
+/// After a subscriber lagged (it missed events, so it cannot know which): reload everything
+/// that can be reloaded. Sessions of users whose password changed in the gap are not found
+/// this way; a lag needs over a thousand changes queued, far beyond an admin's pace.
+pub fn full_resync() -> Vec<Reaction> {
+    vec![Reaction::ReloadServer, Reaction::ReloadFederation]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn of(change: ConfigChange) -> Vec<Reaction> {
+        reactions(&FeedEvent::Change(Arc::new(change)))
+    }
+
+    #[test]
+    fn each_kind_of_change_gets_its_reaction() {
+        assert_eq!(
+            reactions(&FeedEvent::NodeConfigChanged),
+            vec![Reaction::ReloadServer, Reaction::ReloadFederation]
+        );
+        assert_eq!(
+            of(ConfigChange::DeleteUser { name: "bob".into() }),
+            vec![Reaction::EndSessionsOf("bob".into())]
+        );
+        assert_eq!(
+            of(ConfigChange::DeleteCallBridge { name: "cb1".into() }),
+            vec![Reaction::CallBridgeChanged("cb1".into())]
+        );
+        assert_eq!(of(ConfigChange::DisableFederation), vec![Reaction::ReloadFederation]);
+        assert_eq!(of(ConfigChange::TakeOffline { user: "bob".into() }), vec![]);
+    }
+}

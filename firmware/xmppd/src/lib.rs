@@ -1,0 +1,4 @@
+//! The daemon's library half: the pieces of the composition root that tests drive
+//! in-process (the binary, `main.rs`, wires them).
+
+pub mod reconciler;

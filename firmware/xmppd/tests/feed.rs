@@ -1,0 +1,117 @@
+//! The change-feed path: a change applied to the store through the writer (no admin layer,
+//! no notification call) reaches the running server, in-process.
+
+mod common;
+
+use common::{Client, DOMAIN, PASSWORD};
+use sb_server::{Server, ServerTuning};
+use sb_store::{ConfigChange, ConfigWriter, LocalWriter, NodeConfig, ServiceConfig, Store, UserCredentials, Written};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn free_addr() -> SocketAddr {
+    let probe = TcpListener::bind("127.0.0.1:0").expect("probe port");
+    probe.local_addr().expect("probe address")
+}
+
+async fn write(writer: &Arc<LocalWriter>, change: ConfigChange) -> Written {
+    let writer = Arc::clone(writer);
+    tokio::task::spawn_blocking(move || writer.write(change))
+        .await
+        .expect("writer task")
+        .expect("write")
+}
+
+fn listening_on(server: &Server) -> Vec<SocketAddr> {
+    server.status().listeners.iter().filter_map(|l| l.bound).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_written_to_the_store_reach_the_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open store");
+    let writer = Arc::new(LocalWriter::new(store.clone()));
+    let first = free_addr();
+    write(
+        &writer,
+        ConfigChange::SetService(ServiceConfig {
+            domain: DOMAIN.to_owned(),
+            enabled: true,
+            starttls_required: false,
+            ..ServiceConfig::default()
+        }),
+    )
+    .await;
+    store
+        .set_node_config(&NodeConfig {
+            listen: vec![first.to_string()],
+            component_port: 0,
+            ..NodeConfig::default()
+        })
+        .expect("node config");
+    write(
+        &writer,
+        ConfigChange::AddUser {
+            name: "alice".into(),
+            credentials: UserCredentials::new(PASSWORD).expect("credentials"),
+        },
+    )
+    .await;
+
+    let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
+    server.start().await.expect("start");
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None);
+    assert_eq!(listening_on(&server), vec![first]);
+
+    // A user deleted through the writer loses its session.
+    let mut alice = Client::connect(first).await;
+    alice.open_stream(DOMAIN).await;
+    alice.authenticate("alice", PASSWORD).await.expect("login");
+    alice.restart_stream();
+    alice.open_stream(DOMAIN).await;
+    alice.bind(Some("phone")).await;
+    assert_eq!(server.status().sessions.len(), 1);
+    let deleted = write(&writer, ConfigChange::DeleteUser { name: "alice".into() }).await;
+    assert!(
+        reconciled.wait_for(deleted.seq, WAIT).await,
+        "reconciler never reached {}",
+        deleted.seq
+    );
+    tokio::time::timeout(WAIT, alice.expect_stream_error("not-authorized"))
+        .await
+        .expect("the deleted user's session must close");
+
+    // A node-local change (not a ConfigChange) moves the listener.
+    let second = free_addr();
+    let seq = store
+        .set_node_config(&NodeConfig {
+            listen: vec![second.to_string()],
+            component_port: 0,
+            ..NodeConfig::default()
+        })
+        .expect("move listener");
+    assert!(reconciled.wait_for(seq, WAIT).await);
+    assert_eq!(listening_on(&server), vec![second]);
+    Client::connect(second).await.open_stream(DOMAIN).await;
+
+    // A shared change through the writer: the service is disabled.
+    let disabled = write(
+        &writer,
+        ConfigChange::SetService(ServiceConfig {
+            domain: DOMAIN.to_owned(),
+            enabled: false,
+            starttls_required: false,
+            ..ServiceConfig::default()
+        }),
+    )
+    .await;
+    assert!(reconciled.wait_for(disabled.seq, WAIT).await);
+    assert!(!server.status().enabled);
+    assert_eq!(listening_on(&server), Vec::<SocketAddr>::new());
+
+    reconciler.abort();
+    server.shutdown().await;
+}
