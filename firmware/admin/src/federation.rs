@@ -6,7 +6,7 @@
 //! so nobody federates until the administrator lists partners (or adds static routes).
 
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
-use crate::{Admin, Family, Reply, Secret};
+use crate::{Admin, Family, Reply, Secret, SecretPrompt};
 use sb_proto::Domain;
 use sb_store::{ConfigChange, FederationConfig, PrivacyList, PrivacyMode, SecurityMode, WriteError};
 use serde::{Deserialize, Serialize};
@@ -90,9 +90,12 @@ pub enum FederationCommand {
     Status,
     Enable,
     Disable,
-    /// `federation dialback-secret <secret>`; `None` generates one.
+    /// `federation dialback-secret [<secret>|generate]`; `None` generates one, unless `ask`:
+    /// then the front end prompts for it unechoed (a secret in argv ends up in the history).
     DialbackSecret {
         secret: Option<Secret>,
+        #[serde(default)]
+        ask: bool,
     },
     Security {
         mode: SecurityMode,
@@ -133,8 +136,8 @@ impl Family for FederationCommand {
             summary: "stop federation and close every server-to-server link",
         },
         Usage {
-            syntax: "federation dialback-secret <secret>|generate",
-            summary: "the Server Dialback secret, the same on every node",
+            syntax: "federation dialback-secret [<secret>|generate]",
+            summary: "the Server Dialback secret, the same on every node (asked for, unechoed, when not given)",
         },
         Usage {
             syntax: "federation security tls-required|tls-optional|no-tls",
@@ -190,10 +193,18 @@ impl Family for FederationCommand {
             }
             "dialback-secret" => {
                 let mut args = Args::new("federation dialback-secret", rest);
-                let value = args.required("<secret>|generate")?;
+                let Some(value) = args.optional() else {
+                    return Ok(FederationCommand::DialbackSecret {
+                        secret: None,
+                        ask: true,
+                    });
+                };
                 args.end()?;
                 if value == "generate" {
-                    return Ok(FederationCommand::DialbackSecret { secret: None });
+                    return Ok(FederationCommand::DialbackSecret {
+                        secret: None,
+                        ask: false,
+                    });
                 }
                 check_secret(value).map_err(|reason| ParseError::Invalid {
                     command: "federation dialback-secret",
@@ -201,6 +212,7 @@ impl Family for FederationCommand {
                 })?;
                 Ok(FederationCommand::DialbackSecret {
                     secret: Some(Secret::new(value)),
+                    ask: false,
                 })
             }
             "security" => {
@@ -291,9 +303,10 @@ impl Family for FederationCommand {
                 changed(result)
             }
             FederationCommand::Disable => changed(admin.write(ConfigChange::DisableFederation)),
-            FederationCommand::DialbackSecret { secret } => {
+            FederationCommand::DialbackSecret { secret, ask } => {
                 let (secret, generated) = match secret {
                     Some(secret) => (secret, false),
+                    None if ask => return Reply::failure("federation dialback-secret: no secret given"),
                     None => match generate_secret() {
                         Ok(secret) => (secret, true),
                         Err(reason) => return Reply::failure(format!("federation dialback-secret: {reason}")),
@@ -327,7 +340,32 @@ impl Family for FederationCommand {
             }
         }
     }
+
+    fn secret_prompt(&self) -> Option<SecretPrompt> {
+        match self {
+            FederationCommand::DialbackSecret {
+                secret: None,
+                ask: true,
+            } => Some(DIALBACK_SECRET_PROMPT),
+            _ => None,
+        }
+    }
+
+    fn with_secret(self, secret: Secret) -> Self {
+        match self {
+            FederationCommand::DialbackSecret { .. } => FederationCommand::DialbackSecret {
+                secret: Some(secret),
+                ask: false,
+            },
+            other => other,
+        }
+    }
 }
+
+const DIALBACK_SECRET_PROMPT: SecretPrompt = SecretPrompt {
+    prompt: "Enter dialback secret",
+    confirm: Some("Confirm dialback secret"),
+};
 
 fn parse_add_del(args: &mut Args<'_>) -> Result<bool, ParseError> {
     match args.required("add|del")? {
@@ -546,7 +584,10 @@ mod tests {
         assert_eq!(p("federation enable"), FederationCommand::Enable);
         assert_eq!(
             p("federation dialback-secret generate"),
-            FederationCommand::DialbackSecret { secret: None }
+            FederationCommand::DialbackSecret {
+                secret: None,
+                ask: false
+            }
         );
         assert_eq!(
             p("federation security no-tls"),
@@ -582,6 +623,54 @@ mod tests {
         );
         let secret = p("federation dialback-secret s3cr3tf0rd14lb4ck");
         assert!(!format!("{secret:?}").contains("s3cr3t"), "secrets never print");
+    }
+
+    /// Issue 13: without an argument the secret is asked for (unechoed by the front end), not
+    /// taken from argv; the length rule applies to the typed secret too.
+    #[test]
+    fn dialback_secret_without_an_argument_is_prompted_for() {
+        let command = parse("federation dialback-secret").unwrap();
+        assert_eq!(command.secret_prompt(), Some("Enter dialback secret"));
+        assert_eq!(command.secret_confirm_prompt(), Some("Confirm dialback secret"));
+        let filled = command.with_secret(Secret::new("s3cr3tf0rd14lb4ck-typed"));
+        assert_eq!(filled.secret_prompt(), None);
+        assert_eq!(
+            parse("federation dialback-secret s3cr3tf0rd14lb4ck")
+                .unwrap()
+                .secret_prompt(),
+            None
+        );
+        assert_eq!(
+            parse("federation dialback-secret generate").unwrap().secret_prompt(),
+            None
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        let typed = parse("federation dialback-secret")
+            .unwrap()
+            .with_secret(Secret::new("s3cr3tf0rd14lb4ck-typed"));
+        assert!(admin.execute(typed).ok);
+        assert_eq!(
+            admin
+                .store()
+                .federation_config()
+                .unwrap()
+                .dialback_secret
+                .map(|s| s.expose().to_owned())
+                .as_deref(),
+            Some("s3cr3tf0rd14lb4ck-typed")
+        );
+        let short = parse("federation dialback-secret")
+            .unwrap()
+            .with_secret(Secret::new("short"));
+        assert_eq!(
+            admin.execute(short).text,
+            "FAILURE: federation dialback-secret: the secret must be at least 16 characters"
+        );
+        // Never prompted (a front end that ignored the request): refused, nothing generated.
+        let unfilled = parse("federation dialback-secret").unwrap();
+        assert!(!admin.execute(unfilled).ok);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) async fn serve(federation: Arc<Federation>, tcp: TcpStream, peer: Soc
         machine,
         info,
         close,
+        // A peer has twice the dialback timeout to authenticate: its own dialback can wait
+        // for ours to another server.
+        auth_deadline: tokio::time::Instant::now() + federation.tuning.dialback_timeout * 2,
     };
     connection.run().await;
     connection.conn.shutdown().await;
@@ -65,6 +68,8 @@ struct Inbound {
     info: Arc<Mutex<LinkInfo>>,
     /// The administrator's policy no longer allows the peer.
     close: Arc<tokio::sync::Notify>,
+    /// Authentication, TLS handshake included, must be over by then.
+    auth_deadline: tokio::time::Instant,
 }
 
 impl Inbound {
@@ -73,16 +78,21 @@ impl Inbound {
         let mut stop = self.federation.stop_signal();
         let mut core_stop = self.federation.core.stop_signal();
         let tuning = self.federation.tuning.clone();
-        // A peer has twice the dialback timeout to authenticate: its own dialback can wait
-        // for ours to another server.
-        let auth_deadline = tokio::time::Instant::now() + tuning.dialback_timeout * 2;
+        let auth_deadline = self.auth_deadline;
         loop {
             let outputs = match self.conn.next_event() {
                 Ok(Some(event)) => self.machine.handle(event),
                 Err(error) => self.machine.framing_error(error),
                 Ok(None) => {
+                    // A verification pending at the auth deadline gets one more dialback timeout
+                    // to answer, then the stream ends whatever is pending. (Waiting on the passed
+                    // deadline itself would be ready at every turn and spin the loop.)
+                    let grace_deadline = auth_deadline + tuning.dialback_timeout;
+                    let now = tokio::time::Instant::now();
                     let deadline = if self.machine.is_authenticated() {
                         tokio::time::Instant::from_std(locked(&self.info).last_activity + tuning.idle_timeout)
+                    } else if now >= auth_deadline && self.machine.has_pending_verification() {
+                        grace_deadline
                     } else {
                         auth_deadline
                     };
@@ -110,8 +120,9 @@ impl Inbound {
                             if self.machine.is_authenticated() {
                                 log::info!("s2s in {}: idle for {} s, closing", self.conn.io.peer, tuning.idle_timeout.as_secs());
                                 self.machine.close()
-                            } else if self.machine.has_pending_verification() {
-                                // The verification has its own timeout and will answer.
+                            } else if self.machine.has_pending_verification() && tokio::time::Instant::now() < grace_deadline {
+                                // The verification has its own timeout and will answer; the
+                                // next turn waits on the grace deadline.
                                 continue;
                             } else {
                                 self.machine.fail(StreamError::with_text(
@@ -145,9 +156,21 @@ impl Inbound {
                         return false;
                     };
                     let started = Instant::now();
-                    if let Err(e) = self.conn.io.transport.start_tls(config).await {
-                        log::warn!("s2s in {}: TLS handshake failed: {e}", self.conn.io.peer);
-                        return false;
+                    // A peer that asks for TLS and then stalls the handshake must not hold the
+                    // task, the descriptor and its address's slot past the auth deadline.
+                    match tokio::time::timeout_at(self.auth_deadline, self.conn.io.transport.start_tls(config)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            log::warn!("s2s in {}: TLS handshake failed: {e}", self.conn.io.peer);
+                            return false;
+                        }
+                        Err(_) => {
+                            log::warn!(
+                                "s2s in {}: TLS handshake not finished in time, closing",
+                                self.conn.io.peer
+                            );
+                            return false;
+                        }
                     }
                     let peer_domain = locked(&self.info).peer_domain.clone();
                     let chain = self.conn.io.transport.peer_certificates();

@@ -230,12 +230,18 @@ impl Established<'_> {
     async fn close_now(&mut self, why: &str) -> Next {
         log::debug!("s2s out -> {}: closing ({why})", self.link.remote);
         let outputs = self.machine.close();
-        let _ = perform(&mut self.conn, &mut self.machine, &self.snapshot, outputs).await;
+        let tls_deadline = self.tls_deadline();
+        let _ = perform(&mut self.conn, &mut self.machine, &self.snapshot, outputs, tls_deadline).await;
         Next::Stop(None)
     }
 
     fn touch(&self) {
         locked(&self.link.handle.info).last_activity = Instant::now();
+    }
+
+    /// An established link does not start TLS again; should it ever, the same bound applies.
+    fn tls_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.link.federation.tuning.dialback_timeout
     }
 
     async fn submit(&mut self, stanza: Element) -> Next {
@@ -288,7 +294,8 @@ impl Established<'_> {
     }
 
     async fn apply(&mut self, outputs: Vec<Output>) -> Next {
-        let events = match perform(&mut self.conn, &mut self.machine, &self.snapshot, outputs).await {
+        let tls_deadline = self.tls_deadline();
+        let events = match perform(&mut self.conn, &mut self.machine, &self.snapshot, outputs, tls_deadline).await {
             Ok(events) => events,
             Err(error) => return Next::Stop(Some(error)),
         };
@@ -334,11 +341,14 @@ impl Established<'_> {
 }
 
 /// Carry out the I/O outputs (write, STARTTLS, restart) and return the others in order.
+/// A STARTTLS handshake must be over by `tls_deadline`: a peer that answers `<proceed/>` and
+/// then stalls must not hold the link (and its queued stanzas) for ever.
 async fn perform(
     conn: &mut Conn,
     machine: &mut OutgoingStream,
     snapshot: &Snapshot,
     outputs: Vec<Output>,
+    tls_deadline: tokio::time::Instant,
 ) -> Result<Vec<Output>, LinkError> {
     let mut queue: VecDeque<Output> = outputs.into();
     let mut events = Vec::new();
@@ -353,11 +363,15 @@ async fn perform(
                     return Err(LinkError::Certificate("TLS is unavailable on this node".to_owned()));
                 };
                 let started = Instant::now();
-                conn.io
-                    .transport
-                    .start_tls_client(Arc::clone(&tls.client), machine.remote())
-                    .await
-                    .map_err(|e| LinkError::Connect(format!("TLS handshake with {} failed: {e}", conn.io.peer)))?;
+                timeout_at(
+                    tls_deadline,
+                    conn.io
+                        .transport
+                        .start_tls_client(Arc::clone(&tls.client), machine.remote()),
+                )
+                .await
+                .map_err(|_| LinkError::Connect(format!("TLS handshake with {} timed out", conn.io.peer)))?
+                .map_err(|e| LinkError::Connect(format!("TLS handshake with {} failed: {e}", conn.io.peer)))?;
                 check_certificate(conn, snapshot, machine.remote())?;
                 log::info!(
                     "s2s out {} -> {}: TLS up with {} in {} ms ({})",
@@ -539,7 +553,7 @@ async fn attempt(
     let outputs = machine.start();
     let verify_only = matches!(purpose, Purpose::VerifyOnly(_));
     let mut collected = Vec::new();
-    let mut pending = perform(&mut conn, &mut machine, snapshot, outputs).await?;
+    let mut pending = perform(&mut conn, &mut machine, snapshot, outputs, deadline).await?;
     loop {
         for output in pending.drain(..) {
             match &output {
@@ -583,13 +597,13 @@ async fn attempt(
                 Ok(Err(e)) => return Err(LinkError::Connect(format!("read from {addr} failed: {e}"))),
                 Err(_) => {
                     let outputs = machine.dialback_timed_out();
-                    let _ = perform(&mut conn, &mut machine, snapshot, outputs).await;
+                    let _ = perform(&mut conn, &mut machine, snapshot, outputs, deadline).await;
                     conn.shutdown().await;
                     return Err(LinkError::DialbackTimeout);
                 }
             },
         };
-        pending = perform(&mut conn, &mut machine, snapshot, outputs).await?;
+        pending = perform(&mut conn, &mut machine, snapshot, outputs, deadline).await?;
     }
 }
 

@@ -499,3 +499,177 @@ async fn silent_peers_time_out() {
     assert!(text.contains("<remote-server-timeout"), "{text}");
     holder.abort();
 }
+
+/// CPU time (user + system) this process has used, in clock ticks (USER_HZ, 100 on Linux).
+fn process_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces) start with the state.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Issue 13: a verification still pending after the auth deadline made the inbound loop spin
+/// (the passed deadline was ready at every turn). A peer keeps claims pending all the time,
+/// overlapping, each answered only when the silent authoritative server times out: the process
+/// must stay near idle, and the stream must end soon after the deadline however many claims
+/// the peer keeps making.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_pending_past_the_auth_deadline_does_not_spin() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    // Auth deadline 2 s; every verification takes 1 s to time out.
+    let b = Node::start_with("b.example", Duration::from_secs(1)).await;
+    const CLAIMS: usize = 12;
+    b.store
+        .update_federation_config(|f| {
+            f.security = SecurityMode::TlsOptional;
+            for i in 0..CLAIMS {
+                f.routes
+                    .insert(format!("silent{i}.example"), vec![silent_addr.to_string()]);
+            }
+        })
+        .unwrap();
+    b.federation.reload().await.unwrap();
+
+    let ticks_before = process_cpu_ticks();
+    let started = std::time::Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(b.s2s_addr()).await.unwrap();
+    let header = HEADER_TO_B.replace("from='a.example'", "from='silent0.example'");
+    tcp.write_all(header.as_bytes()).await.unwrap();
+    let claim = |i: usize| format!("<db:result from='silent{i}.example' to='b.example'>00</db:result>");
+    // Two claims half a verification apart, then a new one after each answer: one is always
+    // pending.
+    tcp.write_all(claim(0).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tcp.write_all(claim(1).as_bytes()).await.unwrap();
+    let mut received = String::new();
+    let mut buf = [0u8; 4096];
+    let mut sent = 2;
+    let exchange = async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return true;
+            }
+            received.push_str(&String::from_utf8_lossy(&buf[..n]));
+            while sent < CLAIMS && received.matches("type='error'").count() + 2 > sent {
+                if tcp.write_all(claim(sent).as_bytes()).await.is_err() {
+                    return true;
+                }
+                sent += 1;
+            }
+            if received.contains("</stream:stream>") {
+                return true;
+            }
+        }
+    };
+    let closed = tokio::time::timeout(WAIT, exchange).await.unwrap_or(false);
+    let elapsed = started.elapsed().as_secs_f64();
+    let used = (process_cpu_ticks() - ticks_before) as f64 / 100.0;
+    eprintln!("pending verification past the deadline: {used:.2} s CPU in {elapsed:.2} s, {sent} claims");
+    assert!(
+        used < 0.2 * elapsed.max(1.0),
+        "the process used {used:.2} s of CPU in {elapsed:.2} s"
+    );
+    assert!(closed, "the stream stayed open: {received}");
+    // Ended by the grace deadline, not by the peer running out of claims.
+    assert!(sent < CLAIMS, "the stream outlived {CLAIMS} claims: {received}");
+    assert!(received.contains("<connection-timeout"), "{received}");
+    holder.abort();
+}
+
+/// Issue 13: a peer that asks for STARTTLS and then stalls the handshake is dropped at the
+/// auth deadline instead of holding a task, a descriptor and its address's slot for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_peer_stalling_the_tls_handshake_is_dropped() {
+    let b = Node::start_with("b.example", Duration::from_millis(500)).await;
+    let mut tcp = tokio::net::TcpStream::connect(b.s2s_addr()).await.unwrap();
+    tcp.write_all(HEADER_TO_B.as_bytes()).await.unwrap();
+    let mut received = String::new();
+    let mut buf = [0u8; 4096];
+    let proceed = async {
+        while !received.contains("</stream:features>") {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            assert!(n > 0, "closed before the features: {received}");
+            received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await
+            .unwrap();
+        while !received.contains("<proceed") {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            assert!(n > 0, "closed before proceed: {received}");
+            received.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(WAIT, proceed).await.expect("no <proceed/>");
+    // Not a byte of the handshake: the server must close the connection by itself.
+    let closed = tokio::time::timeout(WAIT, async { while tcp.read(&mut buf).await.unwrap_or(0) > 0 {} }).await;
+    assert!(
+        closed.is_ok(),
+        "a stalled TLS handshake was held for more than {WAIT:?}"
+    );
+}
+
+/// Issue 13: the outgoing side too. A fake peer answers the stream, offers STARTTLS, says
+/// `<proceed/>` and then never speaks TLS; the link must fail and bounce its stanza.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_peer_stalling_the_tls_handshake_is_dropped() {
+    let fake = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .or(tokio::net::TcpListener::bind("127.0.0.1:0").await)
+        .unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let peer = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = fake.accept().await {
+            let mut seen = String::new();
+            let mut buf = [0u8; 4096];
+            while !seen.contains("<stream:stream") || !seen.contains('>') {
+                let n = tcp.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            let answer = "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+                xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' \
+                from='stall.example' to='b.example' id='s1' version='1.0'><stream:features>\
+                <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>\
+                <dialback xmlns='urn:xmpp:features:dialback'/></stream:features>";
+            let _ = tcp.write_all(answer.as_bytes()).await;
+            while !seen.contains("starttls") {
+                let n = tcp.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            let _ = tcp
+                .write_all(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                .await;
+            // ...and then nothing: the ClientHello is never answered.
+            held.push(tcp);
+        }
+    });
+    let b = Node::start_with("b.example", Duration::from_millis(500)).await;
+    b.store
+        .update_federation_config(|f| {
+            f.routes.insert("stall.example".into(), vec![fake_addr.to_string()]);
+        })
+        .unwrap();
+    b.federation.reload().await.unwrap();
+    let mut bob = b.user("bob");
+    b.send("bob", "x@stall.example", "anyone?").await;
+    let bounce = receive(&mut bob).await;
+    assert_eq!(bounce.attr("type"), Some("error"), "{bounce:?}");
+    peer.abort();
+}

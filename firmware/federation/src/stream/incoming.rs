@@ -13,6 +13,7 @@ use super::{
 };
 use crate::policy::{Policy, normalize_domain};
 use sb_proto::dialback::verify_dialback_key;
+use sb_proto::log_safe;
 use sb_proto::retarget_namespace;
 use sb_proto::{Element, Jid, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamEvent, StreamHeader, ns};
 use sb_store::{Secret, SecurityMode};
@@ -183,7 +184,7 @@ impl IncomingStream {
         }
         log::warn!(
             "s2s in {}: closing with {error}",
-            self.peer.as_deref().unwrap_or("(unknown peer)")
+            log_safe(self.peer.as_deref().unwrap_or("(unknown peer)"))
         );
         let mut out = Vec::new();
         if self.state == State::AwaitHeader {
@@ -237,8 +238,8 @@ impl IncomingStream {
         log::debug!(
             "s2s in: stream {} from {} to {} (tls: {})",
             self.stream_id,
-            self.peer.as_deref().unwrap_or("(unnamed)"),
-            self.local.as_deref().unwrap_or("?"),
+            log_safe(self.peer.as_deref().unwrap_or("(unnamed)")),
+            log_safe(self.local.as_deref().unwrap_or("?")),
             self.tls
         );
         out
@@ -287,7 +288,7 @@ impl IncomingStream {
         if element.is("error", ns::STREAM) {
             log::warn!(
                 "s2s in {}: peer sent {}",
-                self.peer.as_deref().unwrap_or("(unknown peer)"),
+                log_safe(self.peer.as_deref().unwrap_or("(unknown peer)")),
                 read_stream_error(&element)
             );
             return self.close();
@@ -391,12 +392,14 @@ impl IncomingStream {
             ));
         }
         let key = element.text().trim().to_owned();
+        // `to` is not checked yet: what the peer sent, escaped.
+        let shown_local = log_safe(&local);
         log::info!(
-            "s2s in {remote} -> {local}: received db:result (dialback key) on stream {}",
+            "s2s in {remote} -> {shown_local}: received db:result (dialback key) on stream {}",
             self.stream_id
         );
         if !self.is_local(&local) {
-            log::warn!("s2s in {remote}: dialback for {local}, which this server does not serve");
+            log::warn!("s2s in {remote}: dialback for {shown_local}, which this server does not serve");
             return vec![self.dialback_error("result", &local, &remote, None, StanzaErrorCondition::ItemNotFound)];
         }
         if self.tls_mandatory_pending() {
@@ -506,6 +509,9 @@ impl IncomingStream {
             ));
         };
         let (receiving, originating) = (normalize_domain(from), normalize_domain(to));
+        // Neither is checked for being a domain: what the peer sent, escaped.
+        let (shown_receiving, shown_originating, shown_id) =
+            (log_safe(&receiving), log_safe(&originating), log_safe(id));
         if self.tls_mandatory_pending() {
             return vec![self.dialback_error(
                 "verify",
@@ -516,7 +522,9 @@ impl IncomingStream {
             )];
         }
         if !self.is_local(&originating) {
-            log::warn!("s2s in {receiving}: asked to verify a key for {originating}, which this server does not serve");
+            log::warn!(
+                "s2s in {shown_receiving}: asked to verify a key for {shown_originating}, which this server does not serve"
+            );
             return vec![self.dialback_error(
                 "verify",
                 &originating,
@@ -534,11 +542,11 @@ impl IncomingStream {
         );
         if valid {
             log::info!(
-                "s2s in {receiving}: db:verify for stream {id} ({originating} -> {receiving}): key is ours, valid"
+                "s2s in {shown_receiving}: db:verify for stream {shown_id} ({shown_originating} -> {shown_receiving}): key is ours, valid"
             );
         } else {
             log::warn!(
-                "s2s in {receiving}: db:verify for stream {id} ({originating} -> {receiving}): key is NOT ours, invalid"
+                "s2s in {shown_receiving}: db:verify for stream {shown_id} ({shown_originating} -> {shown_receiving}): key is NOT ours, invalid"
             );
         }
         let verdict = if valid { Verdict::Valid } else { Verdict::Invalid };

@@ -15,6 +15,7 @@ use super::{
     stream_error_bytes,
 };
 use sb_proto::dialback::dialback_key;
+use sb_proto::log_safe;
 use sb_proto::retarget_namespace;
 use sb_proto::{Element, Jid, StreamError, StreamErrorCondition, StreamEvent, StreamHeader, ns};
 use sb_store::{Secret, SecurityMode};
@@ -488,7 +489,11 @@ impl OutgoingStream {
         let from = crate::policy::normalize_domain(from);
         let to = crate::policy::normalize_domain(to);
         let Some(pos) = self.pending.iter().position(|d| *d == to) else {
-            log::debug!("s2s out: ignoring a db:result answer for a pair we did not ask about ({to} -> {from})");
+            log::debug!(
+                "s2s out: ignoring a db:result answer for a pair we did not ask about ({} -> {})",
+                log_safe(&to),
+                log_safe(&from)
+            );
             return Vec::new();
         };
         if from != self.config.remote {
@@ -548,7 +553,10 @@ impl OutgoingStream {
             .iter()
             .position(|r| r.stream_id == id && r.originating == from && r.receiving == to)
         else {
-            log::debug!("s2s out: ignoring a db:verify answer nobody asked for (id {id})");
+            log::debug!(
+                "s2s out: ignoring a db:verify answer nobody asked for (id {})",
+                log_safe(id)
+            );
             return Vec::new();
         };
         let request = self.asked.remove(pos);

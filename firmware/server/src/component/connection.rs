@@ -325,7 +325,8 @@ impl Connection {
         self.record_failure(refusal.reason);
         log::warn!(
             "component: refused Call Bridge '{}' from {}: {} (<{}/>)",
-            self.accept.requested_name().unwrap_or("-"),
+            // The header's `to` as the peer wrote it.
+            sb_proto::log_safe(self.accept.requested_name().unwrap_or("-")),
             self.io.peer,
             refusal.reason,
             refusal.error.condition
