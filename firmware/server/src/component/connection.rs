@@ -58,7 +58,7 @@ struct Connection {
     header_sent: bool,
     accepted_at: Instant,
     stop: watch::Receiver<u64>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
     _tracked: TrackedConnection,
 }
 
@@ -115,7 +115,7 @@ pub async fn serve(
         attached: None,
         header_sent: false,
         accepted_at: Instant::now(),
-        _slot: slot,
+        slot,
         _tracked: tracked,
     };
     log::debug!("component: connection from {peer}");
@@ -360,6 +360,7 @@ impl Connection {
             tls: self.io.transport.is_tls(),
         };
         let link = Arc::new(ComponentLink::new(name, address, handle, meta, secret.expose()));
+        self.slot.authenticated();
         // The answer goes into the write buffer before anything routed to the new link can:
         // this task is the only writer and reads the queue only after this returns.
         self.write_element(&Element::new("handshake", ns::COMPONENT));
