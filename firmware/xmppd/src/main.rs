@@ -266,6 +266,7 @@ impl LiveNode for LiveServer {
                     peer: f.peer.to_string(),
                     at_unix: f.at_unix,
                     reason: failure_reason(f.reason),
+                    count: f.count,
                 })
                 .collect(),
             ..LiveStatus::default()

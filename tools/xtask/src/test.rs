@@ -212,6 +212,7 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/component_interop.py", "component interop tests"),
         ("tools/interop/namespace_attack.py", "namespace attack tests"),
         ("tools/interop/connection_flood.py", "connection flood tests"),
+        ("tools/interop/credential_guessing.py", "credential guessing tests"),
     ] {
         run_status(
             Command::new(python())
