@@ -117,9 +117,9 @@ fn users_with_passwords_from_a_pipe() {
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
     let run = mmp(dir.path(), &["user", "list"], "");
     assert_eq!((run.code, run.stdout.as_str()), (0, "alice\nbob\n"));
-    let run = mmp(dir.path(), &["user", "passwd", "bob"], "new\nnew\n");
+    let run = mmp(dir.path(), &["user", "passwd", "bob"], "new-password\nnew-password\n");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
-    let run = mmp(dir.path(), &["user", "passwd", "carol"], "new\nnew\n");
+    let run = mmp(dir.path(), &["user", "passwd", "carol"], "new-password\nnew-password\n");
     assert_eq!((run.code, run.stdout.as_str()), (1, "FAILURE: no such user 'carol'\n"));
     let run = mmp(dir.path(), &["user", "del", "alice"], "");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
@@ -251,7 +251,7 @@ fn a_running_daemon_is_reached_through_its_socket() {
         socket::bind(dir.path()).unwrap()
     };
     let server = runtime.spawn(socket::serve(listener, admin));
-    let run = mmp(dir.path(), &["user", "add", "dave"], "pw\npw\n");
+    let run = mmp(dir.path(), &["user", "add", "dave"], "dave-password\ndave-password\n");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"), "{}", run.stderr);
     let run = mmp(dir.path(), &[], "user list\nxmpp domain example.org\n");
     assert_eq!(
