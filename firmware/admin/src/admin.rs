@@ -65,6 +65,10 @@ pub struct ComponentAuthFailure {
     pub peer: String,
     pub at_unix: u64,
     pub reason: ComponentAuthFailureReason,
+    /// Refusals from that name, address and reason folded into this entry (`at_unix` is
+    /// the latest); 0 from an older daemon means one.
+    #[serde(default)]
+    pub count: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -134,12 +134,20 @@ fn account_name(admin: &Admin, command: &str, name: &str) -> Result<String, Repl
     normalize_localpart(name, &domain).map_err(|reason| Reply::failure(format!("{command}: {reason}")))
 }
 
+/// Shorter passwords fall to a guessing run even with the per-address failure limit.
+const MIN_PASSWORD_CHARS: usize = 8;
+
 fn credentials(command: &str, password: Option<Secret>) -> Result<UserCredentials, Reply> {
     let Some(password) = password else {
         return Err(Reply::failure(format!("{command}: no password given")));
     };
     if password.expose().is_empty() {
         return Err(Reply::failure(format!("{command}: empty password")));
+    }
+    if password.expose().chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Reply::failure(format!(
+            "{command}: the password must be at least {MIN_PASSWORD_CHARS} characters"
+        )));
     }
     UserCredentials::new(password.expose()).map_err(|err| Reply::failure(format!("{command}: {err}")))
 }
@@ -273,10 +281,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (admin, node) = admin_with_node(dir.path());
         assert_eq!(run(&admin, "user list").text, "(no users)");
-        assert_eq!(admin.execute(with_password("user add bob", "pw1")).text, "SUCCESS");
-        assert_eq!(admin.execute(with_password("user add Alice", "pw2")).text, "SUCCESS");
         assert_eq!(
-            admin.execute(with_password("user add alice", "pw3")).text,
+            admin.execute(with_password("user add bob", "password-1")).text,
+            "SUCCESS"
+        );
+        assert_eq!(
+            admin.execute(with_password("user add Alice", "password-2")).text,
+            "SUCCESS"
+        );
+        assert_eq!(
+            admin.execute(with_password("user add alice", "password-3")).text,
             "FAILURE: user 'alice' already exists"
         );
         let listing = run(&admin, "user list");
@@ -284,9 +298,12 @@ mod tests {
         assert_eq!(listing.text, "alice\nbob");
         assert_eq!(node.users_changed(), Vec::<String>::new());
 
-        assert_eq!(admin.execute(with_password("user passwd bob", "new")).text, "SUCCESS");
         assert_eq!(
-            admin.execute(with_password("user passwd carol", "new")).text,
+            admin.execute(with_password("user passwd bob", "new-password")).text,
+            "SUCCESS"
+        );
+        assert_eq!(
+            admin.execute(with_password("user passwd carol", "new-password")).text,
             "FAILURE: no such user 'carol'"
         );
         assert_eq!(run(&admin, "user del ALICE").text, "SUCCESS");
@@ -306,7 +323,16 @@ mod tests {
             "FAILURE: user add: empty password"
         );
         assert_eq!(run(&admin, "user list").text, "(no users)");
-        assert_eq!(admin.execute(with_password("user add bob", "x")).text, "SUCCESS");
+        assert_eq!(
+            admin.execute(with_password("user add bob", "1234567")).text,
+            "FAILURE: user add: the password must be at least 8 characters"
+        );
+        assert_eq!(run(&admin, "user list").text, "(no users)");
+        assert_eq!(admin.execute(with_password("user add bob", "12345678")).text, "SUCCESS");
+        assert_eq!(
+            admin.execute(with_password("user passwd bob", "short")).text,
+            "FAILURE: user passwd: the password must be at least 8 characters"
+        );
         assert_eq!(
             run(&admin, "user passwd bob").text,
             "FAILURE: user passwd: no password given"
@@ -314,7 +340,7 @@ mod tests {
         // A name that bypassed parse (JSON over the socket) is still checked.
         let reply = admin.execute(Command::User(UserCommand::Add {
             name: "a@b".to_owned(),
-            password: Some(Secret::new("x")),
+            password: Some(Secret::new("long-enough")),
         }));
         assert!(
             reply.text.starts_with("FAILURE: user add: invalid user name 'a@b'"),

@@ -35,7 +35,7 @@ async fn commands_round_trip_over_the_socket() {
         let mut client = Client::connect(&path).unwrap();
         let add = Command::User(UserCommand::Add {
             name: "alice".to_owned(),
-            password: Some(Secret::new("secret")),
+            password: Some(Secret::new("secret-pw")),
         });
         replies.push(client.request(&add).unwrap());
         replies.push(client.request(&add).unwrap());

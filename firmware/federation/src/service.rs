@@ -14,7 +14,6 @@ use sb_listener::tls::TlsIdentity;
 use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
 use sb_server::core::{Core, unix_now};
-use sb_server::limits::ConnectionLimiter;
 use sb_server::{DeliveryError, StanzaLink};
 use sb_store::{FederationConfig, Secret, Store};
 use std::collections::HashMap;
@@ -189,9 +188,6 @@ pub struct Federation {
     stop: watch::Sender<u64>,
     next_id: AtomicU64,
     runtime: tokio::runtime::Handle,
-    /// Inbound connections per peer address (separate from the client limits: a busy peer
-    /// server must not use up its address's client allowance, nor the reverse).
-    connections: Arc<ConnectionLimiter>,
     /// Where accepted servers go (weak, so a listener does not keep the federation alive).
     acceptor: Arc<dyn Acceptor>,
 }
@@ -249,7 +245,6 @@ impl Federation {
             stop: watch::channel(0).0,
             next_id: AtomicU64::new(1),
             runtime: tokio::runtime::Handle::current(),
-            connections: Arc::new(ConnectionLimiter::default()),
             acceptor: Arc::new(FederationAcceptor(weak.clone())),
         });
         if let Err(e) = federation.reload().await {
@@ -593,11 +588,15 @@ impl Acceptor for FederationAcceptor {
             return;
         }
         let max = federation.tuning.max_connections_per_ip;
-        let Some(slot) = federation.connections.try_acquire(peer.ip(), max) else {
-            log::warn!(
-                "{service}: refusing {peer}: {max} connections from {} already",
-                peer.ip()
-            );
+        // The server's limiter: s2s shares the global caps with clients and Call Bridges
+        // but has its own per-address count (a busy peer needs one per domain).
+        let Some(slot) = federation
+            .core
+            .connection_limiter
+            .try_acquire_server(peer.ip(), max)
+            .ok()
+        else {
+            log::warn!("{service}: refusing {peer}: too many connections");
             // Best effort without waiting: nothing slow on the accept path.
             let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
             return;

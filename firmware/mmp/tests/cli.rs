@@ -92,9 +92,9 @@ fn usage_errors_and_failures_have_their_exit_codes() {
 #[test]
 fn users_with_passwords_from_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
-    let run = mmp(dir.path(), &["user", "add", "alice"], "s3cret\ns3cret\n");
+    let run = mmp(dir.path(), &["user", "add", "alice"], "s3cret-pw\ns3cret-pw\n");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"), "{}", run.stderr);
-    let run = mmp(dir.path(), &["user", "add", "Alice"], "x\nx\n");
+    let run = mmp(dir.path(), &["user", "add", "Alice"], "xxxxxxxx\nxxxxxxxx\n");
     assert_eq!(
         (run.code, run.stdout.as_str()),
         (1, "FAILURE: user 'alice' already exists\n")
@@ -117,9 +117,9 @@ fn users_with_passwords_from_a_pipe() {
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
     let run = mmp(dir.path(), &["user", "list"], "");
     assert_eq!((run.code, run.stdout.as_str()), (0, "alice\nbob\n"));
-    let run = mmp(dir.path(), &["user", "passwd", "bob"], "new\nnew\n");
+    let run = mmp(dir.path(), &["user", "passwd", "bob"], "new-password\nnew-password\n");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
-    let run = mmp(dir.path(), &["user", "passwd", "carol"], "new\nnew\n");
+    let run = mmp(dir.path(), &["user", "passwd", "carol"], "new-password\nnew-password\n");
     assert_eq!((run.code, run.stdout.as_str()), (1, "FAILURE: no such user 'carol'\n"));
     let run = mmp(dir.path(), &["user", "del", "alice"], "");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"));
@@ -142,8 +142,8 @@ user add alice
 pw-alice
 pw-alice
 user add bob
-pw-bob
-pw-bob
+pw-bob-1
+pw-bob-1
 user list
 ";
     let run = mmp(dir.path(), &[], script);
@@ -153,12 +153,12 @@ user list
 
     let script = "\
 user add alice
-a
-a
+aaaaaaaa
+aaaaaaaa
 xmp
 user add carol
-c1
-c2
+carol-c1
+carol-c2
 user del bob
 user list
 ";
@@ -251,7 +251,7 @@ fn a_running_daemon_is_reached_through_its_socket() {
         socket::bind(dir.path()).unwrap()
     };
     let server = runtime.spawn(socket::serve(listener, admin));
-    let run = mmp(dir.path(), &["user", "add", "dave"], "pw\npw\n");
+    let run = mmp(dir.path(), &["user", "add", "dave"], "dave-password\ndave-password\n");
     assert_eq!((run.code, run.stdout.as_str()), (0, "SUCCESS\n"), "{}", run.stderr);
     let run = mmp(dir.path(), &[], "user list\nxmpp domain example.org\n");
     assert_eq!(

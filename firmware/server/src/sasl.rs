@@ -179,7 +179,7 @@ fn plain(ctx: &AuthContext<'_>, data: &[u8]) -> Outcome {
         return SaslFailure::credentials(SaslError::NotAuthorized("invalid username"), None);
     };
     match (ctx.lookup)(&user) {
-        Ok(Some(creds)) if creds.verify_plain(&password) => Outcome::Success {
+        Ok(found) if check_plain(found.as_ref(), &password, UserCredentials::verify_plain) => Outcome::Success {
             user,
             additional: Vec::new(),
         },
@@ -187,6 +187,34 @@ fn plain(ctx: &AuthContext<'_>, data: &[u8]) -> Outcome {
         Err(reason) => {
             log::error!("credentials lookup failed: {reason}");
             SaslFailure::protocol(SaslError::TemporaryAuthFailure)
+        }
+    }
+}
+
+/// Credentials PLAIN checks an unknown user's password against: the same key derivation
+/// (salted SHA-256, default iteration count) as an account's, so the answer's timing does
+/// not say whether the account exists. Made once per process.
+fn unknown_user_credentials() -> Option<&'static UserCredentials> {
+    static DUMMY: std::sync::OnceLock<Option<UserCredentials>> = std::sync::OnceLock::new();
+    DUMMY
+        .get_or_init(|| UserCredentials::new("no-such-account-dummy-password").ok())
+        .as_ref()
+}
+
+/// Whether `password` is the account's; an unknown account (`found` is `None`) runs
+/// `verify` on the dummy credentials and fails.
+fn check_plain(
+    found: Option<&UserCredentials>,
+    password: &str,
+    verify: impl Fn(&UserCredentials, &str) -> bool,
+) -> bool {
+    match found {
+        Some(credentials) => verify(credentials, password),
+        None => {
+            if let Some(dummy) = unknown_user_credentials() {
+                std::hint::black_box(verify(dummy, password));
+            }
+            false
         }
     }
 }
@@ -292,5 +320,23 @@ mod tests {
                 })
             ));
         });
+    }
+
+    #[test]
+    fn plain_runs_the_same_derivation_for_an_unknown_user() {
+        let calls = std::cell::RefCell::new(Vec::new());
+        let record = |credentials: &UserCredentials, password: &str| {
+            calls
+                .borrow_mut()
+                .push((credentials.sha256.iterations, password.to_owned()));
+            credentials.verify_plain(password)
+        };
+        let known = UserCredentials::new("pencil-pencil").unwrap();
+        assert!(check_plain(Some(&known), "pencil-pencil", record));
+        assert!(!check_plain(None, "pencil-pencil", record));
+        let calls = calls.into_inner();
+        assert_eq!(calls.len(), 2, "the unknown user's password was not derived");
+        assert_eq!(calls[0], calls[1]);
+        assert_eq!(calls[1].0, sb_proto::sasl::DEFAULT_ITERATIONS);
     }
 }

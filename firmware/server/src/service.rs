@@ -397,12 +397,21 @@ impl Server {
     }
 }
 
-/// What a client refused at the door reads before the socket closes.
-const TOO_MANY_CONNECTIONS: &[u8] = b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+/// What a client refused at the door reads before the socket closes: `policy-violation` for
+/// its own address's excess, `resource-constraint` when the server as a whole is full.
+fn too_many_connections(refusal: crate::limits::Refusal) -> String {
+    let condition = match refusal {
+        crate::limits::Refusal::PerAddress => "policy-violation",
+        crate::limits::Refusal::PreAuthTotal | crate::limits::Refusal::Total => "resource-constraint",
+    };
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
 xmlns:stream='http://etherx.jabber.org/streams' version='1.0'><stream:error>\
-<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
-<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>too many connections from this address</text>\
-</stream:error></stream:stream>";
+<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>{refusal}</text>\
+</stream:error></stream:stream>"
+    )
+}
 
 /// Hands accepted clients and Call Bridges to their connection tasks.
 struct ServerAcceptor(Arc<Core>);
@@ -417,17 +426,17 @@ fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr, service: Service, p
     if core.is_shutting_down() {
         return;
     }
-    let Some(slot) = core
-        .connection_limiter
-        .try_acquire(peer.ip(), core.tuning.max_connections_per_ip)
-    else {
-        log::warn!("{service}: refusing {peer}: too many connections from {}", peer.ip());
-        if service == Service::Client {
-            // Best effort without waiting: nothing slow on the accept path. A component
-            // socket expects TLS first, so plain XML would only be noise there.
-            let _ = tcp.try_write(TOO_MANY_CONNECTIONS);
+    let slot = match core.connection_limiter.try_acquire(peer.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            log::warn!("{service}: refusing {peer}: {refusal}");
+            if service == Service::Client {
+                // Best effort without waiting: nothing slow on the accept path. A component
+                // socket expects TLS first, so plain XML would only be noise there.
+                let _ = tcp.try_write(too_many_connections(refusal).as_bytes());
+            }
+            return;
         }
-        return;
     };
     let tracked = core.connections.track();
     match service {

@@ -18,8 +18,15 @@ pub struct ServerTuning {
     /// A peer that does not take our bytes for this long is dropped: its outbound queue would
     /// otherwise stall every sender routing to it.
     pub write_timeout: Duration,
-    /// Simultaneous connections accepted from one IP address.
+    /// Unauthenticated client and Call Bridge connections from one IP address (IPv6: one
+    /// /64). Logged-in sessions do not count: many users behind one NAT are fine.
     pub max_connections_per_ip: u32,
+    /// Connections of every kind (clients, Call Bridges, servers); by default all of the
+    /// descriptor limit but a reserve for the store, the admin socket and reloads.
+    pub max_connections: u32,
+    /// Connections that have not authenticated yet, from everywhere; by default half of
+    /// `max_connections`, so a flood of idle sockets leaves room for logged-in users.
+    pub max_pre_auth_connections: u32,
     /// SASL failures allowed on one connection before it is closed (RFC 6120 §6.4.5).
     pub max_auth_attempts: u8,
     /// Failed logins allowed from one IP address per `auth_failure_window`; beyond it every
@@ -44,14 +51,28 @@ pub struct ServerTuning {
     pub board_interfaces: Vec<sb_store::BoardInterface>,
 }
 
+impl ServerTuning {
+    pub fn connection_caps(&self) -> crate::limits::ConnectionCaps {
+        crate::limits::ConnectionCaps {
+            max_total: self.max_connections,
+            max_pre_auth_total: self.max_pre_auth_connections,
+            max_pre_auth_per_address: self.max_connections_per_ip,
+        }
+    }
+}
+
 impl Default for ServerTuning {
+    /// Reads the process's descriptor limit (RLIMIT_NOFILE) for the global connection caps.
     fn default() -> Self {
+        let caps = crate::limits::ConnectionCaps::for_descriptor_limit(crate::limits::descriptor_limit(), 32);
         ServerTuning {
             pre_auth_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(900),
             keepalive_interval: Duration::from_secs(120),
             write_timeout: Duration::from_secs(60),
-            max_connections_per_ip: 1024,
+            max_connections_per_ip: caps.max_pre_auth_per_address,
+            max_connections: caps.max_total,
+            max_pre_auth_connections: caps.max_pre_auth_total,
             max_auth_attempts: 3,
             max_auth_failures_per_ip: 20,
             auth_failure_window: Duration::from_secs(60),

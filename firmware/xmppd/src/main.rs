@@ -21,7 +21,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: xmppd -d DIR [--log-level LEVEL[,module=LEVEL...]] [--idle-timeout SECS]
              [--pre-auth-timeout SECS] [--keepalive SECS] [--write-timeout SECS]
-             [--shutdown-timeout SECS] [--max-connections-per-ip N] [--max-auth-failures-per-ip N]
+             [--shutdown-timeout SECS] [--max-connections-per-ip N] [--max-connections N]
+             [--max-pre-auth-connections N] [--max-auth-failures-per-ip N]
              [--s2s-port PORT] [--s2s-idle-timeout SECS]";
 
 /// Name of the certificate made on first start when none is configured.
@@ -89,6 +90,10 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
             "--write-timeout" => tuning.write_timeout = seconds(value(&mut args, &arg)?, &arg)?,
             "--shutdown-timeout" => tuning.shutdown_timeout = seconds(value(&mut args, &arg)?, &arg)?,
             "--max-connections-per-ip" => tuning.max_connections_per_ip = number(value(&mut args, &arg)?, &arg)?,
+            "--max-connections" => tuning.max_connections = number(value(&mut args, &arg)?, &arg)?,
+            "--max-pre-auth-connections" => {
+                tuning.max_pre_auth_connections = number(value(&mut args, &arg)?, &arg)?;
+            }
             "--max-auth-failures-per-ip" => tuning.max_auth_failures_per_ip = number(value(&mut args, &arg)?, &arg)?,
             "--s2s-port" => {
                 let port: u16 = number(value(&mut args, &arg)?, &arg)?;
@@ -261,6 +266,7 @@ impl LiveNode for LiveServer {
                     peer: f.peer.to_string(),
                     at_unix: f.at_unix,
                     reason: failure_reason(f.reason),
+                    count: f.count,
                 })
                 .collect(),
             ..LiveStatus::default()

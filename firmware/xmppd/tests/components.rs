@@ -31,8 +31,8 @@ async fn handshake_proves_the_configured_secret_and_status_lists_the_bridge() {
     let bridges = Bridges::start(&[], &[], false, |_| {});
     blocking(|| {
         bridges.add_bridge("cb1", SECRET);
-        // Hashed as "s3cr3t&amp;&lt;x" (SPEC.md's escaping vector).
-        bridges.add_bridge("cb2", "s3cr3t&<x");
+        // Hashed as "s3cr3t&amp;&lt;x-and-more-of-it" (SPEC.md's escaping vector).
+        bridges.add_bridge("cb2", "s3cr3t&<x-and-more-of-it");
     });
 
     let (mut first, header) = bridges.open("cb1").await;
@@ -47,7 +47,9 @@ async fn handshake_proves_the_configured_secret_and_status_lists_the_bridge() {
     first.send_handshake(&handshake_digest(&id, SECRET)).await;
     let answer = first.expect("handshake", |e| e.is("handshake", ns::COMPONENT)).await;
     assert!(answer.children.is_empty(), "{}", answer.to_xml());
-    second.send_handshake(&handshake_digest(&other_id, "s3cr3t&<x")).await;
+    second
+        .send_handshake(&handshake_digest(&other_id, "s3cr3t&<x-and-more-of-it"))
+        .await;
     let answer = second.expect("handshake", |e| e.is("handshake", ns::COMPONENT)).await;
     assert!(answer.children.is_empty(), "{}", answer.to_xml());
 
@@ -308,10 +310,10 @@ async fn deleting_a_bridge_ends_its_connection() {
     let bridges = Bridges::start(&[], &[], false, |_| {});
     blocking(|| {
         bridges.add_bridge("cb1", SECRET);
-        bridges.add_bridge("cb2", "another secret");
+        bridges.add_bridge("cb2", "another secret of cb2");
     });
     let mut cb1 = bridges.connect("cb1", SECRET).await;
-    let mut cb2 = bridges.connect("cb2", "another secret").await;
+    let mut cb2 = bridges.connect("cb2", "another secret of cb2").await;
 
     let reply = blocking(|| bridges.admin_line("xmpp callbridge del cb1"));
     assert!(reply.ok, "{}", reply.text);
@@ -324,8 +326,8 @@ async fn deleting_a_bridge_ends_its_connection() {
     assert_eq!(reply.attr("type"), Some("result"), "{}", reply.to_xml());
 
     // A bridge added while the daemon runs can connect at once.
-    blocking(|| bridges.add_bridge("cb3", "third"));
-    let mut cb3 = bridges.connect("cb3", "third").await;
+    blocking(|| bridges.add_bridge("cb3", "third secret of cb3"));
+    let mut cb3 = bridges.connect("cb3", "third secret of cb3").await;
     let reply = cb3.iq(ping_iq(&cb("cb3"), DOMAIN, "p3")).await;
     assert_eq!(reply.attr("type"), Some("result"), "{}", reply.to_xml());
 }

@@ -212,6 +212,8 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/component_interop.py", "component interop tests"),
         ("tools/interop/namespace_attack.py", "namespace attack tests"),
         ("tools/interop/log_forging.py", "log forging tests"),
+        ("tools/interop/connection_flood.py", "connection flood tests"),
+        ("tools/interop/credential_guessing.py", "credential guessing tests"),
     ] {
         run_status(
             Command::new(python())

@@ -25,6 +25,10 @@ const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 /// 24 characters of 62: log2(62) × 24 ≈ 142.9 bits, above the 128 required.
 pub const GENERATED_SECRET_CHARS: usize = 24;
 
+/// A shorter typed secret can be guessed over the component port; the dialback secret has
+/// the same minimum.
+const MIN_SECRET_CHARS: usize = 16;
+
 /// A typed secret longer than this is a paste accident, not a secret.
 const MAX_SECRET_BYTES: usize = 1024;
 
@@ -183,6 +187,8 @@ fn check_typed_secret(secret: &Secret) -> Result<(), &'static str> {
     let text = secret.expose();
     if text.is_empty() {
         Err("empty secret")
+    } else if text.chars().count() < MIN_SECRET_CHARS {
+        Err("the secret must be at least 16 characters")
     } else if text.len() > MAX_SECRET_BYTES {
         Err("secret longer than 1024 bytes")
     } else if text.chars().any(char::is_control) {
@@ -601,7 +607,13 @@ Secret     : Zt0r9aQmXe4LhW2vN8kPbC1d"
         );
         assert_eq!(
             admin
-                .execute(with_secret("xmpp callbridge add-secret cb1", "a\u{1b}b"))
+                .execute(with_secret("xmpp callbridge add-secret cb1", "fifteen-chars-x"))
+                .text,
+            "FAILURE: xmpp callbridge add-secret: the secret must be at least 16 characters"
+        );
+        assert_eq!(
+            admin
+                .execute(with_secret("xmpp callbridge add-secret cb1", "a\u{1b}bcdefghijklmnopq"))
                 .text,
             "FAILURE: xmpp callbridge add-secret: the secret contains control characters"
         );
@@ -615,25 +627,31 @@ Secret     : Zt0r9aQmXe4LhW2vN8kPbC1d"
         // XML-special characters are fine: the handshake escapes them before hashing.
         assert_eq!(
             admin
-                .execute(with_secret("xmpp callbridge add-secret cb1", "s3cr3t&<x"))
+                .execute(with_secret(
+                    "xmpp callbridge add-secret cb1",
+                    "s3cr3t&<x-and-more-of-it"
+                ))
                 .text,
             "SUCCESS"
         );
         assert_eq!(
             admin
-                .execute(with_secret("xmpp callbridge add-secret cb1", "s3cr3t&<x"))
+                .execute(with_secret(
+                    "xmpp callbridge add-secret cb1",
+                    "s3cr3t&<x-and-more-of-it"
+                ))
                 .text,
             "SUCCESS"
         );
         assert_eq!(
             admin
-                .execute(with_secret("xmpp callbridge add-secret cb1", "other"))
+                .execute(with_secret("xmpp callbridge add-secret cb1", "other-secret-of-16+"))
                 .text,
             "FAILURE: callbridge 'cb1' already exists with a different secret (xmpp callbridge del cb1 first)"
         );
         assert_eq!(
             admin.store().callbridge_secret("cb1").unwrap(),
-            Some(Secret::new("s3cr3t&<x"))
+            Some(Secret::new("s3cr3t&<x-and-more-of-it"))
         );
         // Only the real change reached the daemon.
         assert_eq!(node.callbridges_changed(), ["cb1"]);

@@ -241,7 +241,7 @@ fn auth_failure_faults(faults: &mut Vec<String>, failures: &[ComponentAuthFailur
         let entry = groups
             .entry((failure.name.as_str(), host, failure.reason))
             .or_insert((0, 0));
-        entry.0 += 1;
+        entry.0 += failure.count.max(1) as usize;
         entry.1 = entry.1.max(failure.at_unix);
     }
     let mut groups: Vec<_> = groups.into_iter().collect();
@@ -362,6 +362,7 @@ mod tests {
             peer: peer.to_owned(),
             at_unix,
             reason,
+            count: 1,
         }
     }
 

@@ -65,7 +65,7 @@ pub struct Connection {
     header_sent: bool,
     accepted_at: Instant,
     stop: watch::Receiver<u64>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
     _tracked: TrackedConnection,
 }
 
@@ -97,7 +97,7 @@ pub async fn serve(
         session: None,
         header_sent: false,
         accepted_at: Instant::now(),
-        _slot: slot,
+        slot,
         _tracked: tracked,
     };
     log::debug!("c2s: connection from {peer}");
@@ -428,6 +428,9 @@ impl Connection {
                     mechanism.name()
                 );
                 self.negotiation.sasl_succeeded(user);
+                // Logged in: this connection no longer counts against its address's
+                // unauthenticated cap.
+                self.slot.authenticated();
                 // RFC 6120 §6.4.6: a new stream follows; a client may already have sent
                 // its header right behind the last response, so keep unread bytes.
                 self.framer.restart();
@@ -567,7 +570,7 @@ mod tests {
                     offline_limit: 1,
                 },
             ));
-            let slot = core.connection_limiter.try_acquire(peer.ip(), 10).unwrap();
+            let slot = core.connection_limiter.try_acquire(peer.ip()).unwrap();
             let tracked = core.connections.track();
             let future = serve(Arc::clone(&core), tcp, peer, slot, tracked);
             let size = size_of_future(&future);

@@ -58,7 +58,7 @@ struct Connection {
     header_sent: bool,
     accepted_at: Instant,
     stop: watch::Receiver<u64>,
-    _slot: ConnectionSlot,
+    slot: ConnectionSlot,
     _tracked: TrackedConnection,
 }
 
@@ -115,7 +115,7 @@ pub async fn serve(
         attached: None,
         header_sent: false,
         accepted_at: Instant::now(),
-        _slot: slot,
+        slot,
         _tracked: tracked,
     };
     log::debug!("component: connection from {peer}");
@@ -287,6 +287,24 @@ impl Connection {
             Ok(claim) => claim,
             Err(refusal) => return self.refuse(refusal),
         };
+        let ip = self.io.peer.ip();
+        let tuning = &self.core.tuning;
+        if !self.core.auth_failures.allowed(
+            ip,
+            tuning.max_auth_failures_per_ip,
+            tuning.auth_failure_window,
+            Instant::now(),
+        ) {
+            // Refused before the secret is looked up, so a guessing source learns nothing
+            // more until its window ends; not recorded for `xmpp status` (the failures that
+            // led here are), so a flood cannot crowd out real failures.
+            log::info!("component: refusing {ip}: too many failed handshakes from this address");
+            self.secret = None;
+            return Flow::Close(Some(StreamError::with_text(
+                StreamErrorCondition::PolicyViolation,
+                "too many failed handshakes from this address; try again later",
+            )));
+        }
         match self.core.storage.callbridge_secret(&claim.name) {
             Ok(Some(secret)) => {
                 log::debug!(
@@ -316,6 +334,7 @@ impl Connection {
             peer: self.io.peer,
             at_unix: unix_now(),
             reason,
+            count: 1,
         });
     }
 
@@ -323,6 +342,16 @@ impl Connection {
     fn refuse(&mut self, refusal: Refusal) -> Flow {
         self.secret = None;
         self.record_failure(refusal.reason);
+        if matches!(
+            refusal.reason,
+            AuthFailureReason::WrongSecret | AuthFailureReason::UnknownName
+        ) {
+            // The same per-address limiter as client logins: guessing a secret or a name.
+            let tuning = &self.core.tuning;
+            self.core
+                .auth_failures
+                .record_failure(self.io.peer.ip(), tuning.auth_failure_window, Instant::now());
+        }
         log::warn!(
             "component: refused Call Bridge '{}' from {}: {} (<{}/>)",
             // The header's `to` as the peer wrote it.
@@ -361,6 +390,7 @@ impl Connection {
             tls: self.io.transport.is_tls(),
         };
         let link = Arc::new(ComponentLink::new(name, address, handle, meta, secret.expose()));
+        self.slot.authenticated();
         // The answer goes into the write buffer before anything routed to the new link can:
         // this task is the only writer and reads the queue only after this returns.
         self.write_element(&Element::new("handshake", ns::COMPONENT));

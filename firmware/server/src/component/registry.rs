@@ -9,8 +9,8 @@ use super::accept::AuthFailureReason;
 use crate::router::{DeliveryError, Router, SessionHandle, SessionMeta, StanzaLink};
 use ring::digest;
 use sb_proto::{Element, StreamError, ns, retarget_namespace};
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Refused handshakes remembered for status; the oldest are forgotten first.
@@ -108,12 +108,19 @@ pub struct AuthFailure {
     pub peer: SocketAddr,
     pub at_unix: u64,
     pub reason: AuthFailureReason,
+    /// Refusals folded into this one: same name, peer address and reason; `peer` and
+    /// `at_unix` are the latest's.
+    pub count: u32,
 }
+
+/// Failures are kept per (name, peer address, reason), so a flood of bad handshakes from
+/// one source is one entry with a count and cannot push a real failure out.
+type FailureKey = (String, IpAddr, AuthFailureReason);
 
 #[derive(Default)]
 pub struct ComponentRegistry {
     connected: Mutex<HashMap<String, Arc<ComponentLink>>>,
-    failures: Mutex<VecDeque<AuthFailure>>,
+    failures: Mutex<HashMap<FailureKey, AuthFailure>>,
 }
 
 impl ComponentRegistry {
@@ -162,19 +169,37 @@ impl ComponentRegistry {
 
     pub fn record_failure(&self, failure: AuthFailure) {
         let mut failures = lock(&self.failures);
-        if failures.len() >= MAX_AUTH_FAILURES_KEPT {
-            failures.pop_front();
+        let key = (failure.name.clone(), failure.peer.ip(), failure.reason);
+        if let Some(seen) = failures.get_mut(&key) {
+            seen.count = seen.count.saturating_add(failure.count.max(1));
+            seen.peer = failure.peer;
+            seen.at_unix = seen.at_unix.max(failure.at_unix);
+            return;
         }
-        failures.push_back(failure);
+        if failures.len() >= MAX_AUTH_FAILURES_KEPT {
+            // The source not heard from for longest goes.
+            let stalest = failures
+                .iter()
+                .min_by_key(|(_, f)| f.at_unix)
+                .map(|(key, _)| key.clone());
+            if let Some(stalest) = stalest {
+                failures.remove(&stalest);
+            }
+        }
+        let count = failure.count.max(1);
+        failures.insert(key, AuthFailure { count, ..failure });
     }
 
-    /// Refused handshakes at or after `since_unix`, oldest first.
+    /// Refused handshakes (one entry per source and reason) last seen at or after
+    /// `since_unix`, oldest first.
     pub fn failures_since(&self, since_unix: u64) -> Vec<AuthFailure> {
-        lock(&self.failures)
-            .iter()
+        let mut out: Vec<AuthFailure> = lock(&self.failures)
+            .values()
             .filter(|f| f.at_unix >= since_unix)
             .cloned()
-            .collect()
+            .collect();
+        out.sort_by(|a, b| a.at_unix.cmp(&b.at_unix).then_with(|| a.name.cmp(&b.name)));
+        out
     }
 }
 
@@ -240,20 +265,39 @@ mod tests {
         assert!(!link.describe().contains("secret"));
     }
 
+    fn failure(name: &str, last_octet: u8, at_unix: u64) -> AuthFailure {
+        AuthFailure {
+            name: name.into(),
+            peer: SocketAddr::from(([127, 0, 0, last_octet], 1000 + u16::from(last_octet))),
+            at_unix,
+            reason: AuthFailureReason::WrongSecret,
+            count: 1,
+        }
+    }
+
     #[test]
     fn failures_are_bounded_and_filtered_by_age() {
         let registry = ComponentRegistry::default();
         for i in 0..(MAX_AUTH_FAILURES_KEPT as u64 + 10) {
-            registry.record_failure(AuthFailure {
-                name: "cb1".into(),
-                peer: SocketAddr::from(([127, 0, 0, 1], 1)),
-                at_unix: i,
-                reason: AuthFailureReason::WrongSecret,
-            });
+            registry.record_failure(failure(&format!("cb{i}"), 1, i));
         }
         let all = registry.failures_since(0);
         assert_eq!(all.len(), MAX_AUTH_FAILURES_KEPT);
         assert_eq!(all[0].at_unix, 10);
         assert_eq!(registry.failures_since(260).len(), 6);
+    }
+
+    #[test]
+    fn a_flood_from_one_source_does_not_hide_a_real_failure() {
+        let registry = ComponentRegistry::default();
+        registry.record_failure(failure("cb1", 9, 100));
+        for i in 0..10_000u64 {
+            registry.record_failure(failure("cb1", 66, 101 + i));
+        }
+        let all = registry.failures_since(0);
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[0].peer.ip(), all[0].count), ("127.0.0.9".parse().unwrap(), 1));
+        assert_eq!(all[1].count, 10_000);
+        assert_eq!(all[1].at_unix, 10_100);
     }
 }
