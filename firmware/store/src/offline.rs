@@ -5,6 +5,7 @@
 //! changes applied on another node give the same keys.
 
 use crate::error::{Result, StoreError};
+use crate::quota::{OFFLINE_BYTES, offline_bytes_value};
 use crate::{Store, decode_u64, user_prefix, user_subkey};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
@@ -22,6 +23,7 @@ impl Store {
                 limit,
             });
         }
+        let total_bytes = self.check_offline_quota(user, stanza.len())?;
         let sequence = match self.inner.offline_next.get(user.as_bytes())? {
             None => 0,
             Some(raw) => decode_u64(|| format!("offline_next/{user}"), &raw)?,
@@ -33,9 +35,11 @@ impl Store {
             &self.inner.offline,
             &self.inner.offline_counts,
             &self.inner.offline_next,
+            &self.inner.usage,
         )
-            .transaction(|(offline, counts, next)| {
+            .transaction(|(offline, counts, next, usage)| {
                 offline.insert(key.as_slice(), stanza)?;
+                usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
                 counts.insert(user.as_bytes(), &next_count)?;
                 next.insert(user.as_bytes(), &next_sequence)?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
@@ -56,11 +60,14 @@ impl Store {
         if keys.is_empty() {
             return Ok(stanzas);
         }
-        (&self.inner.offline, &self.inner.offline_counts).transaction(|(offline, counts)| {
+        let taken: u64 = stanzas.iter().map(|s| s.len() as u64).sum();
+        let total_bytes = self.offline_bytes_total()?.saturating_sub(taken);
+        (&self.inner.offline, &self.inner.offline_counts, &self.inner.usage).transaction(|(offline, counts, usage)| {
             for key in &keys {
                 offline.remove(key)?;
             }
             counts.remove(user.as_bytes())?;
+            usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         Ok(stanzas)
