@@ -67,6 +67,15 @@ pub async fn store(core: &Core, user: &str, mut message: Element) {
             )
             .await;
         }
+        Err(StorageError::Quota(quota)) => {
+            log::info!("offline messages of {user}: {quota}; refusing a message");
+            strip_delay(&mut message);
+            core.bounce(
+                &message,
+                StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string()),
+            )
+            .await;
+        }
         Err(e) => {
             log::error!("offline storage for {user}: {e}");
             strip_delay(&mut message);

@@ -17,6 +17,10 @@ pub enum StorageError {
     Store(String),
     #[error("the offline queue of this account is full")]
     OfflineQueueFull,
+    /// A per-account quota or the global store budget; the sender gets
+    /// `<resource-constraint/>` with this text.
+    #[error("{0}")]
+    Quota(sb_store::Quota),
     #[error("a blocking store task failed: {0}")]
     Task(String),
 }
@@ -177,6 +181,7 @@ impl Storage {
             .map(|written| written.applied)
             .map_err(|e| match e {
                 WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
+                WriteError::Store(sb_store::StoreError::QuotaExceeded(quota)) => StorageError::Quota(quota),
                 other => StorageError::Store(other.to_string()),
             })
     }
