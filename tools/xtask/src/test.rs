@@ -211,6 +211,7 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/run.py", "client interop tests"),
         ("tools/interop/component_interop.py", "component interop tests"),
         ("tools/interop/namespace_attack.py", "namespace attack tests"),
+        ("tools/interop/storage_quota.py", "storage quota tests"),
     ] {
         run_status(
             Command::new(python())
