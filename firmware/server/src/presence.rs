@@ -68,6 +68,8 @@ pub struct SessionPresence {
     pub priority: i8,
     /// Entities that got directed available presence and must hear about unavailability.
     pub directed: Vec<Jid>,
+    /// Offline messages written to the session and not yet acknowledged by the client.
+    pub offline_delivery: Option<offline::PendingAck>,
 }
 
 /// What to do after applying a subscription stanza to a roster entry.
@@ -365,8 +367,11 @@ async fn broadcast_available(
     }
     // XEP-0160: stored messages go to the first resource that can receive bare-JID
     // messages, i.e. one with a non-negative priority (RFC 6121 §8.5.2.1.1).
-    if priority >= 0 {
-        for_session.raw = offline::take(core, user).await;
+    if priority >= 0
+        && let Some((raw, pending)) = offline::deliver(core, user, &from)
+    {
+        for_session.raw = raw;
+        state.offline_delivery = Some(pending);
     }
     Ok(for_session)
 }

@@ -95,7 +95,10 @@ impl Drop for RosterGuard<'_> {
         let mut accounts = self.locks.accounts();
         // Only the map's own reference left: no holder, no waiter (a waiter clones the Arc
         // under this same map lock before it waits).
-        if accounts.get(&self.user).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+        if accounts
+            .get(&self.user)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
             accounts.remove(&self.user);
         }
     }

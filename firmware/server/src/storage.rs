@@ -270,6 +270,26 @@ impl Storage {
         self.write(change).await.map(drop)
     }
 
+    /// The stored messages of the account with their sequence numbers, oldest first, left
+    /// in the store until [`Storage::acknowledge_offline`].
+    pub fn offline_queue(&self, user: &str) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        // Nearly every login finds nothing stored: the count is a cached read.
+        if self.store.offline_count(user).map_err(store_err)? == 0 {
+            return Ok(Vec::new());
+        }
+        self.store.offline_queue(user).map_err(store_err)
+    }
+
+    /// Delete the account's stored messages up to sequence number `through`: the client
+    /// has them.
+    pub async fn acknowledge_offline(&self, user: &str, through: u64) -> Result<(), StorageError> {
+        let change = ConfigChange::AckOffline {
+            user: user.to_owned(),
+            through,
+        };
+        self.write(change).await.map(drop)
+    }
+
     /// Take every stored message of the account, oldest first; they are gone from the store.
     pub async fn take_offline(&self, user: &str) -> Result<Vec<Vec<u8>>, StorageError> {
         // Nearly every login finds nothing stored: the count is a cached read, so answer it

@@ -62,15 +62,84 @@ impl Store {
         }
         let taken: u64 = stanzas.iter().map(|s| s.len() as u64).sum();
         let total_bytes = self.offline_bytes_total()?.saturating_sub(taken);
-        (&self.inner.offline, &self.inner.offline_counts, &self.inner.usage).transaction(|(offline, counts, usage)| {
-            for key in &keys {
-                offline.remove(key)?;
-            }
-            counts.remove(user.as_bytes())?;
-            usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
+        (&self.inner.offline, &self.inner.offline_counts, &self.inner.usage).transaction(
+            |(offline, counts, usage)| {
+                for key in &keys {
+                    offline.remove(key)?;
+                }
+                counts.remove(user.as_bytes())?;
+                usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         Ok(stanzas)
+    }
+
+    /// Remove the messages of `user` with a sequence number up to `through` (acknowledged
+    /// by the client they were delivered to). Messages queued since stay.
+    pub(crate) fn do_ack_offline(&self, user: &str, through: u64) -> Result<()> {
+        let mut keys = Vec::new();
+        let mut removed_bytes = 0u64;
+        for (sequence, key, len) in self.offline_entries(user)? {
+            if sequence <= through {
+                keys.push(key);
+                removed_bytes = removed_bytes.saturating_add(len);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let remaining = self
+            .offline_count(user)?
+            .saturating_sub(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+        let total_bytes = self.offline_bytes_total()?.saturating_sub(removed_bytes);
+        (&self.inner.offline, &self.inner.offline_counts, &self.inner.usage).transaction(
+            |(offline, counts, usage)| {
+                for key in &keys {
+                    offline.remove(key.as_slice())?;
+                }
+                if remaining == 0 {
+                    counts.remove(user.as_bytes())?;
+                } else {
+                    counts.insert(user.as_bytes(), &remaining.to_be_bytes())?;
+                }
+                usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// (sequence number, key, length) of each queued message of `user`, oldest first.
+    fn offline_entries(&self, user: &str) -> Result<Vec<(u64, Vec<u8>, u64)>> {
+        let prefix_len = user_prefix(user).len();
+        let mut entries = Vec::new();
+        for entry in self.inner.offline.scan_prefix(user_prefix(user)) {
+            let (key, stanza) = entry?;
+            let sequence = decode_u64(
+                || format!("offline/{user} key"),
+                key.get(prefix_len..).unwrap_or_default(),
+            )?;
+            entries.push((sequence, key.to_vec(), stanza.len() as u64));
+        }
+        Ok(entries)
+    }
+
+    /// The queued stanzas with their sequence numbers, oldest first, without removing them:
+    /// delivery reads them, and [`crate::ConfigChange::AckOffline`] removes them once the
+    /// client has them.
+    pub fn offline_queue(&self, user: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix_len = user_prefix(user).len();
+        let mut queue = Vec::new();
+        for entry in self.inner.offline.scan_prefix(user_prefix(user)) {
+            let (key, stanza) = entry?;
+            let sequence = decode_u64(
+                || format!("offline/{user} key"),
+                key.get(prefix_len..).unwrap_or_default(),
+            )?;
+            queue.push((sequence, stanza.to_vec()));
+        }
+        Ok(queue)
     }
 
     /// The queued stanzas, oldest first, without removing them.

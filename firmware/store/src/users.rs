@@ -45,9 +45,7 @@ impl Store {
         let prefix = user_prefix(name);
         let roster_keys = keys_with_prefix(&self.inner.roster, &prefix)?;
         let offline_keys = keys_with_prefix(&self.inner.offline, &prefix)?;
-        let total_bytes = self
-            .offline_bytes_total()?
-            .saturating_sub(self.offline_bytes(name)?);
+        let total_bytes = self.offline_bytes_total()?.saturating_sub(self.offline_bytes(name)?);
         let inner = &self.inner;
         (
             &inner.users,

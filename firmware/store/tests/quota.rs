@@ -5,8 +5,8 @@ mod common;
 
 use common::Changes;
 use sb_store::{
-    MAX_OFFLINE_BYTES_PER_ACCOUNT, MAX_PENDING_SUBSCRIPTIONS, MAX_ROSTER_ITEM_BYTES, MAX_ROSTER_ITEMS, Quota, RosterItem,
-    Store, StoreError, UserCredentials,
+    MAX_OFFLINE_BYTES_PER_ACCOUNT, MAX_PENDING_SUBSCRIPTIONS, MAX_ROSTER_ITEM_BYTES, MAX_ROSTER_ITEMS, Quota,
+    RosterItem, Store, StoreError, UserCredentials,
 };
 
 fn store_with_alice() -> (tempfile::TempDir, Store) {
@@ -36,7 +36,9 @@ fn quota(result: sb_store::Result<impl std::fmt::Debug>) -> Option<Quota> {
 fn pending_subscriptions_stop_at_their_quota_and_answering_one_still_works() {
     let (_dir, store) = store_with_alice();
     for n in 0..MAX_PENDING_SUBSCRIPTIONS {
-        store.put_roster_item("alice", &pending(&format!("c{n}@cb.example"))).unwrap();
+        store
+            .put_roster_item("alice", &pending(&format!("c{n}@cb.example")))
+            .unwrap();
     }
     assert_eq!(
         quota(store.put_roster_item("alice", &pending("one-more@cb.example"))),
@@ -49,14 +51,18 @@ fn pending_subscriptions_stop_at_their_quota_and_answering_one_still_works() {
     accepted.pending_in = false;
     accepted.listed = true;
     store.put_roster_item("alice", &accepted).unwrap();
-    store.put_roster_item("alice", &RosterItem::new("romeo@example.net")).unwrap();
+    store
+        .put_roster_item("alice", &RosterItem::new("romeo@example.net"))
+        .unwrap();
 }
 
 #[test]
 fn roster_items_stop_at_their_quota_and_oversized_items_are_refused() {
     let (_dir, store) = store_with_alice();
     for n in 0..MAX_ROSTER_ITEMS {
-        store.put_roster_item("alice", &RosterItem::new(format!("c{n}@example.net"))).unwrap();
+        store
+            .put_roster_item("alice", &RosterItem::new(format!("c{n}@example.net")))
+            .unwrap();
     }
     assert_eq!(
         quota(store.put_roster_item("alice", &RosterItem::new("extra@example.net"))),
@@ -67,11 +73,16 @@ fn roster_items_stop_at_their_quota_and_oversized_items_are_refused() {
     renamed.name = Some("C one".into());
     store.put_roster_item("alice", &renamed).unwrap();
     store.remove_roster_item("alice", "c2@example.net").unwrap();
-    store.put_roster_item("alice", &RosterItem::new("extra@example.net")).unwrap();
+    store
+        .put_roster_item("alice", &RosterItem::new("extra@example.net"))
+        .unwrap();
 
     let mut huge = RosterItem::new("c3@example.net");
     huge.name = Some("n".repeat(MAX_ROSTER_ITEM_BYTES));
-    assert_eq!(quota(store.put_roster_item("alice", &huge)), Some(Quota::RosterItemSize));
+    assert_eq!(
+        quota(store.put_roster_item("alice", &huge)),
+        Some(Quota::RosterItemSize)
+    );
 }
 
 #[test]
@@ -82,7 +93,10 @@ fn offline_bytes_stop_at_the_account_quota_and_the_global_counter_follows() {
     for _ in 0..fits {
         store.push_offline("alice", &stanza, 100).unwrap();
     }
-    assert_eq!(quota(store.push_offline("alice", &stanza, 100)), Some(Quota::OfflineBytes));
+    assert_eq!(
+        quota(store.push_offline("alice", &stanza, 100)),
+        Some(Quota::OfflineBytes)
+    );
     assert_eq!(store.offline_bytes_total().unwrap(), (fits * stanza.len()) as u64);
     assert_eq!(store.take_offline("alice").unwrap().len(), fits);
     assert_eq!(store.offline_bytes_total().unwrap(), 0);

@@ -212,6 +212,7 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/component_interop.py", "component interop tests"),
         ("tools/interop/namespace_attack.py", "namespace attack tests"),
         ("tools/interop/storage_quota.py", "storage quota tests"),
+        ("tools/interop/offline_delivery.py", "offline delivery tests"),
     ] {
         run_status(
             Command::new(python())
