@@ -103,11 +103,9 @@ impl Store {
         if previous.as_deref() == Some(raw.as_slice()) {
             return self.roster_version(user);
         }
-        let previous: Option<RosterItem> = match previous {
-            // An undecodable record is replaced like any other: it is not counted as pending.
-            Some(raw) => Some(decode(|| roster_key_name(user, &key), &raw).unwrap_or_default()),
-            None => None,
-        };
+        // An undecodable record is replaced like any other: it is not counted as pending.
+        let previous: Option<RosterItem> =
+            previous.map(|raw| decode(|| roster_key_name(user, &key), &raw).unwrap_or_default());
         self.check_roster_quota(user, raw.len(), previous.as_ref(), item)?;
         let version = (&self.inner.roster, &self.inner.roster_versions).transaction(|(roster, versions)| {
             roster.insert(key.as_slice(), raw.as_slice())?;
