@@ -1,8 +1,9 @@
 //! Server Dialback keys (XEP-0185, as XEP-0220 recommends).
 //!
 //! `hex(HMAC-SHA256(key = hex(SHA256(secret)), Receiving ‖ ' ' ‖ Originating ‖ ' ' ‖ StreamID))`.
-//! Every node shares the dialback secret, so any node can verify a key any other issued
-//! without state. The StreamID is the id the receiving server sent.
+//! A key is verified by recomputing it, without state: any server holding the same secret
+//! can verify it (the cluster will rely on that by giving every node the same secret; today
+//! each node has its own). The StreamID is the id the receiving server sent.
 
 use crate::component::lowercase_hex;
 use ring::{digest, hmac};

@@ -76,6 +76,20 @@ pub async fn store(core: &Core, user: &str, mut message: Element) {
             )
             .await;
         }
+        Err(e @ StorageError::NoQuorum { .. }) => {
+            // Storing it would need a replicated write the cluster cannot make now: tell the
+            // sender (a wait-type error, so a client may retry) rather than lose it.
+            log::warn!("offline message for {user} refused: {e}");
+            strip_delay(&mut message);
+            core.bounce(
+                &message,
+                StanzaError::with_text(
+                    StanzaErrorCondition::ResourceConstraint,
+                    "the recipient is offline and the message cannot be stored now (no quorum)",
+                ),
+            )
+            .await;
+        }
         Err(e) => {
             log::error!("offline storage for {user}: {e}");
             strip_delay(&mut message);
@@ -147,6 +161,70 @@ pub async fn acknowledge(core: &Core, user: &str, pending: &PendingAck) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{Core, Settings};
+    use crate::router::test_doubles::RecordingLink;
+    use crate::router::{NodeId, SessionHandle, SessionMeta};
+    use crate::storage::Storage;
+    use crate::tuning::ServerTuning;
+    use sb_store::{ConfigChange, ConfigWriter, WriteError, Written};
+    use std::sync::Arc;
+
+    /// A cluster cut off from its majority: every write is refused.
+    struct NoQuorumWriter;
+
+    impl ConfigWriter for NoQuorumWriter {
+        fn write(&self, _change: ConfigChange) -> Result<Written, WriteError> {
+            Err(WriteError::NoQuorum {
+                unreachable: vec!["node2".into(), "node3".into()],
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_stored_for_want_of_quorum_is_bounced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sb_store::Store::open(dir.path()).unwrap();
+        store
+            .apply(&ConfigChange::AddUser {
+                name: "juliet".into(),
+                credentials: sb_store::UserCredentials::new("pencil").unwrap(),
+            })
+            .unwrap();
+        let settings = Settings {
+            domain: "example.com".into(),
+            tls: None,
+            starttls_required: true,
+            max_stanza_bytes: 65_536,
+            offline_limit: 10,
+        };
+        let storage = Storage::with_writer(store.clone(), Arc::new(NoQuorumWriter));
+        let core = Core::new(storage, dir.path().to_owned(), ServerTuning::default(), settings);
+        let romeo = Arc::new(RecordingLink::default());
+        let meta = SessionMeta {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            since_unix: 0,
+            tls: true,
+        };
+        core.router.bind(
+            "romeo",
+            "orchard",
+            SessionHandle::remote(7, NodeId::new("c"), romeo.clone()),
+            meta,
+        );
+        let message = Element::new("message", ns::CLIENT)
+            .with_attr("type", "chat")
+            .with_attr("from", "romeo@example.com/orchard")
+            .with_attr("to", "juliet@example.com")
+            .with_child(Element::new("body", ns::CLIENT).with_text("wherefore"));
+        core.route(message).await;
+        let delivered = romeo.delivered.lock().unwrap().clone();
+        assert_eq!(delivered.len(), 1, "{delivered:?}");
+        let bounce = &delivered[0].2;
+        assert!(bounce.contains("type='error'"), "{bounce}");
+        assert!(bounce.contains("resource-constraint"), "{bounce}");
+        assert!(bounce.contains("no quorum"), "{bounce}");
+        assert_eq!(store.offline_count("juliet").unwrap(), 0);
+    }
 
     #[test]
     fn stamps() {

@@ -13,7 +13,7 @@ use crate::tuning::ServerTuning;
 use sb_listener::tls::TlsIdentity;
 use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode, Wanted};
 use sb_proto::{Jid, StreamError, StreamErrorCondition};
-use sb_store::Store;
+use sb_store::{ConfigWriter, LocalWriter, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -161,7 +161,21 @@ fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
 }
 
 impl Server {
+    /// A server whose own writes (rosters, offline messages) apply to the local store.
     pub fn new(store: Store, dir: impl Into<PathBuf>, tuning: ServerTuning) -> Arc<Server> {
+        let writer: Arc<dyn ConfigWriter> = Arc::new(LocalWriter::new(store.clone()));
+        Server::with_writer(store, writer, dir, tuning)
+    }
+
+    /// A server whose own writes go through `writer`: the composition root hands every
+    /// writer of shared state (admin commands and this server) the same one, so a cluster
+    /// replaces it in one place.
+    pub fn with_writer(
+        store: Store,
+        writer: Arc<dyn ConfigWriter>,
+        dir: impl Into<PathBuf>,
+        tuning: ServerTuning,
+    ) -> Arc<Server> {
         let dir = dir.into();
         // Real settings come with start(); until then nothing listens.
         let settings = Settings {
@@ -171,7 +185,7 @@ impl Server {
             max_stanza_bytes: 256 * 1024,
             offline_limit: 0,
         };
-        let core = Arc::new(Core::new(Storage::new(store), dir, tuning, settings));
+        let core = Arc::new(Core::new(Storage::with_writer(store, writer), dir, tuning, settings));
         Arc::new(Server {
             acceptor: Arc::new(ServerAcceptor(Arc::clone(&core))),
             core,

@@ -1,10 +1,11 @@
 //! The server's view of the store: the few calls it makes, in the shapes it needs.
 //!
 //! Reads go to the store (served from sled's cache, called directly). Writes (rosters,
-//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: the local store on a
-//! single node, the replicated log in a cluster. A write is flushed (an fsync) and may later
-//! wait for a quorum, so writes run on tokio's blocking pool and never stall a runtime worker. Keeping every store call in this file also keeps the rest of the
-//! crate independent of the store's exact types.
+//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: today the local
+//! store (there is no cluster yet), later the replicated log. A write is flushed (an fsync)
+//! and may later wait for a quorum, so writes run on tokio's blocking pool and never stall a
+//! runtime worker. Keeping every store call in this file also keeps the rest of the crate
+//! independent of the store's exact types.
 
 use sb_proto::Jid;
 use sb_proto::sasl::UserCredentials;
@@ -21,6 +22,10 @@ pub enum StorageError {
     /// `<resource-constraint/>` with this text.
     #[error("{0}")]
     Quota(sb_store::Quota),
+    /// The writer could not reach a quorum (a cluster cut off from its majority): the change
+    /// was not made. Never returned by a single node's local writer.
+    #[error("no quorum ({})", .unreachable.join(", "))]
+    NoQuorum { unreachable: Vec<String> },
     #[error("a blocking store task failed: {0}")]
     Task(String),
 }
@@ -182,6 +187,7 @@ impl Storage {
             .map_err(|e| match e {
                 WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
                 WriteError::Store(sb_store::StoreError::QuotaExceeded(quota)) => StorageError::Quota(quota),
+                WriteError::NoQuorum { unreachable } => StorageError::NoQuorum { unreachable },
                 other => StorageError::Store(other.to_string()),
             })
     }

@@ -5,8 +5,24 @@
 use sb_store::{SCHEMA_VERSION, Store, StoreError};
 use std::path::Path;
 
+/// sled's own file lock is released by the closed store's flusher thread a moment after the
+/// handle is dropped (slower on a loaded machine): wait for it, bounded, as `Store::open` does.
+fn raw_open(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir.join("store")) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                assert!(std::time::Instant::now() < deadline, "sled lock still held: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("sled open: {e}"),
+        }
+    }
+}
+
 fn raw_version(dir: &Path) -> Option<u32> {
-    let db = sled::open(dir.join("store")).unwrap();
+    let db = raw_open(dir);
     let meta = db.open_tree("meta").unwrap();
     meta.get("schema_version")
         .unwrap()
@@ -14,7 +30,7 @@ fn raw_version(dir: &Path) -> Option<u32> {
 }
 
 fn write_raw_version(dir: &Path, version: u32) {
-    let db = sled::open(dir.join("store")).unwrap();
+    let db = raw_open(dir);
     let meta = db.open_tree("meta").unwrap();
     meta.insert("schema_version", &version.to_be_bytes()).unwrap();
     db.flush().unwrap();

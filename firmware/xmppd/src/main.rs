@@ -392,7 +392,7 @@ async fn run(
     log: Option<sb_logging::LogHandle>,
 ) -> Result<(), StartError> {
     start_heartbeat();
-    let server = Server::new(store.clone(), &options.dir, options.tuning);
+    let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
     server.start().await?;
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
