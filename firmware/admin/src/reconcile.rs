@@ -50,6 +50,7 @@ pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
             | C::RemoveRosterItem { .. }
             | C::PushOffline { .. }
             | C::TakeOffline { .. }
+            | C::AckOffline { .. }
             | C::PutSetting { .. }
             | C::DeleteSetting { .. } => Vec::new(),
         },

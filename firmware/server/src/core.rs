@@ -88,9 +88,11 @@ pub struct Core {
     settings: RwLock<Arc<Settings>>,
     pub connection_limiter: Arc<ConnectionLimiter>,
     pub auth_failures: AuthFailureLimiter,
-    /// Serializes read-modify-write cycles on rosters: a subscription handshake touches two
-    /// rosters from two connection tasks at once.
-    pub roster_lock: tokio::sync::Mutex<()>,
+    /// Serializes read-modify-write cycles on each account's roster (one lock per account,
+    /// so a subscription flood aimed at one account does not stall every other).
+    pub roster_locks: crate::roster::RosterLocks,
+    /// Inbound subscription requests per sending domain (issue 13).
+    pub subscription_limiter: crate::presence::SubscriptionLimiter,
     /// Keys the made-up SCRAM parameters for unknown users; fresh per process.
     pub unknown_user_secret: [u8; 32],
     /// Bumped to make every connection close with `<system-shutdown/>` (shutdown, disable).
@@ -119,7 +121,8 @@ impl Core {
             components: ComponentRegistry::default(),
             settings: RwLock::new(Arc::new(settings)),
             auth_failures: AuthFailureLimiter::default(),
-            roster_lock: tokio::sync::Mutex::new(()),
+            roster_locks: crate::roster::RosterLocks::default(),
+            subscription_limiter: crate::presence::SubscriptionLimiter::default(),
             unknown_user_secret: secret,
             stop: watch::channel(0).0,
             shutting_down: AtomicBool::new(false),

@@ -67,6 +67,15 @@ pub async fn store(core: &Core, user: &str, mut message: Element) {
             )
             .await;
         }
+        Err(StorageError::Quota(quota)) => {
+            log::info!("offline messages of {user}: {quota}; refusing a message");
+            strip_delay(&mut message);
+            core.bounce(
+                &message,
+                StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string()),
+            )
+            .await;
+        }
         Err(e @ StorageError::NoQuorum { .. }) => {
             // Storing it would need a replicated write the cluster cannot make now: tell the
             // sender (a wait-type error, so a client may retry) rather than lose it.
@@ -96,14 +105,56 @@ fn strip_delay(message: &mut Element) {
         .retain(|n| !matches!(n, sb_proto::Node::Element(e) if e.is("delay", ns::DELAY)));
 }
 
-/// Take every stored message of `user` for delivery (they are deleted from the store).
-pub async fn take(core: &Core, user: &str) -> Vec<Vec<u8>> {
-    match core.storage.take_offline(user).await {
-        Ok(messages) => messages,
+/// Stored messages on their way to a session, deleted only when the client proves it read
+/// them: they are followed by an XEP-0199 ping, and the client's answer to it (a result or
+/// an error: RFC 6120 §8.2.3 obliges it to answer) arrives after the client read every
+/// message before it, on the same ordered stream. A session that ends without answering
+/// leaves them stored, and the next login gets them again: delivery is at least once, and
+/// a client that read them but died before answering sees them twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingAck {
+    /// The id of the ping that follows the messages.
+    pub ping_id: String,
+    /// The sequence number of the last message delivered.
+    pub through: u64,
+}
+
+/// The stored messages of `user` for delivery, with the ping that follows them (both
+/// serialized for the session's stream) and what its answer acknowledges. `None` when
+/// nothing is stored.
+pub fn deliver(core: &Core, user: &str, to: &str) -> Option<(Vec<Vec<u8>>, PendingAck)> {
+    let queue = match core.storage.offline_queue(user) {
+        Ok(queue) => queue,
         Err(e) => {
             log::error!("offline messages of {user}: {e}");
-            Vec::new()
+            return None;
         }
+    };
+    let through = queue.last()?.0;
+    let ping_id = format!("offline-{}", core.unique_id());
+    let mut raw: Vec<Vec<u8>> = queue.into_iter().map(|(_, stanza)| stanza).collect();
+    let ping = Element::new("iq", ns::CLIENT)
+        .with_attr("type", "get")
+        .with_attr("id", ping_id.clone())
+        .with_attr("from", core.domain())
+        .with_attr("to", to)
+        .with_child(Element::new("ping", ns::PING));
+    raw.push(ping.to_bytes(ns::CLIENT));
+    Some((raw, PendingAck { ping_id, through }))
+}
+
+/// Whether `stanza` (from the client, `from` already stamped) answers the ping of `pending`.
+pub fn answers(pending: &PendingAck, stanza: &Element) -> bool {
+    stanza.name == "iq"
+        && matches!(stanza.attr("type"), Some("result" | "error"))
+        && stanza.attr("id") == Some(pending.ping_id.as_str())
+}
+
+/// The client has the messages of `pending`: delete them.
+pub async fn acknowledge(core: &Core, user: &str, pending: &PendingAck) {
+    match core.storage.acknowledge_offline(user, pending.through).await {
+        Ok(()) => log::debug!("offline messages of {user} delivered"),
+        Err(e) => log::error!("offline messages of {user}: deleting the delivered ones: {e}"),
     }
 }
 

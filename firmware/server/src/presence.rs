@@ -10,13 +10,56 @@ use crate::no_local_session::{Missing, NoLocalSession, no_local_session};
 use crate::offline;
 use crate::roster;
 use crate::router::SessionId;
-use crate::storage::Contact;
+use crate::storage::{Contact, StorageError};
 use sb_proto::{Element, Jid, PresenceType, StanzaError, StanzaErrorCondition, SubscriptionType, ns};
 use std::sync::Arc;
 
 /// Directed presence targets remembered per session; beyond this the oldest is forgotten
 /// (it then gets no unavailable presence when the session ends).
 const MAX_DIRECTED: usize = 64;
+
+/// Subscription requests a sending domain may burst before it is throttled.
+const SUBSCRIBE_BURST: f64 = 200.0;
+/// Requests per second a sending domain regains, up to [`SUBSCRIBE_BURST`].
+const SUBSCRIBE_REFILL_PER_SECOND: f64 = 20.0;
+/// Sending domains tracked at once; beyond this, domains whose bucket has refilled are
+/// forgotten, and if none has, new domains are throttled until some do.
+const SUBSCRIBE_DOMAINS: usize = 4096;
+
+/// A token bucket per remote domain or Call Bridge for inbound subscription requests: a
+/// flood of requests from one peer is answered with `<resource-constraint/>` instead of
+/// costing a store write (and a roster lock) per request. Local accounts are not limited
+/// here (they are authenticated, and their rosters' own quotas bound them).
+#[derive(Default)]
+pub struct SubscriptionLimiter {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl SubscriptionLimiter {
+    /// Take one request's token for `domain`; false when the domain must wait.
+    pub fn allow(&self, domain: &str) -> bool {
+        let now = std::time::Instant::now();
+        // Whole-value updates only: a poisoned lock holds nothing half-written.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let refilled = |(tokens, since): (f64, std::time::Instant)| {
+            (tokens + now.duration_since(since).as_secs_f64() * SUBSCRIBE_REFILL_PER_SECOND).min(SUBSCRIBE_BURST)
+        };
+        if !buckets.contains_key(domain) && buckets.len() >= SUBSCRIBE_DOMAINS {
+            buckets.retain(|_, bucket| refilled(*bucket) < SUBSCRIBE_BURST);
+            if buckets.len() >= SUBSCRIBE_DOMAINS {
+                return false;
+            }
+        }
+        let bucket = buckets.entry(domain.to_owned()).or_insert((SUBSCRIBE_BURST, now));
+        let tokens = refilled(*bucket);
+        if tokens < 1.0 {
+            *bucket = (tokens, now);
+            return false;
+        }
+        *bucket = (tokens - 1.0, now);
+        true
+    }
+}
 
 /// What a session remembers about its own presence.
 #[derive(Debug, Default)]
@@ -25,6 +68,8 @@ pub struct SessionPresence {
     pub priority: i8,
     /// Entities that got directed available presence and must hear about unavailability.
     pub directed: Vec<Jid>,
+    /// Offline messages written to the session and not yet acknowledged by the client.
+    pub offline_delivery: Option<offline::PendingAck>,
 }
 
 /// What to do after applying a subscription stanza to a roster entry.
@@ -322,8 +367,11 @@ async fn broadcast_available(
     }
     // XEP-0160: stored messages go to the first resource that can receive bare-JID
     // messages, i.e. one with a non-negative priority (RFC 6121 §8.5.2.1.1).
-    if priority >= 0 {
-        for_session.raw = offline::take(core, user).await;
+    if priority >= 0
+        && let Some((raw, pending)) = offline::deliver(core, user, &from)
+    {
+        for_session.raw = raw;
+        state.offline_delivery = Some(pending);
     }
     Ok(for_session)
 }
@@ -440,8 +488,7 @@ async fn subscription_from_user(core: &Core, user: &str, mut stanza: Element, co
     })
     .await;
     if let Err(e) = result {
-        log::error!("presence: roster update for {user}: {e}");
-        return;
+        return refuse_subscription(core, &stanza, user, e).await;
     }
     if effect.forward {
         // RFC 6121 §3.1.2: subscription stanzas carry bare JIDs both ways.
@@ -526,6 +573,17 @@ async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind
     else {
         return;
     };
+    if kind == SubscriptionType::Subscribe
+        && contact.domain() != core.domain()
+        && !core.subscription_limiter.allow(contact.domain())
+    {
+        log::debug!("presence: subscription requests from {} throttled", contact.domain());
+        let error = StanzaError::with_text(
+            StanzaErrorCondition::ResourceConstraint,
+            "too many subscription requests from your domain; try again later",
+        );
+        return core.bounce(&stanza, error).await;
+    }
     let mut effect = Effect::default();
     let result = roster::update_contact(core, user, &contact, |c| {
         effect = apply_inbound(c, kind);
@@ -533,8 +591,7 @@ async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind
     })
     .await;
     if let Err(e) = result {
-        log::error!("presence: roster update for {user}: {e}");
-        return;
+        return refuse_subscription(core, &stanza, user, e).await;
     }
     let bare = bare_jid(core, user);
     if effect.forward {
@@ -557,6 +614,22 @@ async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind
     if effect.send_unavailable {
         send_unavailable_from_all(core, user, &contact).await;
     }
+}
+
+/// A subscription stanza whose roster change failed: the sender hears why (a quota is
+/// `<resource-constraint/>`), never silence.
+async fn refuse_subscription(core: &Core, stanza: &Element, user: &str, error: StorageError) {
+    let error = match error {
+        StorageError::Quota(quota) => {
+            log::debug!("presence: roster of {user}: {quota}");
+            StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string())
+        }
+        other => {
+            log::error!("presence: roster update for {user}: {other}");
+            StanzaError::new(StanzaErrorCondition::InternalServerError)
+        }
+    };
+    core.bounce(stanza, error).await;
 }
 
 /// An error answering a presence stanza the client sent.

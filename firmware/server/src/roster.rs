@@ -5,6 +5,8 @@ use crate::core::Core;
 use crate::iq::{IqFuture, IqHandler, IqRequest, IqTarget};
 use crate::storage::{Contact, StorageError, SubscriptionState};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, SubscriptionType, ns};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub const FEATURES: &[&str] = &[ns::ROSTER];
 
@@ -39,8 +41,67 @@ pub struct Requester<'a> {
 }
 
 fn internal(e: StorageError) -> StanzaError {
+    if let StorageError::Quota(quota) = e {
+        return StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string());
+    }
     log::error!("roster: {e}");
     StanzaError::new(StanzaErrorCondition::InternalServerError)
+}
+
+/// One lock per account's roster, created on demand and forgotten when nobody holds or
+/// waits for it, so the map holds only accounts whose roster is being changed right now.
+#[derive(Default)]
+pub struct RosterLocks {
+    accounts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Holds one account's roster lock; dropping it releases the lock.
+pub struct RosterGuard<'a> {
+    locks: &'a RosterLocks,
+    user: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl RosterLocks {
+    fn accounts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is only ever changed by whole inserts and removes: nothing half-done to
+        // fear from a poisoned lock.
+        self.accounts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub async fn lock(&self, user: &str) -> RosterGuard<'_> {
+        let lock = Arc::clone(self.accounts().entry(user.to_owned()).or_default());
+        let guard = lock.lock_owned().await;
+        RosterGuard {
+            locks: self,
+            user: user.to_owned(),
+            guard: Some(guard),
+        }
+    }
+
+    /// Accounts with a lock held or awaited (for tests).
+    pub fn len(&self) -> usize {
+        self.accounts().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for RosterGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut accounts = self.locks.accounts();
+        // Only the map's own reference left: no holder, no waiter (a waiter clones the Arc
+        // under this same map lock before it waits).
+        if accounts
+            .get(&self.user)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            accounts.remove(&self.user);
+        }
+    }
 }
 
 /// `<item/>` for a contact. `remove` writes `subscription='remove'` for a removal push.
@@ -149,7 +210,7 @@ async fn set(core: &Core, requester: Requester<'_>, iq: &Element, query: &Elemen
     let own = Jid::from_parts(Some(requester.user), &domain, None)
         .map_err(|_| StanzaError::new(StanzaErrorCondition::InternalServerError))?;
     let (contact_jid, name, groups, remove) = parse_set_item(query, &own)?;
-    let _guard = core.roster_lock.lock().await;
+    let _guard = core.roster_locks.lock(requester.user).await;
     let existing = core.storage.contact(requester.user, &contact_jid).map_err(internal)?;
     if remove {
         let Some(existing) = existing.filter(|c| c.listed || c.subscription != SubscriptionState::None) else {
@@ -229,7 +290,7 @@ pub async fn update_contact(
     contact_jid: &Jid,
     change: impl FnOnce(&mut Contact) -> bool,
 ) -> Result<Contact, StorageError> {
-    let _guard = core.roster_lock.lock().await;
+    let _guard = core.roster_locks.lock(user).await;
     let before = core.storage.contact(user, contact_jid)?;
     let mut contact = before.clone().unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
     if !change(&mut contact) {

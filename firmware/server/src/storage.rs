@@ -18,6 +18,10 @@ pub enum StorageError {
     Store(String),
     #[error("the offline queue of this account is full")]
     OfflineQueueFull,
+    /// A per-account quota or the global store budget; the sender gets
+    /// `<resource-constraint/>` with this text.
+    #[error("{0}")]
+    Quota(sb_store::Quota),
     /// The writer could not reach a quorum (a cluster cut off from its majority): the change
     /// was not made. Never returned by a single node's local writer.
     #[error("no quorum ({})", .unreachable.join(", "))]
@@ -182,6 +186,7 @@ impl Storage {
             .map(|written| written.applied)
             .map_err(|e| match e {
                 WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
+                WriteError::Store(sb_store::StoreError::QuotaExceeded(quota)) => StorageError::Quota(quota),
                 WriteError::NoQuorum { unreachable } => StorageError::NoQuorum { unreachable },
                 other => StorageError::Store(other.to_string()),
             })
@@ -267,6 +272,26 @@ impl Storage {
             user: user.to_owned(),
             stanza,
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
+        };
+        self.write(change).await.map(drop)
+    }
+
+    /// The stored messages of the account with their sequence numbers, oldest first, left
+    /// in the store until [`Storage::acknowledge_offline`].
+    pub fn offline_queue(&self, user: &str) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        // Nearly every login finds nothing stored: the count is a cached read.
+        if self.store.offline_count(user).map_err(store_err)? == 0 {
+            return Ok(Vec::new());
+        }
+        self.store.offline_queue(user).map_err(store_err)
+    }
+
+    /// Delete the account's stored messages up to sequence number `through`: the client
+    /// has them.
+    pub async fn acknowledge_offline(&self, user: &str, through: u64) -> Result<(), StorageError> {
+        let change = ConfigChange::AckOffline {
+            user: user.to_owned(),
+            through,
         };
         self.write(change).await.map(drop)
     }

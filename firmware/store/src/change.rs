@@ -52,6 +52,12 @@ pub enum ConfigChange {
     TakeOffline {
         user: String,
     },
+    /// Remove the queued messages of `user` up to and including sequence number `through`:
+    /// the client acknowledged them (see [`Store::offline_queue`]). Later messages stay.
+    AckOffline {
+        user: String,
+        through: u64,
+    },
     AddCallBridge(CallBridge),
     /// Replace an existing bridge's secret (`xmpp callbridge secret`).
     ReplaceCallBridge(CallBridge),
@@ -219,6 +225,10 @@ impl Store {
                 Applied::Done
             }
             C::TakeOffline { user } => Applied::OfflineTaken(self.do_take_offline(user)?),
+            C::AckOffline { user, through } => {
+                self.do_ack_offline(user, *through)?;
+                Applied::Done
+            }
             C::AddCallBridge(bridge) => {
                 self.do_add_callbridge(bridge)?;
                 Applied::Done

@@ -25,6 +25,9 @@ pub enum StoreError {
     CallBridgeNotFound(String),
     #[error("offline message queue of '{user}' is full ({limit} messages)")]
     OfflineQueueFull { user: String, limit: u32 },
+    /// A per-account quota or the global store budget (see `quota.rs`).
+    #[error("{0}")]
+    QuotaExceeded(crate::Quota),
     #[error("store: {0}")]
     Io(#[from] std::io::Error),
     /// A change that does not fit the stored state (already on a list, no such route); the

@@ -19,6 +19,7 @@ mod federation;
 mod listen;
 mod migrations;
 mod offline;
+mod quota;
 mod roster;
 mod secret;
 mod settings;
@@ -36,6 +37,10 @@ pub use listen::{
     BoardInterface, InterfaceAddresses, ListenHost, ListenParseError, ListenTarget, MAX_INTERFACE_NAME, Unresolved,
 };
 pub use migrations::SCHEMA_VERSION;
+pub use quota::{
+    MAX_OFFLINE_BYTES_PER_ACCOUNT, MAX_PENDING_SUBSCRIPTIONS, MAX_ROSTER_ITEM_BYTES, MAX_ROSTER_ITEMS, Quota,
+    STORE_BUDGET_BYTES,
+};
 pub use roster::{RosterItem, Subscription};
 pub use sb_proto::sasl::UserCredentials;
 pub use secret::Secret;
@@ -68,6 +73,8 @@ struct Inner {
     /// Per user, the sequence number of the next offline message key.
     offline_next: Tree,
     settings: Tree,
+    /// Store-wide counters the quotas read (see `quota.rs`).
+    usage: Tree,
     write_lock: Mutex<()>,
     feed: tokio::sync::broadcast::Sender<Published>,
     feed_seq: std::sync::atomic::AtomicU64,
@@ -110,6 +117,7 @@ impl Store {
             offline_counts: db.open_tree("offline_counts")?,
             offline_next: db.open_tree("offline_next")?,
             settings: db.open_tree("settings")?,
+            usage: db.open_tree("usage")?,
             db,
             write_lock: Mutex::new(()),
             feed: tokio::sync::broadcast::channel(change::FEED_CAPACITY).0,

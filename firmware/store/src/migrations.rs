@@ -25,6 +25,7 @@ pub(crate) const TREES: &[&str] = &[
     "offline_counts",
     "offline_next",
     "settings",
+    "usage",
 ];
 
 struct Migration {

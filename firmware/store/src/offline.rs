@@ -5,6 +5,7 @@
 //! changes applied on another node give the same keys.
 
 use crate::error::{Result, StoreError};
+use crate::quota::{OFFLINE_BYTES, offline_bytes_value};
 use crate::{Store, decode_u64, user_prefix, user_subkey};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
@@ -22,6 +23,7 @@ impl Store {
                 limit,
             });
         }
+        let total_bytes = self.check_offline_quota(user, stanza.len())?;
         let sequence = match self.inner.offline_next.get(user.as_bytes())? {
             None => 0,
             Some(raw) => decode_u64(|| format!("offline_next/{user}"), &raw)?,
@@ -33,9 +35,11 @@ impl Store {
             &self.inner.offline,
             &self.inner.offline_counts,
             &self.inner.offline_next,
+            &self.inner.usage,
         )
-            .transaction(|(offline, counts, next)| {
+            .transaction(|(offline, counts, next, usage)| {
                 offline.insert(key.as_slice(), stanza)?;
+                usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
                 counts.insert(user.as_bytes(), &next_count)?;
                 next.insert(user.as_bytes(), &next_sequence)?;
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
@@ -56,14 +60,86 @@ impl Store {
         if keys.is_empty() {
             return Ok(stanzas);
         }
-        (&self.inner.offline, &self.inner.offline_counts).transaction(|(offline, counts)| {
-            for key in &keys {
-                offline.remove(key)?;
-            }
-            counts.remove(user.as_bytes())?;
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        })?;
+        let taken: u64 = stanzas.iter().map(|s| s.len() as u64).sum();
+        let total_bytes = self.offline_bytes_total()?.saturating_sub(taken);
+        (&self.inner.offline, &self.inner.offline_counts, &self.inner.usage).transaction(
+            |(offline, counts, usage)| {
+                for key in &keys {
+                    offline.remove(key)?;
+                }
+                counts.remove(user.as_bytes())?;
+                usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         Ok(stanzas)
+    }
+
+    /// Remove the messages of `user` with a sequence number up to `through` (acknowledged
+    /// by the client they were delivered to). Messages queued since stay.
+    pub(crate) fn do_ack_offline(&self, user: &str, through: u64) -> Result<()> {
+        let mut keys = Vec::new();
+        let mut removed_bytes = 0u64;
+        for (sequence, key, len) in self.offline_entries(user)? {
+            if sequence <= through {
+                keys.push(key);
+                removed_bytes = removed_bytes.saturating_add(len);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let remaining = self
+            .offline_count(user)?
+            .saturating_sub(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+        let total_bytes = self.offline_bytes_total()?.saturating_sub(removed_bytes);
+        (&self.inner.offline, &self.inner.offline_counts, &self.inner.usage).transaction(
+            |(offline, counts, usage)| {
+                for key in &keys {
+                    offline.remove(key.as_slice())?;
+                }
+                if remaining == 0 {
+                    counts.remove(user.as_bytes())?;
+                } else {
+                    counts.insert(user.as_bytes(), &remaining.to_be_bytes())?;
+                }
+                usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// (sequence number, key, length) of each queued message of `user`, oldest first.
+    fn offline_entries(&self, user: &str) -> Result<Vec<(u64, Vec<u8>, u64)>> {
+        let prefix_len = user_prefix(user).len();
+        let mut entries = Vec::new();
+        for entry in self.inner.offline.scan_prefix(user_prefix(user)) {
+            let (key, stanza) = entry?;
+            let sequence = decode_u64(
+                || format!("offline/{user} key"),
+                key.get(prefix_len..).unwrap_or_default(),
+            )?;
+            entries.push((sequence, key.to_vec(), stanza.len() as u64));
+        }
+        Ok(entries)
+    }
+
+    /// The queued stanzas with their sequence numbers, oldest first, without removing them:
+    /// delivery reads them, and [`crate::ConfigChange::AckOffline`] removes them once the
+    /// client has them.
+    pub fn offline_queue(&self, user: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        let prefix_len = user_prefix(user).len();
+        let mut queue = Vec::new();
+        for entry in self.inner.offline.scan_prefix(user_prefix(user)) {
+            let (key, stanza) = entry?;
+            let sequence = decode_u64(
+                || format!("offline/{user} key"),
+                key.get(prefix_len..).unwrap_or_default(),
+            )?;
+            queue.push((sequence, stanza.to_vec()));
+        }
+        Ok(queue)
     }
 
     /// The queued stanzas, oldest first, without removing them.

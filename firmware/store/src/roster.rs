@@ -99,9 +99,14 @@ impl Store {
         if !self.inner.users.contains_key(user.as_bytes())? {
             return Err(StoreError::UserNotFound(user.to_owned()));
         }
-        if self.inner.roster.get(&key)?.as_deref() == Some(raw.as_slice()) {
+        let previous = self.inner.roster.get(&key)?;
+        if previous.as_deref() == Some(raw.as_slice()) {
             return self.roster_version(user);
         }
+        // An undecodable record is replaced like any other: it is not counted as pending.
+        let previous: Option<RosterItem> =
+            previous.map(|raw| decode(|| roster_key_name(user, &key), &raw).unwrap_or_default());
+        self.check_roster_quota(user, raw.len(), previous.as_ref(), item)?;
         let version = (&self.inner.roster, &self.inner.roster_versions).transaction(|(roster, versions)| {
             roster.insert(key.as_slice(), raw.as_slice())?;
             bump_version(versions, user)

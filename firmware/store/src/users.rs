@@ -2,6 +2,7 @@
 //! iteration count, StoredKey and ServerKey are stored.
 
 use crate::error::{Result, StoreError};
+use crate::quota::{OFFLINE_BYTES, offline_bytes_value};
 use crate::{Store, decode, encode, user_prefix};
 use sb_proto::sasl::UserCredentials;
 use sled::Transactional;
@@ -44,6 +45,7 @@ impl Store {
         let prefix = user_prefix(name);
         let roster_keys = keys_with_prefix(&self.inner.roster, &prefix)?;
         let offline_keys = keys_with_prefix(&self.inner.offline, &prefix)?;
+        let total_bytes = self.offline_bytes_total()?.saturating_sub(self.offline_bytes(name)?);
         let inner = &self.inner;
         (
             &inner.users,
@@ -52,9 +54,10 @@ impl Store {
             &inner.offline,
             &inner.offline_counts,
             &inner.offline_next,
+            &inner.usage,
         )
             .transaction(
-                |(users, roster, roster_versions, offline, offline_counts, offline_next)| {
+                |(users, roster, roster_versions, offline, offline_counts, offline_next, usage)| {
                     match &replacement {
                         Some(raw) => users.insert(name.as_bytes(), raw.as_slice())?,
                         None => users.remove(name.as_bytes())?,
@@ -68,6 +71,7 @@ impl Store {
                     }
                     offline_counts.remove(name.as_bytes())?;
                     offline_next.remove(name.as_bytes())?;
+                    usage.insert(OFFLINE_BYTES, &offline_bytes_value(total_bytes))?;
                     Ok::<_, ConflictableTransactionError<StoreError>>(())
                 },
             )?;

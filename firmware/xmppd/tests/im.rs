@@ -332,7 +332,39 @@ async fn offline_messages_survive_a_restart_and_are_capped() {
     assert_eq!(body_of(&bob.expect_message().await), "second");
     bob.close().await;
 
-    // Delivered means deleted: a second login gets nothing stored, only new messages.
+    // Delivered but not acknowledged: the next login gets them again (at least once).
+    let mut bob = daemon.login("bob", "desk").await;
+    bob.send(&presence(None, None)).await;
+    assert_eq!(body_of(&bob.expect_message().await), "first");
+    assert_eq!(body_of(&bob.expect_message().await), "second");
+    // The XEP-0199 ping after them; its answer acknowledges them.
+    let ping = bob
+        .expect("the ping after the offline messages", |e| {
+            e.name == "iq" && e.attr("type") == Some("get") && e.get_child("ping", ns::PING).is_some()
+        })
+        .await;
+    bob.send(
+        &Element::new("iq", ns::CLIENT)
+            .with_attr("type", "result")
+            .with_opt_attr("id", ping.attr("id"))
+            .with_attr("to", DOMAIN),
+    )
+    .await;
+    bob.send(
+        &Element::new("iq", ns::CLIENT)
+            .with_attr("type", "get")
+            .with_attr("id", "after-ack")
+            .with_child(Element::new("ping", ns::PING)),
+    )
+    .await;
+    bob.expect("the answer after the acknowledgement", |e| {
+        e.attr("id") == Some("after-ack")
+    })
+    .await;
+    bob.close().await;
+
+    // Delivered and acknowledged means deleted: a later login gets nothing stored, only new
+    // messages.
     let mut bob = daemon.login("bob", "desk").await;
     bob.send(&presence(None, None)).await;
     let mut alice = daemon.online("alice", "phone").await;

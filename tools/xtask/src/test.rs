@@ -214,6 +214,8 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/log_forging.py", "log forging tests"),
         ("tools/interop/connection_flood.py", "connection flood tests"),
         ("tools/interop/credential_guessing.py", "credential guessing tests"),
+        ("tools/interop/storage_quota.py", "storage quota tests"),
+        ("tools/interop/offline_delivery.py", "offline delivery tests"),
     ] {
         run_status(
             Command::new(python())

@@ -52,9 +52,18 @@ pub fn check_addresses(stanza: &Element, full: &Jid) -> Result<Result<Addressee,
 
 impl Connection {
     pub(super) async fn on_stanza(&mut self, mut stanza: Element) -> Flow {
-        let Some(session) = self.session.as_ref() else {
+        let Some(session) = self.session.as_mut() else {
             return Flow::Close(Some(StreamError::new(StreamErrorCondition::NotAuthorized)));
         };
+        // The answer to the ping after delivered offline messages: the client has them.
+        if let Some(pending) = session
+            .presence
+            .offline_delivery
+            .take_if(|p| crate::offline::answers(p, &stanza))
+        {
+            crate::offline::acknowledge(&self.core, &session.user, &pending).await;
+            return Flow::Continue;
+        }
         let full = session.jid.clone();
         let addressee = match check_addresses(&stanza, &full) {
             Err(error) => {
