@@ -21,22 +21,16 @@ thresholds: every wait is bounded only so a hang fails instead of blocking.
 Every check asserts; the last line is `N passed, N failed` and the exit code is 1 on failure.
 """
 
-import argparse
-import base64
 import os
-import re
 import resource
-import shutil
 import socket
-import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as interop  # noqa: E402
+import interop_common as common  # noqa: E402
 
-from run import DOMAIN, STREAM_HEADER, USERS, CheckFailed, Raw, expect  # noqa: E402
+from interop_common import DOMAIN, CheckFailed, expect  # noqa: E402
 
 DESCRIPTOR_LIMIT = 512
 ATTACKERS = ["127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"]
@@ -47,50 +41,23 @@ NAT_ADDRESS = "127.0.0.31"
 LOGGED_IN = 40
 
 
-class LimitedXmppd(interop.Xmppd):
+class LimitedXmppd(common.Xmppd):
     """xmppd with a low descriptor limit."""
 
     def start(self):
-        self.mmp_run("xmpp", "domain", DOMAIN)
-        self.mmp_run("xmpp", "listen", "%s:%d" % (self.address, self.port))
-        self.mmp_run("xmpp", "enable")
-        for user, password in USERS.items():
-            self.mmp_run("user", "add", user, stdin="%s\n%s\n" % (password, password))
+        common.configure(self)
 
         def limit_descriptors():
             resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
 
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [self.xmppd, "-d", self.dir, "--log-level", "info"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=limit_descriptors,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise CheckFailed("xmppd exited (%s) early:\n%s" % (self.process.returncode, self.log_tail()))
-            try:
-                socket.create_connection((self.address, self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise CheckFailed("xmppd did not listen within 30s:\n%s" % self.log_tail())
-                time.sleep(0.1)
+        common.spawn(self, preexec_fn=limit_descriptors)
 
     def open_descriptors(self):
-        return len(os.listdir("/proc/%d/fd" % self.process.pid))
+        return common.open_descriptors(self.process.pid)
 
 
 def connect_from(source, server):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(interop.STEP_TIMEOUT)
-    sock.bind((source, 0))
-    sock.connect((server.address, server.port))
-    return sock
+    return common.bound_socket(source, server.address, server.port)
 
 
 def still_open(sock, wait=0.5):
@@ -134,44 +101,7 @@ def flood(server):
 
 def login(address, port, source, resource_name):
     """STARTTLS, SCRAM-SHA-256 as alice, bind; returns the Raw, still open."""
-    raw = Raw.__new__(Raw)
-    raw.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    raw.sock.settimeout(interop.STEP_TIMEOUT)
-    raw.sock.bind((source, 0))
-    raw.sock.connect((address, port))
-    raw.received = b""
-    try:
-        raw.starttls()
-        nonce = base64.b64encode(os.urandom(18))
-        client_first_bare = b"n=alice,r=" + nonce
-        raw.received = b""
-        raw.send(
-            b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>"
-            + base64.b64encode(b"n,," + client_first_bare)
-            + b"</auth>"
-        )
-        expect(raw.read_until(rb"</challenge>"), "no SCRAM challenge: %r" % raw.received[-300:])
-        challenge = re.search(rb"<challenge[^>]*>([^<]*)</challenge>", raw.received).group(1)
-        final = interop.scram_client_final(USERS["alice"], client_first_bare, base64.b64decode(challenge))
-        raw.received = b""
-        raw.send(b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.b64encode(final) + b"</response>")
-        expect(raw.read_until(rb"</success>|<success[^>]*/>|</failure>"), "no SASL outcome: %r" % raw.received[-300:])
-        expect(b"<success" in raw.received, "login refused: %r" % raw.received[-300:])
-        raw.received = b""
-        raw.send(STREAM_HEADER)
-        expect(raw.read_until(rb"</stream:features>"), "no features after SASL: %r" % raw.received[-300:])
-        raw.received = b""
-        raw.send(
-            b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>"
-            + resource_name.encode()
-            + b"</resource></bind></iq>"
-        )
-        expect(raw.read_until(rb"</iq>"), "no answer to the bind: %r" % raw.received[-300:])
-        expect(b"<jid>alice@localhost/" in raw.received, "bind failed: %r" % raw.received[-300:])
-        return raw
-    except BaseException:
-        raw.close()
-        raise
+    return common.login(address, port, "alice", resource_name, source=source, exact_jid=False)
 
 
 def ping(raw, ident):
@@ -181,12 +111,7 @@ def ping(raw, ident):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--xmppd", required=True)
-    parser.add_argument("--mmp", required=True)
-    parser.add_argument("--address", default="127.0.0.11", help="loopback address for xmppd (127.0.0.11)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory and log")
-    args = parser.parse_args()
+    args = common.arguments(__doc__, "127.0.0.11").parse_args()
 
     # This process holds the whole flood plus the logged-in sessions.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -195,23 +120,10 @@ def main():
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
     server = LimitedXmppd(args.xmppd, args.mmp, args.address, args.keep)
-    passed = failed = 0
-    figures = []
+    checks = common.Checks(server, width=60)
+    figures = checks.figures
     held = {}
     sessions = []
-
-    def check(name, function):
-        nonlocal passed, failed
-        started = time.monotonic()
-        try:
-            function()
-        except Exception as err:  # noqa: BLE001 - every failure is reported and counted
-            failed += 1
-            detail = str(err) if isinstance(err, CheckFailed) else "".join(traceback.format_exception_only(err)).strip()
-            print("FAIL %-60s %s" % (name, detail), flush=True)
-            return
-        passed += 1
-        print("ok   %-60s (%.2fs)" % (name, time.monotonic() - started), flush=True)
 
     try:
         server.start()
@@ -225,13 +137,12 @@ def main():
                 server.open_descriptors(),
                 DESCRIPTOR_LIMIT,
             )
-            figures.append(figure)
-            print("     " + figure)
+            checks.figure(figure)
             expect(server.process.poll() is None, "xmppd died during the flood:\n%s" % server.log_tail())
             over = {a: c for a, c in counts.items() if c > PRE_AUTH_CAP_PER_ADDRESS}
             expect(not over, "attackers kept more than %d idle sockets each: %s" % (PRE_AUTH_CAP_PER_ADDRESS, over))
 
-        check("idle pre-auth flood is capped per address", run_flood)
+        checks.check("idle pre-auth flood is capped per address", run_flood)
 
         def login_during_flood():
             raw = login(server.address, server.port, LEGITIMATE_ADDRESS, "during-flood")
@@ -241,7 +152,7 @@ def main():
                 raw.close()
             figures.append("legitimate logins during the flood: 1 of 1")
 
-        check("a legitimate login works during the flood", login_during_flood)
+        checks.check("a legitimate login works during the flood", login_during_flood)
 
         for socks in held.values():
             for sock in socks:
@@ -255,9 +166,9 @@ def main():
                 ping(raw, "nat-ping-%d" % n)
             figures.append("logged-in sessions from one address: %d (pre-auth cap %d)" % (len(sessions), PRE_AUTH_CAP_PER_ADDRESS))
 
-        check("%d logged-in sessions from one address all work" % LOGGED_IN, many_sessions_from_one_address)
+        checks.check("%d logged-in sessions from one address all work" % LOGGED_IN, many_sessions_from_one_address)
     except CheckFailed as err:
-        failed += 1
+        checks.failed += 1
         print("FAIL setup: %s" % err, flush=True)
     finally:
         for socks in held.values():
@@ -265,18 +176,8 @@ def main():
                 sock.close()
         for raw in sessions:
             raw.close()
-        if server.process is not None and server.process.poll() is None:
-            server.terminate()
-        if failed:
-            print(server.log_tail(), flush=True)
-        if not args.keep:
-            shutil.rmtree(server.dir, ignore_errors=True)
-        else:
-            print("kept %s" % server.dir)
-    for figure in figures:
-        print("figure: " + figure)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed else 0
+        common.finish(server, checks)
+    return common.summary(checks)
 
 
 if __name__ == "__main__":

@@ -21,24 +21,18 @@ Every check asserts; the last line is `N passed, N failed` and the exit code is 
 Every wait is bounded.
 """
 
-import argparse
-import hashlib
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as interop  # noqa: E402
+import interop_common as common  # noqa: E402
 
-from run import DOMAIN, USERS, CheckFailed, expect, free_port  # noqa: E402
+from interop_common import BRIDGE, BRIDGE_JID, BRIDGE_SECRET, CheckFailed, expect  # noqa: E402
 
-BRIDGE = "cb1"
-BRIDGE_SECRET = "kvgP1SRzWVabhiPVAb1"
 REAL_FAILURE_ADDRESS = "127.0.0.41"
 FLOOD_ADDRESS = "127.0.0.42"
 GOOD_ADDRESS = "127.0.0.43"
@@ -46,14 +40,12 @@ FLOOD_ATTEMPTS = 300
 FAILURE_ALLOWANCE = 20  # xmppd's --max-auth-failures-per-ip default
 
 
-class BridgeXmppd(interop.Xmppd):
+class BridgeXmppd(common.Xmppd):
     """xmppd with cb1 configured and the Call Bridge port on plain TCP (loopback)."""
 
     def __init__(self, xmppd, mmp, address, keep):
         super().__init__(xmppd, mmp, address, keep)
-        self.component_port = free_port(address)
-        while self.component_port == self.port:
-            self.component_port = free_port(address)
+        self.component_port = common.other_free_port(address, self.port)
 
     def mmp_reply(self, *words, stdin=None):
         result = subprocess.run(
@@ -66,41 +58,23 @@ class BridgeXmppd(interop.Xmppd):
         self.mmp_run("xmpp", "callbridge", "plain", "on")
         self.mmp_run("xmpp", "callbridge", "add-secret", BRIDGE, stdin=BRIDGE_SECRET + "\n")
         super().start()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection((self.address, self.component_port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise CheckFailed("the Call Bridge port did not listen within 30s:\n%s" % self.log_tail())
-                time.sleep(0.1)
+        common.wait_listening(self, [self.component_port], what="the Call Bridge port")
 
 
 def handshake(server, source, secret):
     """One XEP-0114 handshake from `source`; returns 'ok' or the stream error condition."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(interop.STEP_TIMEOUT)
+    sock = common.bound_socket(source, server.address, server.component_port)
     try:
-        sock.bind((source, 0))
-        sock.connect((server.address, server.component_port))
-        sock.sendall(
-            (
-                "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
-                "xmlns:stream='http://etherx.jabber.org/streams' to='%s.%s'>" % (BRIDGE, DOMAIN)
-            ).encode()
-        )
+        sock.sendall(common.component_header(BRIDGE_JID))
         received = b""
-        deadline = time.monotonic() + interop.STEP_TIMEOUT
+        deadline = time.monotonic() + common.STEP_TIMEOUT
         stream_id = None
         sent = False
         while time.monotonic() < deadline:
             if stream_id is None:
-                match = re.search(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)['\"]", received)
-                if match:
-                    stream_id = match.group(1).decode()
+                stream_id = common.stream_id(received)
             if stream_id is not None and not sent and b"<stream:error" not in received:
-                digest = hashlib.sha1((stream_id + secret).encode()).hexdigest()
+                digest = common.handshake_digest(stream_id, secret)
                 sock.sendall(("<handshake>%s</handshake>" % digest).encode())
                 sent = True
             if re.search(rb"<handshake\s*/>|<handshake>\s*</handshake>", received):
@@ -122,29 +96,11 @@ def handshake(server, source, secret):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--xmppd", required=True)
-    parser.add_argument("--mmp", required=True)
-    parser.add_argument("--address", default="127.0.0.12", help="loopback address for xmppd (127.0.0.12)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory and log")
-    args = parser.parse_args()
+    args = common.arguments(__doc__, "127.0.0.12").parse_args()
 
     server = BridgeXmppd(args.xmppd, args.mmp, args.address, args.keep)
-    passed = failed = 0
-    figures = []
-
-    def check(name, function):
-        nonlocal passed, failed
-        started = time.monotonic()
-        try:
-            function()
-        except Exception as err:  # noqa: BLE001 - every failure is reported and counted
-            failed += 1
-            detail = str(err) if isinstance(err, CheckFailed) else "".join(traceback.format_exception_only(err)).strip()
-            print("FAIL %-60s %s" % (name, detail), flush=True)
-            return
-        passed += 1
-        print("ok   %-60s (%.2fs)" % (name, time.monotonic() - started), flush=True)
+    checks = common.Checks(server, width=60)
+    figures = checks.figures
 
     try:
         server.start()
@@ -153,7 +109,7 @@ def main():
             reply = server.mmp_reply("xmpp", "callbridge", "add-secret", "cb2", stdin="fifteen-chars-x\n")
             expect("FAILURE" in reply and "at least 16" in reply, "a 15-character secret was not refused: %r" % reply)
 
-        check("add-secret refuses a secret under 16 characters", short_secret_refused)
+        checks.check("add-secret refuses a secret under 16 characters", short_secret_refused)
 
         def short_password_refused():
             reply = server.mmp_reply("user", "add", "carol", stdin="1234567\n1234567\n")
@@ -161,13 +117,13 @@ def main():
             reply = server.mmp_reply("user", "passwd", "alice", stdin="1234567\n1234567\n")
             expect("FAILURE" in reply and "at least 8" in reply, "user passwd took a 7-character password: %r" % reply)
 
-        check("user add / passwd refuse a password under 8 characters", short_password_refused)
+        checks.check("user add / passwd refuse a password under 8 characters", short_password_refused)
 
         def real_failure():
             got = handshake(server, REAL_FAILURE_ADDRESS, "not-the-secret-of-cb1")
             expect(got == "not-authorized", "a wrong secret got %s" % got)
 
-        check("a wrong secret is refused with not-authorized", real_failure)
+        checks.check("a wrong secret is refused with not-authorized", real_failure)
 
         def flood():
             outcomes = {}
@@ -182,21 +138,20 @@ def main():
                 "%d handshakes from one address in %.2f s: %d secrets checked (%.1f checked/s), outcomes %s"
                 % (FLOOD_ATTEMPTS, elapsed, checked, checked / elapsed if elapsed > 0 else 0.0, outcomes)
             )
-            figures.append(figure)
-            print("     " + figure)
+            checks.figure(figure)
             expect(
                 checked <= FAILURE_ALLOWANCE,
                 "%d of %d guesses had their secret checked (allowance %d)" % (checked, FLOOD_ATTEMPTS, FAILURE_ALLOWANCE),
             )
             expect(server.process.poll() is None, "xmppd died during the flood:\n%s" % server.log_tail())
 
-        check("a handshake flood from one address is throttled", flood)
+        checks.check("a handshake flood from one address is throttled", flood)
 
         def right_secret_elsewhere():
             got = handshake(server, GOOD_ADDRESS, BRIDGE_SECRET)
             expect(got == "ok", "the right secret from another address got %s" % got)
 
-        check("the right secret from another address still joins", right_secret_elsewhere)
+        checks.check("the right secret from another address still joins", right_secret_elsewhere)
 
         def status_keeps_the_real_failure():
             status = server.mmp_run("xmpp", "status")
@@ -209,23 +164,13 @@ def main():
                 if FLOOD_ADDRESS in line:
                     figures.append("xmpp status: " + line.strip())
 
-        check("xmpp status keeps the real failure next to the flood", status_keeps_the_real_failure)
+        checks.check("xmpp status keeps the real failure next to the flood", status_keeps_the_real_failure)
     except CheckFailed as err:
-        failed += 1
+        checks.failed += 1
         print("FAIL setup: %s" % err, flush=True)
     finally:
-        if server.process is not None and server.process.poll() is None:
-            server.terminate()
-        if failed:
-            print(server.log_tail(), flush=True)
-        if not args.keep:
-            shutil.rmtree(server.dir, ignore_errors=True)
-        else:
-            print("kept %s" % server.dir)
-    for figure in figures:
-        print("figure: " + figure)
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    return 1 if failed else 0
+        common.finish(server, checks)
+    return common.summary(checks)
 
 
 if __name__ == "__main__":

@@ -22,25 +22,25 @@ works. No timing thresholds: every wait is bounded only so a hang fails instead 
 Every check asserts; the last line is `N passed, N failed` and the exit code is 1 on failure.
 """
 
-import argparse
-import base64
 import os
 import re
 import resource
-import signal
-import socket
-import ssl
-import subprocess
 import sys
 import threading
-import time
-import traceback
 
-# The raw-socket helpers and the server wrapper of the client interop tests.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import run as interop  # noqa: E402
+import interop_common as common  # noqa: E402
 
-from run import DOMAIN, STREAM_HEADER, USERS, CheckFailed, Raw, expect, free_port  # noqa: E402
+from interop_common import (  # noqa: E402
+    BRIDGE,
+    DOMAIN,
+    FEATURES,
+    S2S_HEADER,
+    STREAM_HEADER,
+    CheckFailed,
+    Raw,
+    expect,
+)
 
 # Big enough for a debug xmppd with its threads and TLS (it idles near 15 MiB resident),
 # small enough that the old code's gigabytes fail fast.
@@ -49,8 +49,6 @@ ADDRESS_SPACE_LIMIT = 1024 * 1024 * 1024
 # framer holding about 1 MiB per attacking connection); the old code reached 1.78 GB for
 # one stanza.
 PEAK_RSS_LIMIT_KIB = 64 * 1024
-BRIDGE = "cb1"
-BRIDGE_SECRET = "kvgP1SRzWVabhiPVAb1"
 
 
 def attack_stanza():
@@ -66,69 +64,37 @@ def copies_stanza():
     return b"<x xmlns:p='" + uri + b"'>" + b"<a p:b=''/>" * 8000 + b"</x>"
 
 
-class LimitedXmppd(interop.Xmppd):
+class LimitedXmppd(common.Xmppd):
     """xmppd under RLIMIT_AS with a Call Bridge port and federation on their own ports."""
 
     def __init__(self, xmppd, mmp, address, keep, address_space_limit):
         super().__init__(xmppd, mmp, address, keep)
         self.address_space_limit = address_space_limit
-        self.component_port = free_port(address)
-        self.s2s_port = free_port(address)
+        self.component_port = common.free_port(address)
+        self.s2s_port = common.free_port(address)
         ports = {self.port, self.component_port, self.s2s_port}
         expect(len(ports) == 3, "free ports collide: %s" % sorted(ports))
 
     def start(self):
-        self.mmp_run("xmpp", "domain", DOMAIN)
-        self.mmp_run("xmpp", "listen", "%s:%d" % (self.address, self.port))
-        self.mmp_run("xmpp", "callbridge", "port", str(self.component_port))
-        self.mmp_run("xmpp", "enable")
-        for user, password in USERS.items():
-            self.mmp_run("user", "add", user, stdin="%s\n%s\n" % (password, password))
-        self.mmp_run("xmpp", "callbridge", "add-secret", BRIDGE, stdin=BRIDGE_SECRET + "\n")
-        self.mmp_run("federation", "enable")
-
+        common.configure(self, component_port=self.component_port, bridge_secret=True, federation=True)
         limit = self.address_space_limit
 
         def limit_address_space():
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [self.xmppd, "-d", self.dir, "--log-level", "info", "--s2s-port", str(self.s2s_port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        common.spawn(
+            self,
+            extra_args=["--s2s-port", str(self.s2s_port)],
             preexec_fn=limit_address_space,
+            ports=[self.port, self.component_port, self.s2s_port],
         )
-        log.close()
-        deadline = time.monotonic() + 30
-        for port in (self.port, self.component_port, self.s2s_port):
-            while True:
-                if self.process.poll() is not None:
-                    raise CheckFailed("xmppd exited (%s) early:\n%s" % (self.process.returncode, self.log_tail()))
-                try:
-                    socket.create_connection((self.address, port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise CheckFailed("xmppd did not listen on port %d within 30s:\n%s" % (port, self.log_tail()))
-                    time.sleep(0.1)
 
     def memory_kib(self):
         """(VmRSS, VmHWM) in KiB from /proc/PID/status."""
-        values = {}
-        with open("/proc/%d/status" % self.process.pid) as status:
-            for line in status:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    values[key] = int(rest.split()[0])
-        return values["VmRSS"], values["VmHWM"]
+        return common.memory_kib(self.process.pid)
 
     def expect_alive(self, after):
-        code = self.process.poll()
-        if code is not None:
-            how = "killed by signal %d" % -code if code < 0 else "exit status %d" % code
-            raise CheckFailed("xmppd died (%s) after %s:\n%s" % (how, after, self.log_tail()))
+        common.expect_alive(self, after)
 
 
 def stream_error_condition(data):
@@ -140,7 +106,7 @@ def send_attack(raw, header, features, stanza=None):
     """Header, (features if the server sends them before anything else), then the stanza."""
     raw.send(header)
     if features:
-        expect(raw.read_until(rb"</stream:features>|<stream:features[^>]*/>"), "no stream features: %r" % raw.received[-300:])
+        expect(raw.read_until(FEATURES), "no stream features: %r" % raw.received[-300:])
     try:
         raw.send(stanza or attack_stanza())
     except (BrokenPipeError, ConnectionResetError):
@@ -156,16 +122,6 @@ def expect_policy_violation(raw, where):
         % (where, got and "<%s/>" % got, raw.received[-400:]),
     )
     expect(raw.closed_by_peer(), "%s: the stream was not closed after <policy-violation/>" % where)
-
-
-def tls_raw(address, port):
-    """A Raw whose socket speaks TLS from the first byte (the Call Bridge port's default)."""
-    raw = Raw(address, port)
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    raw.sock = context.wrap_socket(raw.sock, server_hostname=DOMAIN)
-    return raw
 
 
 def attack_client_port(server):
@@ -201,17 +157,14 @@ def attack_client_port_in_parallel(server, connections=8):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(interop.STEP_TIMEOUT * 4)
+        thread.join(common.STEP_TIMEOUT * 4)
     expect(not any(thread.is_alive() for thread in threads), "an attacking connection hung")
     expect(not failures, "%d of %d connections: %s" % (len(failures), connections, failures[:1]))
 
 
 def attack_component_port(server):
-    raw = tls_raw(server.address, server.component_port)
-    header = (
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
-        "xmlns:stream='http://etherx.jabber.org/streams' to='%s.%s'>" % (BRIDGE, DOMAIN)
-    ).encode()
+    raw = common.tls_raw(server.address, server.component_port)
+    header = common.component_header("%s.%s" % (BRIDGE, DOMAIN))
     try:
         raw.send(header)
         expect(raw.read_until(rb"<stream:stream[^>]*>"), "no stream header from the Call Bridge port")
@@ -224,11 +177,7 @@ def attack_component_port(server):
 
 def attack_s2s_port(server):
     raw = Raw(server.address, server.s2s_port)
-    header = (
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-        "xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
-        "from='attacker.example' to='%s' version='1.0'>" % DOMAIN
-    ).encode()
+    header = S2S_HEADER
     try:
         send_attack(raw, header, features=True)
         expect_policy_violation(raw, "s2s port")
@@ -238,61 +187,12 @@ def attack_s2s_port(server):
 
 def legitimate_login(server):
     """STARTTLS, SCRAM-SHA-256 with alice's password, a new stream, resource binding."""
-    raw = Raw(server.address, server.port)
-    try:
-        raw.starttls()
-        nonce = base64.b64encode(os.urandom(18))
-        client_first_bare = b"n=alice,r=" + nonce
-        raw.received = b""
-        raw.send(
-            b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>"
-            + base64.b64encode(b"n,," + client_first_bare)
-            + b"</auth>"
-        )
-        expect(raw.read_until(rb"</challenge>"), "no SCRAM challenge: %r" % raw.received[-300:])
-        challenge = re.search(rb"<challenge[^>]*>([^<]*)</challenge>", raw.received).group(1)
-        server_first = base64.b64decode(challenge)
-        final = interop.scram_client_final(USERS["alice"], client_first_bare, server_first)
-        raw.received = b""
-        raw.send(b"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.b64encode(final) + b"</response>")
-        expect(raw.read_until(rb"</success>|<success[^>]*/>|</failure>"), "no SASL outcome: %r" % raw.received[-300:])
-        expect(b"<success" in raw.received, "login refused: %r" % raw.received[-300:])
-        raw.received = b""
-        raw.send(STREAM_HEADER)
-        expect(raw.read_until(rb"</stream:features>"), "no features after SASL: %r" % raw.received[-300:])
-        raw.received = b""
-        raw.send(
-            b"<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-            b"<resource>after-attack</resource></bind></iq>"
-        )
-        expect(raw.read_until(rb"</iq>"), "no answer to the bind: %r" % raw.received[-300:])
-        expect(
-            re.search(rb"<jid>alice@localhost/after-attack</jid>", raw.received) is not None,
-            "bind failed: %r" % raw.received[-300:],
-        )
-    finally:
-        raw.close()
+    common.login(server.address, server.port, "alice", "after-attack").close()
 
 
-class Suite:
+class Suite(common.Checks):
     def __init__(self, server):
-        self.server = server
-        self.passed = 0
-        self.failed = 0
-        self.figures = []
-
-    def check(self, name, function):
-        started = time.monotonic()
-        try:
-            function()
-        except Exception as err:  # noqa: BLE001 - every failure is reported and counted
-            self.failed += 1
-            detail = str(err) if isinstance(err, CheckFailed) else "".join(traceback.format_exception_only(err)).strip()
-            print("FAIL %-52s %s" % (name, detail), flush=True)
-            return False
-        self.passed += 1
-        print("ok   %-52s (%.2fs)" % (name, time.monotonic() - started), flush=True)
-        return True
+        super().__init__(server, width=52)
 
     def attack(self, where, function):
         def run_attack():
@@ -318,11 +218,7 @@ class Suite:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--xmppd", required=True)
-    parser.add_argument("--mmp", required=True)
-    parser.add_argument("--address", default="127.0.0.7", help="loopback address for xmppd (127.0.0.7)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory and log")
+    parser = common.arguments(__doc__, "127.0.0.7")
     parser.add_argument(
         "--address-space-mib",
         type=int,
@@ -331,14 +227,7 @@ def main():
     )
     args = parser.parse_args()
 
-    server = LimitedXmppd(args.xmppd, args.mmp, args.address, args.keep, args.address_space_mib << 20)
-    try:
-        try:
-            server.start()
-        except CheckFailed as err:
-            print("FAIL start xmppd: %s" % err)
-            print("0 passed, 1 failed")
-            return 1
+    def run_checks(server):
         rss, peak = server.memory_kib()
         print(
             "xmppd (RLIMIT_AS %d MiB) on %s: clients %d, Call Bridges %d (TLS), s2s %d; VmRSS %d KiB, VmHWM %d KiB"
@@ -365,18 +254,10 @@ def main():
         else:
             suite.failed += 1
             print("FAIL login after the attacks: xmppd is gone")
-        if suite.failed:
-            print("--- xmppd log (last lines) ---\n%s" % server.log_tail())
-        print("%d passed, %d failed" % (suite.passed, suite.failed))
-        return 1 if suite.failed else 0
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            try:
-                server.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        server.cleanup()
+        return suite
+
+    server = LimitedXmppd(args.xmppd, args.mmp, args.address, args.keep, args.address_space_mib << 20)
+    return common.serve(server, run_checks)
 
 
 if __name__ == "__main__":

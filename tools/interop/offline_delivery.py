@@ -16,31 +16,18 @@ Starts xmppd with users alice and bob and Call Bridge cb1, then over raw sockets
 Every check asserts; the last line is `N passed, N failed` and the exit code is 1 on failure.
 """
 
-import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import interop_common as common  # noqa: E402
 import namespace_attack as attack  # noqa: E402
 import storage_quota as quota  # noqa: E402
 
-from run import DOMAIN, CheckFailed, expect  # noqa: E402
+from interop_common import BRIDGE_JID, DOMAIN, expect, wait_for_log  # noqa: E402
 
 MESSAGES = 3
-
-
-def wait_for_log(server, pattern, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(server.log_path, errors="replace") as log:
-            if re.search(pattern, log.read()):
-                return True
-        time.sleep(0.1)
-    return False
 
 
 def bodies(received):
@@ -52,7 +39,7 @@ def scenario(server):
     try:
         received = component.batch([
             ("<message from='caller@%s' to='bob@%s' type='chat' id='q%d'><body>queued %d</body></message>"
-             % (quota.BRIDGE_JID, DOMAIN, n, n)).encode()
+             % (BRIDGE_JID, DOMAIN, n, n)).encode()
             for n in range(MESSAGES)
         ])
         expect(b"type='error'" not in received, "queuing refused: %r" % received[-300:])
@@ -90,35 +77,15 @@ def scenario(server):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--xmppd", required=True)
-    parser.add_argument("--mmp", required=True)
-    parser.add_argument("--address", default="127.0.0.9", help="loopback address for xmppd (127.0.0.9)")
-    parser.add_argument("--keep", action="store_true", help="keep the data directory and log")
-    args = parser.parse_args()
+    args = common.arguments(__doc__, "127.0.0.9").parse_args()
+
+    def run_checks(server):
+        suite = common.Checks(server, width=60)
+        suite.check("offline messages survive a login dropped before reading", lambda: scenario(server))
+        return suite
 
     server = attack.LimitedXmppd(args.xmppd, args.mmp, args.address, args.keep, 8 << 30)
-    try:
-        try:
-            server.start()
-        except CheckFailed as err:
-            print("FAIL start xmppd: %s" % err)
-            print("0 passed, 1 failed")
-            return 1
-        suite = quota.Suite(server)
-        suite.check("offline messages survive a login dropped before reading", lambda: scenario(server))
-        if suite.failed:
-            print("--- xmppd log (last lines) ---\n%s" % server.log_tail())
-        print("%d passed, %d failed" % (suite.passed, suite.failed))
-        return 1 if suite.failed else 0
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-            try:
-                server.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        server.cleanup()
+    return common.serve(server, run_checks)
 
 
 if __name__ == "__main__":
