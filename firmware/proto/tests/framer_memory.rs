@@ -7,65 +7,14 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use common::{Outcome, SESSION, run_chunks};
 use sb_proto::framer::{FramerConfig, StreamEvent, StreamFramer};
 use sb_proto::{StreamErrorCondition, ns};
 
-/// Counts per thread, so tests running in parallel do not see each other's allocations.
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<usize> = const { Cell::new(0) };
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    // `try_with`: allocations during thread teardown are not counted, and never panic.
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + size;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-fn note_dealloc(size: usize) {
-    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(size)));
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters use const-initialized
-// thread locals without destructors, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note_dealloc(layout.size());
-        // SAFETY: `ptr` was allocated by `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        note_dealloc(layout.size());
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod counting_heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting_heap::Counting = counting_heap::Counting;
 
 /// Heap the framer may hold whatever it is sent: its own state, the stanza allowance, the
 /// error text, quick-xml's per-tag scratch space.
@@ -80,8 +29,7 @@ fn frame_measuring<'a>(
     chunks: impl IntoIterator<Item = &'a [u8]>,
     config: &FramerConfig,
 ) -> (usize, Option<sb_proto::StreamError>, usize) {
-    let start = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(start));
+    let start = counting_heap::start_measuring();
     let mut framer = StreamFramer::new(config.clone());
     let mut events = 0usize;
     let mut error = None;
@@ -102,7 +50,7 @@ fn frame_measuring<'a>(
         }
     }
     drop(framer);
-    let peak = PEAK.with(Cell::get) - start;
+    let peak = counting_heap::peak() - start;
     (events, error, peak)
 }
 

@@ -5,66 +5,17 @@
 
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use libfuzzer_sys::fuzz_target;
 use sb_proto::framer::{FramerConfig, StreamEvent, StreamFramer, StreamHeader};
 use sb_proto::{StreamError, StreamErrorCondition, ns};
 
 type Outcome = (Vec<StreamEvent>, Option<StreamError>);
 
-/// Counts live heap bytes and their peak, per thread.
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<usize> = const { Cell::new(0) };
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + size;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-fn note_dealloc(size: usize) {
-    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(size)));
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters are const-initialized
-// thread locals without destructors, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note_alloc(layout.size());
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note_dealloc(layout.size());
-        // SAFETY: `ptr` was allocated by `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        note_dealloc(layout.size());
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../../tests/counting_heap/mod.rs"]
+mod counting_heap;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting_heap::Counting = counting_heap::Counting;
 
 /// Heap the framer may use whatever it is sent (its state, error texts, per-tag scratch),
 /// on top of the stanza allowance.
@@ -76,15 +27,14 @@ const BUFFER_HEAP_PER_BYTE: usize = 4;
 /// Peak heap above the starting point while `input` is framed, each event dropped as it
 /// comes (as a connection task does once it has routed it).
 fn peak_heap(input: &[u8], config: &FramerConfig) -> usize {
-    let start = LIVE.with(Cell::get);
-    PEAK.with(|peak| peak.set(start));
+    let start = counting_heap::start_measuring();
     let mut framer = StreamFramer::new(config.clone());
     framer.feed(input);
     while let Ok(Some(event)) = framer.next_event() {
         drop(event);
     }
     drop(framer);
-    PEAK.with(Cell::get) - start
+    counting_heap::peak() - start
 }
 
 fn run<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, config: &FramerConfig) -> Outcome {
