@@ -16,6 +16,7 @@ use crate::error::{ClusterError, MembershipError, ProposeError};
 use crate::log_store::LogStore;
 use crate::network::NetworkFactory;
 use crate::raft_db::RaftDb;
+use crate::relay::{self, Relay, RelayError, RelayHandler, RelayMember};
 use crate::rpc::{Envelope, Request, Response};
 use crate::state::ReplicatedState;
 use crate::state_machine::StateMachine;
@@ -48,6 +49,8 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Held by openraft's storage tasks; gone once they all ended.
     db: std::sync::Weak<RaftDb>,
+    /// Payloads beside the log (session directory, routed stanzas).
+    relay: Arc<Relay>,
 }
 
 fn node_state(state: ServerState) -> NodeState {
@@ -99,6 +102,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let initial = node_state(raft.metrics().borrow().state);
+        let relay = Arc::new(Relay::new(id, Arc::clone(&transport), raft.metrics(), timing.clone()));
         let inner = Arc::new(Inner {
             id,
             addr,
@@ -109,6 +113,7 @@ impl Cluster {
             last_state_change: Arc::new(Mutex::new((initial, SystemTime::now()))),
             tasks: Mutex::new(Vec::new()),
             db: Arc::downgrade(&db),
+            relay: Arc::clone(&relay),
         });
         let tasks = vec![
             tokio::spawn(transport::serve(
@@ -121,6 +126,7 @@ impl Cluster {
             )),
             tokio::spawn(watch_state(inner.raft.metrics(), Arc::clone(&inner.last_state_change))),
             tokio::spawn(probe_members(Arc::downgrade(&inner))),
+            tokio::spawn(relay::monitor(Arc::downgrade(&relay))),
         ];
         *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         log::info!("cluster: node {id:016x} listening on {}", options.listen);
@@ -227,6 +233,22 @@ impl Cluster {
         self.inner.transport.set_blocked(addrs.iter().cloned().collect());
     }
 
+    /// Queue `payload` for node `to` over the relay channel, without waiting (see
+    /// [`RelayHandler`]).
+    pub fn relay(&self, to: NodeId, payload: Vec<u8>) -> Result<(), RelayError> {
+        self.inner.relay.send(to, payload)
+    }
+
+    /// Who hears relayed payloads and peer up/down (`None`: nobody; batches are refused).
+    pub fn set_relay_handler(&self, handler: Option<Arc<dyn RelayHandler>>) {
+        self.inner.relay.set_handler(handler);
+    }
+
+    /// The voters, with whether each answers now.
+    pub fn members(&self) -> Vec<RelayMember> {
+        self.inner.relay.members()
+    }
+
     /// Peers refused at the TLS level (untrusted certificate, either direction).
     pub fn peer_faults(&self) -> Vec<PeerFault> {
         self.inner.faults.snapshot()
@@ -242,6 +264,7 @@ impl Cluster {
         for task in tasks {
             let _ = task.await;
         }
+        self.inner.relay.stop();
         self.inner
             .raft
             .shutdown()
@@ -628,6 +651,7 @@ impl Inner {
                 Response::Membership(self.remove_member(&member).await)
             }
             Request::Ping => Response::Pong { id: self.id },
+            Request::Relay(batch) => self.relay.receive(envelope.from, batch),
         }
     }
 }

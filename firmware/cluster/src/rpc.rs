@@ -37,6 +37,8 @@ pub(crate) enum Request {
     },
     /// Health probe.
     Ping,
+    /// Relay payloads, in the order the sender queued them (see `relay.rs`).
+    Relay(Vec<crate::relay::RelayPayload>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,4 +59,8 @@ pub(crate) enum Response {
     WrongNode {
         actual: NodeId,
     },
+    /// Every payload of a relay batch was handed to the relay handler.
+    Relayed,
+    /// The relay batch was not taken (sender not a member, no handler).
+    RelayRefused(String),
 }
