@@ -217,6 +217,20 @@ pub trait SessionObserver: Send + Sync {
         _priority: i8,
     ) {
     }
+    /// Stanzas for `domain` now go over `link` (a component connected, here or, for a link
+    /// with a [`StanzaLink::node`], on another node).
+    fn link_registered(&self, _domain: &str, _link: &Arc<dyn StanzaLink>) {}
+    /// `link` no longer serves `domain`.
+    fn link_unregistered(&self, _domain: &str, _link: &Arc<dyn StanzaLink>) {}
+}
+
+/// A session of another node that left this node's table with its node (see
+/// [`Router::unbind_node`]).
+pub struct RemoteUnbound {
+    pub user: String,
+    pub resource: String,
+    pub id: SessionId,
+    pub presence: Option<Arc<Element>>,
 }
 
 /// Facts about a session for status displays.
@@ -277,6 +291,11 @@ pub trait StanzaLink: Send + Sync {
     fn send(&self, stanza: Element) -> Result<(), DeliveryError>;
     /// A short description for logs and status (`component cb1 from 127.0.0.1:40000`).
     fn describe(&self) -> String;
+    /// The node the link leads to, for a component connected to another node of the
+    /// cluster; `None` for a link of this node.
+    fn node(&self) -> Option<NodeId> {
+        None
+    }
 }
 
 /// Status line for one bound session.
@@ -390,6 +409,49 @@ impl Router {
         Some(Unbound {
             presence: entry.presence,
         })
+    }
+
+    /// Remove every session of `node` (it went down or was replaced by a snapshot).
+    pub fn unbind_node(&self, node: &NodeId) -> Vec<RemoteUnbound> {
+        let observer = self.observer();
+        let mut users = locked(&self.users);
+        let mut gone = Vec::new();
+        users.retain(|user, entries| {
+            entries.retain(|e| {
+                if e.handle.node() != Some(node) {
+                    return true;
+                }
+                gone.push((user.clone(), e.resource.clone(), e.handle.clone(), e.presence.clone()));
+                false
+            });
+            !entries.is_empty()
+        });
+        gone.into_iter()
+            .map(|(user, resource, handle, presence)| {
+                if let Some(observer) = &observer {
+                    observer.unbound(&user, &resource, &handle);
+                }
+                RemoteUnbound {
+                    user,
+                    resource,
+                    id: handle.id(),
+                    presence,
+                }
+            })
+            .collect()
+    }
+
+    /// `(user, resource, session id)` of every session bound on `node`.
+    pub fn node_sessions(&self, node: &NodeId) -> Vec<(String, String, SessionId)> {
+        locked(&self.users)
+            .iter()
+            .flat_map(|(user, entries)| {
+                entries
+                    .iter()
+                    .filter(|e| e.handle.node() == Some(node))
+                    .map(move |e| (user.clone(), e.resource.clone(), e.handle.id()))
+            })
+            .collect()
     }
 
     /// Record the local session's current presence (`None` = unavailable). Returns whether
@@ -553,10 +615,28 @@ impl Router {
     /// Route stanzas for `domain` (a component's address) over `link`. Returns the link it
     /// replaces, so the caller can close that connection with `<conflict/>`.
     pub fn register_link(&self, domain: &str, link: Arc<dyn StanzaLink>) -> Option<Arc<dyn StanzaLink>> {
-        self.links
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(comparison_key(domain), link)
+        let observer = self.observer();
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(observer) = &observer {
+            observer.link_registered(domain, &link);
+        }
+        links.insert(comparison_key(domain), link)
+    }
+
+    /// Route `domain` over `link`, a component connected to another node, unless a component
+    /// of this node serves it (a local connection wins). Returns whether it was registered.
+    pub fn register_remote_link(&self, domain: &str, link: Arc<dyn StanzaLink>) -> bool {
+        let observer = self.observer();
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        let key = comparison_key(domain);
+        if links.get(&key).is_some_and(|current| current.node().is_none()) {
+            return false;
+        }
+        if let Some(observer) = &observer {
+            observer.link_registered(domain, &link);
+        }
+        links.insert(key, link);
+        true
     }
 
     /// Remove the link for `domain` if it is still `link` (a replaced connection must not
@@ -566,6 +646,9 @@ impl Router {
         let key = comparison_key(domain);
         if links.get(&key).is_some_and(|current| Arc::ptr_eq(current, link)) {
             links.remove(&key);
+            if let Some(observer) = self.observer() {
+                observer.link_unregistered(domain, link);
+            }
             true
         } else {
             false
@@ -764,6 +847,80 @@ mod tests {
         );
         assert!(router.unbind_remote("juliet", "balcony", &node, 1).is_some());
         assert!(!router.has_sessions("juliet"));
+    }
+
+    #[test]
+    fn a_node_going_away_takes_only_its_own_sessions() {
+        let router = Router::new();
+        let link: Arc<dyn NodeLink> = Arc::new(RecordingLink::default());
+        let (b, c) = (NodeId::new("b"), NodeId::new("c"));
+        router.bind(
+            "juliet",
+            "balcony",
+            SessionHandle::remote(1, b.clone(), Arc::clone(&link)),
+            meta(),
+        );
+        router.bind(
+            "juliet",
+            "tomb",
+            SessionHandle::remote(2, c.clone(), Arc::clone(&link)),
+            meta(),
+        );
+        router.bind(
+            "nurse",
+            "kitchen",
+            SessionHandle::remote(1, b.clone(), Arc::clone(&link)),
+            meta(),
+        );
+        let (local, _rx) = handle(&router);
+        router.bind("romeo", "orchard", local, meta());
+        let presence = Arc::new(Element::new("presence", ns::CLIENT));
+        router.set_remote_presence("juliet", "balcony", &b, 1, Some((presence, 0)));
+        let mut sessions = router.node_sessions(&b);
+        sessions.sort();
+        assert_eq!(
+            sessions,
+            vec![
+                ("juliet".into(), "balcony".into(), 1),
+                ("nurse".into(), "kitchen".into(), 1)
+            ]
+        );
+        let mut gone = router.unbind_node(&b);
+        gone.sort_by(|x, y| x.user.cmp(&y.user));
+        assert_eq!(gone.len(), 2);
+        assert!(gone[0].presence.is_some() && gone[1].presence.is_none());
+        assert!(!router.has_sessions("nurse"));
+        assert_eq!(router.resources("juliet").len(), 1);
+        assert!(router.has_sessions("romeo"));
+    }
+
+    struct TestComponent(Option<NodeId>);
+
+    impl StanzaLink for TestComponent {
+        fn send(&self, _stanza: Element) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "test component".into()
+        }
+        fn node(&self) -> Option<NodeId> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn a_local_component_wins_over_one_of_another_node() {
+        let router = Router::new();
+        let remote: Arc<dyn StanzaLink> = Arc::new(TestComponent(Some(NodeId::new("b"))));
+        let local: Arc<dyn StanzaLink> = Arc::new(TestComponent(None));
+        assert!(router.register_remote_link("cb1.example.com", Arc::clone(&remote)));
+        assert!(router.link("cb1.example.com").unwrap().node().is_some());
+        // A local connection replaces the remote link...
+        router.register_link("cb1.example.com", Arc::clone(&local));
+        assert!(router.link("cb1.example.com").unwrap().node().is_none());
+        // ...and is not replaced by one.
+        assert!(!router.register_remote_link("cb1.example.com", Arc::clone(&remote)));
+        assert!(router.link("cb1.example.com").unwrap().node().is_none());
     }
 
     #[derive(Default)]
