@@ -118,8 +118,20 @@ impl Relay {
         self.timing.max_frame / 2
     }
 
+    /// A new handler hears `peer_up` at once for every peer already up (it missed those).
     pub fn set_handler(&self, handler: Option<Arc<dyn RelayHandler>>) {
-        *self.handler.write().unwrap_or_else(|e| e.into_inner()) = handler;
+        *self.handler.write().unwrap_or_else(|e| e.into_inner()) = handler.clone();
+        let Some(handler) = handler else {
+            return;
+        };
+        let up: Vec<NodeId> = lock(&self.peers)
+            .iter()
+            .filter(|(_, peer)| peer.up)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in up {
+            handler.peer_up(id);
+        }
     }
 
     fn handler(&self) -> Option<Arc<dyn RelayHandler>> {

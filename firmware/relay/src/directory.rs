@@ -75,10 +75,13 @@ struct LocalSession {
     bound_at_ms: u64,
     presence: Option<String>,
     priority: i8,
+    roster_interested: bool,
 }
 
 #[derive(Default)]
 struct State {
+    /// Peers up (as the relay reported them): directory updates go to these.
+    up: HashSet<sb_cluster::NodeId>,
     local: HashMap<SessionId, LocalSession>,
     /// Domains of the components connected to this node.
     components: BTreeSet<String>,
@@ -112,6 +115,7 @@ impl Directory {
             state: Mutex::new(State::default()),
             resync_task: Mutex::new(None),
         });
+        core.router.set_clustered(true);
         core.router
             .set_observer(Some(Arc::clone(&directory) as Arc<dyn SessionObserver>));
         cluster.set_relay_handler(Some(Arc::clone(&directory) as Arc<dyn RelayHandler>));
@@ -124,6 +128,7 @@ impl Directory {
     pub fn stop(&self) {
         self.cluster.set_relay_handler(None);
         self.core.router.set_observer(None);
+        self.core.router.set_clustered(false);
         if let Some(task) = lock(&self.resync_task).take() {
             task.abort();
         }
@@ -133,16 +138,18 @@ impl Directory {
         self.cluster.relay(to, msg.encode())
     }
 
-    /// Tell every reachable peer; a peer that cannot be told is resynchronized later.
+    /// Tell every peer that is up; a peer that cannot be told is resynchronized later. A
+    /// peer coming up gets a snapshot under the same lock, so it misses nothing.
     fn broadcast(&self, state: &mut State, msg: &Message) {
+        if state.up.is_empty() {
+            return;
+        }
         let bytes = msg.encode();
-        for member in self.cluster.members() {
-            if member.me || !member.reachable {
-                continue;
-            }
-            if let Err(e) = self.cluster.relay(member.id, bytes.clone()) {
-                log::debug!("relay: directory update to {:016x} not queued: {e}", member.id);
-                state.resync.insert(member.id);
+        let State { up, resync, .. } = state;
+        for peer in up.iter() {
+            if let Err(e) = self.cluster.relay(*peer, bytes.clone()) {
+                log::debug!("relay: directory update to {peer:016x} not queued: {e}");
+                resync.insert(*peer);
             }
         }
     }
@@ -159,6 +166,7 @@ impl Directory {
                     bound_at_ms: s.bound_at_ms,
                     presence: s.presence.clone(),
                     priority: s.priority,
+                    roster_interested: s.roster_interested,
                 })
                 .collect(),
             components: state.components.iter().cloned().collect(),
@@ -169,6 +177,7 @@ impl Directory {
     /// it in the peer's queue).
     fn send_snapshot(&self, to: sb_cluster::NodeId) {
         let mut state = lock(&self.state);
+        state.up.insert(to);
         let snapshot = self.snapshot(&state);
         match self.send(to, &snapshot) {
             Ok(()) => {
@@ -240,6 +249,9 @@ impl Directory {
             entry.presence,
             entry.priority,
         );
+        if entry.roster_interested {
+            router.set_remote_roster_interested(&entry.user, &entry.resource, &node, entry.session);
+        }
     }
 
     fn set_presence(
@@ -350,6 +362,14 @@ impl Directory {
                 presence,
                 priority,
             } => self.set_presence(&router_node(from), &user, &resource, session, presence, priority),
+            Message::RosterInterested {
+                user,
+                resource,
+                session,
+            } => self
+                .core
+                .router
+                .set_remote_roster_interested(&user, &resource, &router_node(from), session),
             Message::Snapshot { sessions, components } => {
                 let keep = sessions
                     .iter()
@@ -526,6 +546,7 @@ impl SessionObserver for Directory {
             bound_at_ms: now_ms(),
             presence: None,
             priority: 0,
+            roster_interested: false,
         };
         let msg = Message::Bound(SessionEntry {
             user: user.to_owned(),
@@ -534,6 +555,7 @@ impl SessionObserver for Directory {
             bound_at_ms: local.bound_at_ms,
             presence: None,
             priority: 0,
+            roster_interested: false,
         });
         let mut state = lock(&self.state);
         state.local.insert(session.id(), local);
@@ -581,6 +603,22 @@ impl SessionObserver for Directory {
         self.broadcast(&mut state, &msg);
     }
 
+    fn roster_interested(&self, user: &str, resource: &str, session: &SessionHandle) {
+        if !session.is_local() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        if let Some(local) = state.local.get_mut(&session.id()) {
+            local.roster_interested = true;
+        }
+        let msg = Message::RosterInterested {
+            user: user.to_owned(),
+            resource: resource.to_owned(),
+            session: session.id(),
+        };
+        self.broadcast(&mut state, &msg);
+    }
+
     fn link_registered(&self, domain: &str, link: &Arc<dyn StanzaLink>) {
         if link.node().is_some() {
             return;
@@ -623,6 +661,11 @@ impl RelayHandler for Directory {
     }
 
     fn peer_down(&self, node: sb_cluster::NodeId) {
+        {
+            let mut state = lock(&self.state);
+            state.up.remove(&node);
+            state.resync.remove(&node);
+        }
         log::info!("relay: node {node:016x} is down; its sessions and components leave routing");
         self.forget_node(node, &HashSet::new());
         self.forget_components(node, &BTreeSet::new());

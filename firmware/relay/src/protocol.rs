@@ -38,6 +38,9 @@ pub struct SessionEntry {
     /// Broadcast presence as `jabber:client` bytes; `None` while unavailable.
     pub presence: Option<String>,
     pub priority: i8,
+    /// The session asked for the roster: roster pushes made on any node go to it.
+    #[serde(default)]
+    pub roster_interested: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +60,12 @@ pub enum Message {
         session: SessionId,
         presence: Option<String>,
         priority: i8,
+    },
+    /// The sender's session asked for the roster (RFC 6121 §2.1.6 interested resource).
+    RosterInterested {
+        user: String,
+        resource: String,
+        session: SessionId,
     },
     /// Everything the sender has: the receiver replaces all it knew from it.
     Snapshot {

@@ -171,6 +171,15 @@ async fn messages_and_presence_cross_nodes_and_a_stopped_node_leaves_routing() {
     })
     .await;
 
+    // Juliet asks for her roster on b: roster pushes made on a go to her too.
+    b.core
+        .router
+        .set_roster_interested("juliet", "balcony", juliet.handle.id());
+    wait("juliet roster-interested on a", || {
+        a.core.router.roster_interested("juliet").len() == 1
+    })
+    .await;
+
     // A message from a's session to juliet's full JID reaches her on b.
     a.core
         .route(chat("romeo@example.com/orchard", "juliet@example.com/balcony", "full"))

@@ -439,8 +439,13 @@ pub async fn session_ended(core: &Core, user: &str, full: &Jid, session: Session
         return;
     };
     // At shutdown every local session is closing at once: telling each other is wasted
-    // work that would slow the shutdown of a full server.
-    if core.is_shutting_down() && core.router.link_domains().is_empty() && core.router.remote_link().is_none() {
+    // work that would slow the shutdown of a full server (not so in a cluster, whose other
+    // nodes hold contacts).
+    if core.is_shutting_down()
+        && core.router.link_domains().is_empty()
+        && core.router.remote_link().is_none()
+        && !core.router.is_clustered()
+    {
         return;
     }
     let was_available = unbound.presence.is_some();

@@ -217,6 +217,8 @@ pub trait SessionObserver: Send + Sync {
         _priority: i8,
     ) {
     }
+    /// The session asked for the roster and now gets roster pushes.
+    fn roster_interested(&self, _user: &str, _resource: &str, _session: &SessionHandle) {}
     /// Stanzas for `domain` now go over `link` (a component connected, here or, for a link
     /// with a [`StanzaLink::node`], on another node).
     fn link_registered(&self, _domain: &str, _link: &Arc<dyn StanzaLink>) {}
@@ -313,6 +315,7 @@ pub struct Router {
     remote: RwLock<Option<Arc<dyn StanzaLink>>>,
     next_session_id: AtomicU64,
     observer: RwLock<Option<Arc<dyn SessionObserver>>>,
+    clustered: std::sync::atomic::AtomicBool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -512,14 +515,39 @@ impl Router {
     /// Mark the session as one that asked for the roster and so gets roster pushes
     /// (RFC 6121 §2.1.6 "interested resource").
     pub fn set_roster_interested(&self, user: &str, resource: &str, id: SessionId) {
+        self.set_session_roster_interested(user, resource, None, id)
+    }
+
+    /// Session `id` of `node` asked for the roster there, so roster pushes made here go to
+    /// it too.
+    pub fn set_remote_roster_interested(&self, user: &str, resource: &str, node: &NodeId, id: SessionId) {
+        self.set_session_roster_interested(user, resource, Some(node), id)
+    }
+
+    fn set_session_roster_interested(&self, user: &str, resource: &str, node: Option<&NodeId>, id: SessionId) {
+        let observer = self.observer();
         let mut users = locked(&self.users);
         if let Some(entry) = users.get_mut(user).and_then(|entries| {
             entries
                 .iter_mut()
-                .find(|e| e.resource == resource && e.handle.is_session(None, id))
-        }) {
+                .find(|e| e.resource == resource && e.handle.is_session(node, id))
+        }) && !entry.roster_interested
+        {
             entry.roster_interested = true;
+            if let Some(observer) = &observer {
+                observer.roster_interested(user, resource, &entry.handle);
+            }
         }
+    }
+
+    /// This node is part of a cluster: sessions here have contacts on other nodes, which
+    /// must hear them go even when this node shuts down.
+    pub fn set_clustered(&self, clustered: bool) {
+        self.clustered.store(clustered, Ordering::Relaxed);
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.clustered.load(Ordering::Relaxed)
     }
 
     pub fn resource(&self, user: &str, resource: &str) -> Option<ResourceView> {
