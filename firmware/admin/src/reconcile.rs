@@ -25,6 +25,7 @@ pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
     match event {
         FeedEvent::NodeConfigChanged => vec![Reaction::ReloadServer, Reaction::ReloadFederation],
         FeedEvent::OfflineQueued { .. } => Vec::new(),
+        FeedEvent::Replaced => full_resync(),
         FeedEvent::Change(change) => match &**change {
             // Listen addresses, domain and certificate matter to federation too.
             C::SetService(_) => vec![Reaction::ReloadServer, Reaction::ReloadFederation],

@@ -152,25 +152,31 @@ fn raise_fd_limit() {
 /// A fresh data dir gets a working service: domain `localhost` on 127.0.0.1, enabled; and
 /// any configuration without a certificate gets a self-signed one for its domain.
 ///
-/// Node-local defaults (listen address, certificate) are this machine's own and always
-/// safe to write. The shared default (domain `localhost`, enabled) goes through the writer,
-/// and only when no domain was ever set: a standalone first boot. A node that will join a
+/// Node-local defaults (enabled, listen address, certificate) are this machine's own and
+/// always safe to write. The shared default (domain `localhost`) goes through the writer, and
+/// only on a fresh data dir: a standalone first boot. After `xmpp reset` the node stays
+/// unconfigured and disabled until the operator configures it or joins a cluster. A node that will join a
 /// cluster must not write it (it would fight the cluster's domain): the joining path gets the
 /// shared state from the cluster first, and then finds it configured here.
 fn apply_defaults(store: &Store, writer: &dyn ConfigWriter, dir: &Path) -> Result<(), StartError> {
+    let fresh = !store.has_node_config()?;
     let config = store.xmpp_config()?;
-    if !config.is_configured() {
+    if fresh && !config.is_configured() {
         log::info!("no configuration yet: serving domain 'localhost' on 127.0.0.1");
         let mut service = config.service();
         service.domain = "localhost".to_owned();
-        service.enabled = true;
         writer
             .write(ConfigChange::SetService(service))
             .map_err(|e| StartError::Defaults(e.to_string()))?;
     }
     let mut node = store.node_config()?;
+    if fresh {
+        node.enabled = true;
+    }
     if node.listen.is_empty() {
         node.listen = vec!["127.0.0.1".to_owned()];
+    }
+    if fresh || node != store.node_config()? {
         store.set_node_config(&node)?;
     }
     let config = store.xmpp_config()?;
