@@ -13,7 +13,8 @@ use sb_admin::{
 };
 use sb_server::component::AuthFailureReason;
 use sb_server::{Server, ServerTuning, Service};
-use sb_store::{ConfigChange, ConfigWriter, LocalWriter, Store, TlsIdentity};
+use sb_store::{ConfigChange, ConfigWriter, Store, TlsIdentity};
+use xmppd::cluster::ClusterNode;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -207,6 +208,7 @@ fn apply_defaults(store: &Store, writer: &dyn ConfigWriter, dir: &Path) -> Resul
 /// The admin layer's view of the running server.
 struct LiveServer {
     server: Arc<Server>,
+    cluster: Arc<ClusterNode>,
     federation: Arc<sb_federation::Federation>,
     reconciled: xmppd::reconciler::Reconciled,
     runtime: tokio::runtime::Handle,
@@ -222,10 +224,6 @@ fn failure_reason(reason: AuthFailureReason) -> ComponentAuthFailureReason {
 }
 
 impl LiveNode for LiveServer {
-    #[allow(
-        clippy::needless_update,
-        reason = "fields the admin layer adds later (federation) keep their default until wired here"
-    )]
     fn status(&self) -> LiveStatus {
         let status = self.server.status();
         LiveStatus {
@@ -275,7 +273,8 @@ impl LiveNode for LiveServer {
                     count: f.count,
                 })
                 .collect(),
-            ..LiveStatus::default()
+            cluster: self.cluster.view(),
+            cluster_error: self.cluster.start_error(),
         }
     }
 
@@ -296,6 +295,10 @@ impl LiveNode for LiveServer {
 
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
         Some(federation_admin::admin_handle(&self.federation))
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn sb_admin::ClusterLive>> {
+        Some(Arc::clone(&self.cluster) as Arc<dyn sb_admin::ClusterLive>)
     }
 
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
@@ -397,20 +400,37 @@ async fn wait_for_signal() {
     }
 }
 
-async fn run(
-    options: Options,
-    store: Store,
-    writer: Arc<dyn ConfigWriter>,
-    log: Option<sb_logging::LogHandle>,
-) -> Result<(), StartError> {
+async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>) -> Result<(), StartError> {
     start_heartbeat();
+    // One writer for the admin layer and the server: the local store until this node is a
+    // cluster member, the replicated log after.
+    let cluster = ClusterNode::new(
+        store.clone(),
+        &options.dir,
+        options.tuning.board_interfaces.clone(),
+        sb_cluster::Timing::default(),
+    );
+    let writer: Arc<dyn ConfigWriter> = Arc::clone(&cluster) as Arc<dyn ConfigWriter>;
+    {
+        let (store, writer, dir) = (store.clone(), Arc::clone(&writer), options.dir.clone());
+        tokio::task::spawn_blocking(move || apply_defaults(&store, writer.as_ref(), &dir))
+            .await
+            .map_err(|e| StartError::Defaults(e.to_string()))??;
+    }
+    cluster.reconcile().await;
     let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
     server.start().await?;
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
-    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), Some(Arc::clone(&federation)));
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(
+        &store,
+        Arc::clone(&server),
+        Some(Arc::clone(&federation)),
+        Some(Arc::clone(&cluster)),
+    );
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
+        cluster: Arc::clone(&cluster),
         federation: Arc::clone(&federation),
         reconciled,
         runtime: tokio::runtime::Handle::current(),
@@ -424,6 +444,7 @@ async fn run(
     reconciler.abort();
     federation.shutdown().await;
     server.shutdown().await;
+    cluster.shutdown().await;
     admin_task.abort();
     let _ = std::fs::remove_file(sb_admin::socket::socket_path(&options.dir));
     log::info!("stopped");
@@ -442,14 +463,11 @@ fn main() -> ExitCode {
     raise_fd_limit();
     let started = (|| {
         let store = Store::open(&options.dir)?;
-        // Single node: shared changes apply to the local store.
-        let writer: Arc<dyn ConfigWriter> = Arc::new(LocalWriter::new(store.clone()));
-        apply_defaults(&store, writer.as_ref(), &options.dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        runtime.block_on(run(options, store, writer, log))
+        runtime.block_on(run(options, store, log))
     })();
     match started {
         Ok(()) => ExitCode::SUCCESS,

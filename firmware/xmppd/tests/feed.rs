@@ -63,7 +63,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
 
     let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
     server.start().await.expect("start");
-    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None);
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None, None);
     assert_eq!(listening_on(&server), vec![first]);
 
     // A user deleted through the writer loses its session.
