@@ -27,6 +27,11 @@ pub trait LiveNode: Send + Sync {
     fn federation(&self) -> Option<Arc<dyn crate::federation::FederationLive>> {
         None
     }
+    /// The cluster, for `xmpp cluster ...` and `xmpp reset`; `None` when the daemon has no
+    /// cluster support (tests).
+    fn cluster(&self) -> Option<Arc<dyn crate::xmpp::ClusterLive>> {
+        None
+    }
 }
 
 /// A snapshot of the daemon, for `xmpp status`. Build it with `..Default::default()` so fields
@@ -44,6 +49,10 @@ pub struct LiveStatus {
     /// Refused component handshakes; `xmpp status` shows those of the last hour. The daemon
     /// keeps a bounded number (the newest).
     pub component_auth_failures: Vec<ComponentAuthFailure>,
+    /// This node's cluster, when cluster mode runs.
+    pub cluster: Option<crate::xmpp::ClusterView>,
+    /// Why cluster mode is on but not running.
+    pub cluster_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,10 +296,12 @@ mod tests {
     fn a_write_without_quorum_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let admin = crate::testing::admin(dir.path()).with_writer(Arc::new(NoQuorumWriter));
-        let reply = run(&admin, "xmpp enable");
+        let reply = run(&admin, "xmpp domain example.com");
         assert!(!reply.ok);
         assert_eq!(reply.text, "FAILURE: no quorum (node2, node3)");
-        assert!(!admin.store().xmpp_config().unwrap().enabled);
+        assert_eq!(admin.store().xmpp_config().unwrap().domain, "");
+        // Starting or stopping the service is this node's own business: no quorum needed.
+        assert!(run(&admin, "xmpp enable").ok);
         let reply = run(&admin, "federation disable");
         assert_eq!(reply.text, "FAILURE: no quorum (node2, node3)");
     }

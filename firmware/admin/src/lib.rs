@@ -45,7 +45,7 @@ pub use pki::PkiCommand;
 /// A secret typed by the operator (password, component secret); it never prints.
 pub use sb_store::Secret;
 pub use user::UserCommand;
-pub use xmpp::{CallbridgeCommand, XmppCommand};
+pub use xmpp::{CallbridgeCommand, ClusterCommand, ClusterLive, ClusterView, PeerHealth, PeerView, XmppCommand};
 
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +162,8 @@ command_families! {
     Xmpp(XmppCommand),
     /// `xmpp callbridge ...`: the Call Bridges (external components) allowed to connect.
     Callbridge(CallbridgeCommand),
+    /// `xmpp cluster ...`: this node's part in a cluster.
+    Cluster(ClusterCommand),
     /// `user ...`: local accounts.
     User(UserCommand),
     /// `pki ...`: keys and certificates in the data dir's certificate folder.
@@ -272,7 +274,7 @@ pub(crate) mod testing {
                 for reaction in crate::reconcile::reactions(&published.event) {
                     match reaction {
                         crate::reconcile::Reaction::ReloadServer => *self.config_changes.lock().unwrap() += 1,
-                        crate::reconcile::Reaction::ReloadFederation => {}
+                        crate::reconcile::Reaction::ReloadFederation | crate::reconcile::Reaction::ReloadCluster => {}
                         crate::reconcile::Reaction::EndSessionsOf(user) => {
                             self.users_changed.lock().unwrap().push(user)
                         }

@@ -384,6 +384,7 @@ mod tests {
             run(&admin, "log level").text,
             "\
 (default)               : warn
+openraft                : off
 rustls                  : warn
 sb_server               : debug
 sled                    : warn

@@ -12,6 +12,8 @@ pub enum Reaction {
     ReloadServer,
     /// Re-read federation and DNS settings (and the domain, listeners, certificate they use).
     ReloadFederation,
+    /// Open, close or reopen this node's cluster port to match its settings.
+    ReloadCluster,
     /// An account was deleted or its password changed: end that user's sessions.
     EndSessionsOf(String),
     /// A Call Bridge was added, deleted or re-keyed: a deleted or re-keyed bridge's
@@ -23,8 +25,14 @@ pub enum Reaction {
 pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
     use ConfigChange as C;
     match event {
-        FeedEvent::NodeConfigChanged => vec![Reaction::ReloadServer, Reaction::ReloadFederation],
+        // The cluster port follows this node's listen address, certificate and cluster settings.
+        FeedEvent::NodeConfigChanged => vec![
+            Reaction::ReloadServer,
+            Reaction::ReloadFederation,
+            Reaction::ReloadCluster,
+        ],
         FeedEvent::OfflineQueued { .. } => Vec::new(),
+        FeedEvent::Replaced => full_resync(),
         FeedEvent::Change(change) => match &**change {
             // Listen addresses, domain and certificate matter to federation too.
             C::SetService(_) => vec![Reaction::ReloadServer, Reaction::ReloadFederation],
@@ -77,7 +85,7 @@ mod tests {
     fn each_kind_of_change_gets_its_reaction() {
         assert_eq!(
             reactions(&FeedEvent::NodeConfigChanged),
-            vec![Reaction::ReloadServer, Reaction::ReloadFederation]
+            vec![Reaction::ReloadServer, Reaction::ReloadFederation, Reaction::ReloadCluster]
         );
         assert_eq!(
             of(ConfigChange::DeleteUser { name: "bob".into() }),

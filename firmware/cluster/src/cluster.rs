@@ -226,6 +226,18 @@ impl Cluster {
         self.inner.status()
     }
 
+    /// Whether this node is a voter of a cluster (one it initialized or joined): its shared
+    /// writes then go through the log. Cheaper than [`Cluster::status`].
+    pub fn is_member(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == self.inner.id)
+    }
+
     /// Cut this node off from the members at `addrs` (an empty list heals): it neither calls
     /// them nor answers them. Simulates a network partition, for tests.
     #[doc(hidden)]

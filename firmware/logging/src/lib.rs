@@ -83,6 +83,11 @@ impl Default for LogConfig {
             module_levels: ["rustls", "sled", "tokio_rustls"]
                 .iter()
                 .map(|module| ((*module).to_owned(), LevelFilter::Warn))
+                // openraft logs every failed call to an unreachable member at ERROR, several
+                // times a second for as long as the member is down, which would flush the
+                // history ring; sb_cluster shows member health itself (`xmpp cluster status`).
+                // `--log-level openraft=debug` brings it back.
+                .chain(std::iter::once(("openraft".to_owned(), LevelFilter::Off)))
                 .collect(),
             ceilings: DEFAULT_CEILINGS.to_vec(),
             console: Console::Stderr,
@@ -435,6 +440,10 @@ mod tests {
                 ModuleLevel {
                     module: None,
                     level: LevelFilter::Trace
+                },
+                ModuleLevel {
+                    module: Some("openraft".to_owned()),
+                    level: LevelFilter::Off
                 },
                 ModuleLevel {
                     module: Some("rustls".to_owned()),

@@ -128,10 +128,17 @@ impl ListenPlan {
 
 fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
     let config = store.xmpp_config()?;
-    let domain = Jid::from_parts(None, &config.domain, None)
-        .map_err(|_| ServerError::Domain(config.domain.clone()))?
-        .domain()
-        .to_owned();
+    // No domain (a reset node, or one joining a cluster before the cluster's state arrived):
+    // nothing to serve, so the service stops rather than keep the old domain running.
+    let configured = config.is_configured();
+    let domain = if configured {
+        Jid::from_parts(None, &config.domain, None)
+            .map_err(|_| ServerError::Domain(config.domain.clone()))?
+            .domain()
+            .to_owned()
+    } else {
+        "localhost".to_owned()
+    };
     let (tls, tls_error) = match &config.tls {
         Some(identity) => match TlsIdentity::load(&dir.join("certs"), identity).and_then(|id| id.server_config()) {
             Ok(config) => (Some(config), None),
@@ -155,7 +162,7 @@ fn load(store: &Store, dir: &std::path::Path) -> Result<Loaded, ServerError> {
             component_port: config.component_port,
             component_plain: config.component_plain,
         },
-        enabled: config.enabled,
+        enabled: config.enabled && configured,
         tls_error,
     })
 }

@@ -120,7 +120,7 @@ impl PrivacyList {
 }
 
 /// What an applied change tells its caller.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
     /// The roster version after a roster change.
@@ -163,6 +163,9 @@ pub enum FeedEvent {
     /// `FEED_CAPACITY` events for a slow subscriber, and that many stanzas (up to the
     /// stanza size limit each) would be far too much memory. The queue is in the store.
     OfflineQueued { user: String },
+    /// The whole shared state was replaced (a cluster snapshot installed, the founding entry
+    /// of a cluster, a node leaving one): everything may have changed.
+    Replaced,
 }
 
 /// Events a subscriber may fall behind by before it is told it lagged (and must reload
@@ -184,16 +187,19 @@ impl Store {
         let guard = self.lock();
         let applied = self.apply_locked(change)?;
         self.flush()?;
-        let event = match change {
-            ConfigChange::PushOffline { user, .. } => FeedEvent::OfflineQueued { user: user.clone() },
-            other => FeedEvent::Change(Arc::new(other.clone())),
-        };
-        let seq = self.publish(event);
+        let seq = self.publish(Self::feed_event(change));
         drop(guard);
         Ok((applied, seq))
     }
 
-    fn apply_locked(&self, change: &ConfigChange) -> Result<Applied> {
+    pub(crate) fn feed_event(change: &ConfigChange) -> FeedEvent {
+        match change {
+            ConfigChange::PushOffline { user, .. } => FeedEvent::OfflineQueued { user: user.clone() },
+            other => FeedEvent::Change(Arc::new(other.clone())),
+        }
+    }
+
+    pub(crate) fn apply_locked(&self, change: &ConfigChange) -> Result<Applied> {
         use ConfigChange as C;
         Ok(match change {
             C::SetService(config) => {

@@ -1,9 +1,11 @@
 //! The XMPP service configuration (`xmpp ...` commands), in two records:
 //!
-//! - [`ServiceConfig`]: what every node of a cluster must agree on (domain, service state,
+//! - [`ServiceConfig`]: what every node of a cluster must agree on (domain, TLS policy,
 //!   limits). Changed only through [`crate::ConfigChange::SetService`].
-//! - [`NodeConfig`]: what belongs to this machine (listen addresses, ports, certificate file
-//!   names, hostname). Never replicated, so it is not a `ConfigChange`: it has its own setter,
+//! - [`NodeConfig`]: what belongs to this machine (whether its XMPP service runs, listen
+//!   addresses, ports, certificate file names, hostname, its cluster settings). `xmpp disable`
+//!   stops the service on this node only, as on CMS, where forming a cluster disables each
+//!   node in turn. Never replicated, so it is not a `ConfigChange`: it has its own setter,
 //!   [`Store::set_node_config`], which still publishes a `NodeConfigChanged` event on the
 //!   change feed so the running server reacts to it the same way.
 //!
@@ -35,7 +37,6 @@ pub struct TlsIdentity {
 pub struct ServiceConfig {
     /// Empty means unconfigured.
     pub domain: String,
-    pub enabled: bool,
     pub starttls_required: bool,
     /// Stored messages per offline user before senders get an error.
     pub offline_limit: u32,
@@ -46,7 +47,6 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             domain: String::new(),
-            enabled: false,
             starttls_required: true,
             offline_limit: 100,
             max_stanza_bytes: 256 * 1024,
@@ -58,6 +58,8 @@ impl Default for ServiceConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeConfig {
+    /// The XMPP service runs on this node (`xmpp enable` / `xmpp disable`).
+    pub enabled: bool,
     /// [`crate::ListenTarget`]s in stored form: `127.0.0.1`, `127.0.0.1:15222`, `[::1]:5222`,
     /// `a`, `eth0:5222`; the port defaults per service.
     pub listen: Vec<String>,
@@ -71,16 +73,46 @@ pub struct NodeConfig {
     /// Plain TCP instead of TLS on component listeners bound to loopback addresses (a Call
     /// Bridge on the same host, or tests). Listeners on other addresses always use TLS.
     pub component_plain: bool,
+    /// `xmpp cluster ...`: this node's part in a cluster.
+    pub cluster: ClusterNodeConfig,
+}
+
+/// This node's cluster settings. What the cluster shares lives in the replicated state; these
+/// say whether and how this node takes part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterNodeConfig {
+    /// `xmpp cluster enable`: run the cluster port and consensus on this node.
+    pub enabled: bool,
+    /// `xmpp cluster trust <bundle>`: a file in `certs/`; peers' chains must lead to it.
+    pub trust: Option<String>,
+    /// The node-to-node port on this node's listen addresses.
+    pub port: u16,
+}
+
+/// The cluster port when the administrator names none (SPEC: 5270).
+pub const DEFAULT_CLUSTER_PORT: u16 = 5270;
+
+impl Default for ClusterNodeConfig {
+    fn default() -> Self {
+        ClusterNodeConfig {
+            enabled: false,
+            trust: None,
+            port: DEFAULT_CLUSTER_PORT,
+        }
+    }
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
+            enabled: false,
             listen: Vec::new(),
             tls: None,
             hostname: None,
             component_port: 5223,
             component_plain: false,
+            cluster: ClusterNodeConfig::default(),
         }
     }
 }
@@ -109,6 +141,7 @@ pub struct XmppConfig {
     /// Plain TCP instead of TLS on component listeners bound to loopback addresses (a Call
     /// Bridge on the same host, or tests). Listeners on other addresses always use TLS.
     pub component_plain: bool,
+    pub cluster: ClusterNodeConfig,
 }
 
 impl Default for XmppConfig {
@@ -126,7 +159,7 @@ impl XmppConfig {
         XmppConfig {
             domain: service.domain,
             listen: node.listen,
-            enabled: service.enabled,
+            enabled: node.enabled,
             tls: node.tls,
             starttls_required: service.starttls_required,
             offline_limit: service.offline_limit,
@@ -134,6 +167,7 @@ impl XmppConfig {
             hostname: node.hostname,
             component_port: node.component_port,
             component_plain: node.component_plain,
+            cluster: node.cluster,
         }
     }
 
@@ -141,7 +175,6 @@ impl XmppConfig {
     pub fn service(&self) -> ServiceConfig {
         ServiceConfig {
             domain: self.domain.clone(),
-            enabled: self.enabled,
             starttls_required: self.starttls_required,
             offline_limit: self.offline_limit,
             max_stanza_bytes: self.max_stanza_bytes,
@@ -151,11 +184,13 @@ impl XmppConfig {
     /// This node's half.
     pub fn node(&self) -> NodeConfig {
         NodeConfig {
+            enabled: self.enabled,
             listen: self.listen.clone(),
             tls: self.tls.clone(),
             hostname: self.hostname.clone(),
             component_port: self.component_port,
             component_plain: self.component_plain,
+            cluster: self.cluster.clone(),
         }
     }
 }
@@ -179,6 +214,11 @@ impl Store {
             None => Ok(NodeConfig::default()),
             Some(raw) => decode(|| "config/node".to_owned(), &raw),
         }
+    }
+
+    /// Whether this node's record was ever written (false on a fresh data dir).
+    pub fn has_node_config(&self) -> Result<bool> {
+        Ok(self.inner.config.contains_key(NODE_KEY)?)
     }
 
     /// Replace this node's settings (flushed), then publish

@@ -20,6 +20,7 @@ mod listen;
 mod migrations;
 mod offline;
 mod quota;
+mod replica;
 mod roster;
 mod secret;
 mod settings;
@@ -30,7 +31,7 @@ mod writer;
 
 pub use callbridge::CallBridge;
 pub use change::{Applied, ConfigChange, ExportedTree, FeedEvent, PrivacyList, Published};
-pub use config::{NodeConfig, ServiceConfig, TlsIdentity, XmppConfig};
+pub use config::{ClusterNodeConfig, DEFAULT_CLUSTER_PORT, NodeConfig, ServiceConfig, TlsIdentity, XmppConfig};
 pub use error::{Result, StoreError};
 pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};
 pub use listen::{
@@ -41,6 +42,7 @@ pub use quota::{
     MAX_OFFLINE_BYTES_PER_ACCOUNT, MAX_PENDING_SUBSCRIPTIONS, MAX_ROSTER_ITEM_BYTES, MAX_ROSTER_ITEMS, Quota,
     STORE_BUDGET_BYTES,
 };
+pub use replica::{Answer, LogEntry, Refusal, SharedState};
 pub use roster::{RosterItem, Subscription};
 pub use sb_proto::sasl::UserCredentials;
 pub use secret::Secret;

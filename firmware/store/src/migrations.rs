@@ -9,7 +9,7 @@ use crate::error::{Result, StoreError};
 use sled::Db;
 
 /// The schema this build writes. Bump it together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const META_TREE: &str = "meta";
 pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         to: 2,
         description: "split the xmpp configuration into shared and node-local records; count offline keys per user",
         apply: split_config_and_count_offline,
+    },
+    Migration {
+        to: 3,
+        description: "xmpp enable/disable becomes this node's setting, not a shared one",
+        apply: move_enabled_to_node,
     },
 ];
 
@@ -100,6 +105,35 @@ fn split_config_and_count_offline(db: &Db) -> Result<()> {
     Ok(())
 }
 
+/// Schema 3: `enabled` moves from `config/service` to `config/node` (`xmpp disable` stops one
+/// node, not the cluster). Idempotent: a rerun finds no `enabled` left in the service record.
+fn move_enabled_to_node(db: &Db) -> Result<()> {
+    use crate::config::{NODE_KEY, SERVICE_KEY};
+    let config = db.open_tree("config")?;
+    let Some(raw) = config.get(SERVICE_KEY)? else {
+        return Ok(());
+    };
+    let mut service: serde_json::Value = crate::decode(|| "config/service".to_owned(), &raw)?;
+    let Some(enabled) = service.as_object_mut().and_then(|fields| fields.remove("enabled")) else {
+        return Ok(());
+    };
+    let mut node: serde_json::Value = match config.get(NODE_KEY)? {
+        Some(raw) => crate::decode(|| "config/node".to_owned(), &raw)?,
+        None => serde_json::json!({}),
+    };
+    if let Some(fields) = node.as_object_mut() {
+        fields.insert("enabled".to_owned(), enabled);
+    }
+    let service = crate::encode("config/service", &service)?;
+    let node = crate::encode("config/node", &node)?;
+    config.transaction(|tree| {
+        tree.insert(NODE_KEY, node.as_slice())?;
+        tree.insert(SERVICE_KEY, service.as_slice())?;
+        Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+    })?;
+    Ok(())
+}
+
 /// The stored schema version; a store without one (new, or from before versioning) is 0.
 pub(crate) fn stored_version(db: &Db) -> Result<u32> {
     let meta = db.open_tree(META_TREE)?;
@@ -144,5 +178,28 @@ mod tests {
             assert_eq!(step.to as usize, index + 1, "{}", step.description);
         }
         assert_eq!(MIGRATIONS.last().map(|m| m.to), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn schema_3_moves_enabled_from_the_shared_record_to_this_nodes() {
+        use crate::config::{NODE_KEY, SERVICE_KEY};
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).temporary(true).open().unwrap();
+        let config = db.open_tree("config").unwrap();
+        config
+            .insert(SERVICE_KEY, br#"{"domain":"example.com","enabled":true}"#.as_slice())
+            .unwrap();
+        config
+            .insert(NODE_KEY, br#"{"listen":["127.0.0.1"]}"#.as_slice())
+            .unwrap();
+        move_enabled_to_node(&db).unwrap();
+        // Run twice: a power cut may replay a step.
+        move_enabled_to_node(&db).unwrap();
+        let node: crate::NodeConfig = crate::decode(String::new, &config.get(NODE_KEY).unwrap().unwrap()).unwrap();
+        assert!(node.enabled);
+        assert_eq!(node.listen, vec!["127.0.0.1".to_owned()]);
+        let service: serde_json::Value =
+            crate::decode(String::new, &config.get(SERVICE_KEY).unwrap().unwrap()).unwrap();
+        assert_eq!(service, serde_json::json!({"domain": "example.com"}));
     }
 }

@@ -20,11 +20,11 @@ fn check(store: &Store) {
 
     let service = store.service_config().unwrap();
     assert_eq!(service.domain, "example.com");
-    assert!(service.enabled);
     assert!(!service.starttls_required);
     assert_eq!(service.offline_limit, 42);
     assert_eq!(service.max_stanza_bytes, 65536);
     let node = store.node_config().unwrap();
+    assert!(node.enabled, "enabled moved to this node's record (schema 3)");
     assert_eq!(node.listen, vec!["127.0.0.1:15222".to_owned(), "eth0".to_owned()]);
     assert_eq!(
         node.tls,

@@ -20,7 +20,6 @@ fn changes() -> Vec<C> {
     vec![
         C::SetService(ServiceConfig {
             domain: "example.com".into(),
-            enabled: true,
             ..ServiceConfig::default()
         }),
         C::AddUser {

@@ -56,6 +56,11 @@ fn xmpp_config_round_trip() {
         hostname: Some("node1".into()),
         component_port: 15223,
         component_plain: true,
+        cluster: sb_store::ClusterNodeConfig {
+            enabled: true,
+            trust: Some("cluster-trust.pem".into()),
+            port: 15270,
+        },
     };
     store.set_xmpp_config(&config).unwrap();
     let store = reopen(dir.path(), store);

@@ -13,7 +13,8 @@ use sb_admin::{
 };
 use sb_server::component::AuthFailureReason;
 use sb_server::{Server, ServerTuning, Service};
-use sb_store::{ConfigChange, ConfigWriter, LocalWriter, Store, TlsIdentity};
+use sb_store::{ConfigChange, ConfigWriter, Store, TlsIdentity};
+use xmppd::cluster::ClusterNode;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -152,25 +153,31 @@ fn raise_fd_limit() {
 /// A fresh data dir gets a working service: domain `localhost` on 127.0.0.1, enabled; and
 /// any configuration without a certificate gets a self-signed one for its domain.
 ///
-/// Node-local defaults (listen address, certificate) are this machine's own and always
-/// safe to write. The shared default (domain `localhost`, enabled) goes through the writer,
-/// and only when no domain was ever set: a standalone first boot. A node that will join a
+/// Node-local defaults (enabled, listen address, certificate) are this machine's own and
+/// always safe to write. The shared default (domain `localhost`) goes through the writer, and
+/// only on a fresh data dir: a standalone first boot. After `xmpp reset` the node stays
+/// unconfigured and disabled until the operator configures it or joins a cluster. A node that will join a
 /// cluster must not write it (it would fight the cluster's domain): the joining path gets the
 /// shared state from the cluster first, and then finds it configured here.
 fn apply_defaults(store: &Store, writer: &dyn ConfigWriter, dir: &Path) -> Result<(), StartError> {
+    let fresh = !store.has_node_config()?;
     let config = store.xmpp_config()?;
-    if !config.is_configured() {
+    if fresh && !config.is_configured() {
         log::info!("no configuration yet: serving domain 'localhost' on 127.0.0.1");
         let mut service = config.service();
         service.domain = "localhost".to_owned();
-        service.enabled = true;
         writer
             .write(ConfigChange::SetService(service))
             .map_err(|e| StartError::Defaults(e.to_string()))?;
     }
     let mut node = store.node_config()?;
+    if fresh {
+        node.enabled = true;
+    }
     if node.listen.is_empty() {
         node.listen = vec!["127.0.0.1".to_owned()];
+    }
+    if fresh || node != store.node_config()? {
         store.set_node_config(&node)?;
     }
     let config = store.xmpp_config()?;
@@ -201,6 +208,7 @@ fn apply_defaults(store: &Store, writer: &dyn ConfigWriter, dir: &Path) -> Resul
 /// The admin layer's view of the running server.
 struct LiveServer {
     server: Arc<Server>,
+    cluster: Arc<ClusterNode>,
     federation: Arc<sb_federation::Federation>,
     reconciled: xmppd::reconciler::Reconciled,
     runtime: tokio::runtime::Handle,
@@ -216,10 +224,6 @@ fn failure_reason(reason: AuthFailureReason) -> ComponentAuthFailureReason {
 }
 
 impl LiveNode for LiveServer {
-    #[allow(
-        clippy::needless_update,
-        reason = "fields the admin layer adds later (federation) keep their default until wired here"
-    )]
     fn status(&self) -> LiveStatus {
         let status = self.server.status();
         LiveStatus {
@@ -269,7 +273,8 @@ impl LiveNode for LiveServer {
                     count: f.count,
                 })
                 .collect(),
-            ..LiveStatus::default()
+            cluster: self.cluster.view(),
+            cluster_error: self.cluster.start_error(),
         }
     }
 
@@ -290,6 +295,10 @@ impl LiveNode for LiveServer {
 
     fn federation(&self) -> Option<Arc<dyn sb_admin::FederationLive>> {
         Some(federation_admin::admin_handle(&self.federation))
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn sb_admin::ClusterLive>> {
+        Some(Arc::clone(&self.cluster) as Arc<dyn sb_admin::ClusterLive>)
     }
 
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
@@ -391,20 +400,37 @@ async fn wait_for_signal() {
     }
 }
 
-async fn run(
-    options: Options,
-    store: Store,
-    writer: Arc<dyn ConfigWriter>,
-    log: Option<sb_logging::LogHandle>,
-) -> Result<(), StartError> {
+async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>) -> Result<(), StartError> {
     start_heartbeat();
+    // One writer for the admin layer and the server: the local store until this node is a
+    // cluster member, the replicated log after.
+    let cluster = ClusterNode::new(
+        store.clone(),
+        &options.dir,
+        options.tuning.board_interfaces.clone(),
+        sb_cluster::Timing::default(),
+    );
+    let writer: Arc<dyn ConfigWriter> = Arc::clone(&cluster) as Arc<dyn ConfigWriter>;
+    {
+        let (store, writer, dir) = (store.clone(), Arc::clone(&writer), options.dir.clone());
+        tokio::task::spawn_blocking(move || apply_defaults(&store, writer.as_ref(), &dir))
+            .await
+            .map_err(|e| StartError::Defaults(e.to_string()))??;
+    }
+    cluster.reconcile().await;
     let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
     server.start().await?;
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
-    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), Some(Arc::clone(&federation)));
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(
+        &store,
+        Arc::clone(&server),
+        Some(Arc::clone(&federation)),
+        Some(Arc::clone(&cluster)),
+    );
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
+        cluster: Arc::clone(&cluster),
         federation: Arc::clone(&federation),
         reconciled,
         runtime: tokio::runtime::Handle::current(),
@@ -418,6 +444,7 @@ async fn run(
     reconciler.abort();
     federation.shutdown().await;
     server.shutdown().await;
+    cluster.shutdown().await;
     admin_task.abort();
     let _ = std::fs::remove_file(sb_admin::socket::socket_path(&options.dir));
     log::info!("stopped");
@@ -436,14 +463,11 @@ fn main() -> ExitCode {
     raise_fd_limit();
     let started = (|| {
         let store = Store::open(&options.dir)?;
-        // Single node: shared changes apply to the local store.
-        let writer: Arc<dyn ConfigWriter> = Arc::new(LocalWriter::new(store.clone()));
-        apply_defaults(&store, writer.as_ref(), &options.dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        runtime.block_on(run(options, store, writer, log))
+        runtime.block_on(run(options, store, log))
     })();
     match started {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,7 @@ pub fn spawn(
     store: &Store,
     server: Arc<Server>,
     federation: Option<Arc<sb_federation::Federation>>,
+    cluster: Option<Arc<crate::cluster::ClusterNode>>,
 ) -> (Reconciled, tokio::task::JoinHandle<()>) {
     let mut feed = store.subscribe();
     // Everything before the subscription is already in what the server loaded at start.
@@ -56,7 +57,7 @@ pub fn spawn(
                 Err(RecvError::Closed) => return,
             };
             for reaction in dedup(todo) {
-                react(&server, federation.as_ref(), reaction).await;
+                react(&server, federation.as_ref(), cluster.as_ref(), reaction).await;
             }
             done.send_replace(seq);
         }
@@ -76,8 +77,18 @@ fn dedup(mut reactions: Vec<Reaction>) -> Vec<Reaction> {
     reactions
 }
 
-async fn react(server: &Arc<Server>, federation: Option<&Arc<sb_federation::Federation>>, reaction: Reaction) {
+async fn react(
+    server: &Arc<Server>,
+    federation: Option<&Arc<sb_federation::Federation>>,
+    cluster: Option<&Arc<crate::cluster::ClusterNode>>,
+    reaction: Reaction,
+) {
     match reaction {
+        Reaction::ReloadCluster => {
+            if let Some(cluster) = cluster {
+                cluster.reconcile().await;
+            }
+        }
         Reaction::ReloadServer => match tokio::time::timeout(RELOAD_TIMEOUT, server.reload()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => log::error!("reload: {e}"),

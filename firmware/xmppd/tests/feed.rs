@@ -39,7 +39,6 @@ async fn changes_written_to_the_store_reach_the_running_server() {
         &writer,
         ConfigChange::SetService(ServiceConfig {
             domain: DOMAIN.to_owned(),
-            enabled: true,
             starttls_required: false,
             ..ServiceConfig::default()
         }),
@@ -47,6 +46,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
     .await;
     store
         .set_node_config(&NodeConfig {
+            enabled: true,
             listen: vec![first.to_string()],
             component_port: 0,
             ..NodeConfig::default()
@@ -63,7 +63,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
 
     let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
     server.start().await.expect("start");
-    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None);
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None, None);
     assert_eq!(listening_on(&server), vec![first]);
 
     // A user deleted through the writer loses its session.
@@ -88,6 +88,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
     let second = free_addr();
     let seq = store
         .set_node_config(&NodeConfig {
+            enabled: true,
             listen: vec![second.to_string()],
             component_port: 0,
             ..NodeConfig::default()
@@ -97,18 +98,29 @@ async fn changes_written_to_the_store_reach_the_running_server() {
     assert_eq!(listening_on(&server), vec![second]);
     Client::connect(second).await.open_stream(DOMAIN).await;
 
-    // A shared change through the writer: the service is disabled.
-    let disabled = write(
+    // A shared change through the writer: the domain served changes.
+    let renamed = write(
         &writer,
         ConfigChange::SetService(ServiceConfig {
-            domain: DOMAIN.to_owned(),
-            enabled: false,
+            domain: "renamed.example".to_owned(),
             starttls_required: false,
             ..ServiceConfig::default()
         }),
     )
     .await;
-    assert!(reconciled.wait_for(disabled.seq, WAIT).await);
+    assert!(reconciled.wait_for(renamed.seq, WAIT).await);
+    assert_eq!(server.status().domain, "renamed.example");
+
+    // A node-local change: the service is disabled on this node.
+    let seq = store
+        .set_node_config(&NodeConfig {
+            enabled: false,
+            listen: vec![second.to_string()],
+            component_port: 0,
+            ..NodeConfig::default()
+        })
+        .expect("disable");
+    assert!(reconciled.wait_for(seq, WAIT).await);
     assert!(!server.status().enabled);
     assert_eq!(listening_on(&server), Vec::<SocketAddr>::new());
 

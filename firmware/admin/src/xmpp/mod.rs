@@ -1,6 +1,7 @@
 //! `xmpp ...`: the XMPP service of this node (domain, listeners, TLS identity, on/off, status).
 
 pub mod callbridge;
+pub mod cluster;
 mod status;
 
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
@@ -11,6 +12,7 @@ use sb_store::{ListenTarget, TlsIdentity, XmppConfig};
 use serde::{Deserialize, Serialize};
 
 pub use callbridge::CallbridgeCommand;
+pub use cluster::{ClusterCommand, ClusterLive, ClusterView, PeerHealth, PeerView};
 pub use status::render_status;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,8 @@ pub enum XmppCommand {
     Disable,
     /// `xmpp status`
     Status,
+    /// `xmpp reset`
+    Reset,
 }
 
 impl Family for XmppCommand {
@@ -67,6 +71,11 @@ impl Family for XmppCommand {
         Usage {
             syntax: "xmpp status",
             summary: "service state, listeners, certificate, connected clients and Call Bridges, faults",
+        },
+        Usage {
+            syntax: "xmpp reset",
+            summary: "leave the cluster and forget this node's XMPP configuration (users, Call Bridges, domain, \
+                      federation); listen addresses and certificates stay",
         },
     ];
 
@@ -105,6 +114,7 @@ impl Family for XmppCommand {
             Some("enable") => no_arguments("xmpp enable", XmppCommand::Enable),
             Some("disable") => no_arguments("xmpp disable", XmppCommand::Disable),
             Some("status") => no_arguments("xmpp status", XmppCommand::Status),
+            Some("reset") => no_arguments("xmpp reset", XmppCommand::Reset),
             Some(_) => Err(unknown_subcommand(Self::PREFIX, words)),
         }
     }
@@ -139,7 +149,59 @@ impl Family for XmppCommand {
             XmppCommand::Enable => update(admin, "xmpp enable", |config| config.enabled = true),
             XmppCommand::Disable => update(admin, "xmpp disable", |config| config.enabled = false),
             XmppCommand::Status => status::apply(admin),
+            XmppCommand::Reset => reset(admin),
         }
+    }
+}
+
+/// `xmpp reset`: leave the cluster (the daemon does it cleanly when a quorum answers, so no
+/// ghost peer stays behind: CSCvi67717), then forget the shared state and this node's service
+/// and cluster settings. The machine's own settings (listen addresses, certificates, hostname,
+/// the trust bundle) stay, so the node can be configured or join again at once.
+fn reset(admin: &Admin) -> Reply {
+    let mut notes = Vec::new();
+    match admin.live().and_then(|live| live.cluster()) {
+        Some(cluster) => match cluster.leave() {
+            Ok(lines) => notes.extend(lines),
+            Err(reason) => return Reply::failure(format!("xmpp reset: {reason}")),
+        },
+        None => {
+            // No daemon: forget the cluster identity on disk, so a later join is a new node
+            // that replaces the old entry.
+            let raft = admin.dir().join("raft");
+            if raft.exists() {
+                if let Err(err) = std::fs::remove_dir_all(&raft) {
+                    return Reply::failure(format!("xmpp reset: cannot remove {}: {err}", raft.display()));
+                }
+                notes.push("forgot this node's cluster identity".to_owned());
+            }
+        }
+    }
+    if let Err(err) = admin.store().clear_shared() {
+        return Reply::failure(format!("xmpp reset: {err}"));
+    }
+    let reply = update_node(admin, "xmpp reset", |node| {
+        node.enabled = false;
+        node.cluster.enabled = false;
+    });
+    if !reply.ok || notes.is_empty() {
+        return reply;
+    }
+    Reply {
+        ok: true,
+        text: format!("{}\nSUCCESS", notes.join("\n")),
+    }
+}
+
+fn update_node(admin: &Admin, command: &str, change: impl FnOnce(&mut sb_store::NodeConfig)) -> Reply {
+    let mut node = match admin.store().node_config() {
+        Ok(node) => node,
+        Err(err) => return Reply::failure(format!("{command}: {err}")),
+    };
+    change(&mut node);
+    match admin.set_node_config(&node) {
+        Ok(()) => Reply::success(),
+        Err(err) => crate::write_failure(command, err),
     }
 }
 

@@ -167,6 +167,7 @@ pub fn render_status(
     if let Some(live) = live {
         auth_failure_faults(&mut faults, &live.component_auth_failures, now);
     }
+    render_cluster(&mut out, &mut faults, config, live);
 
     if faults.is_empty() {
         out.push_str("Faults: none");
@@ -177,6 +178,33 @@ pub fn render_status(
         }
     }
     out
+}
+
+/// One line on this node's cluster membership (when cluster mode is on); its problems go to
+/// the faults.
+fn render_cluster(out: &mut String, faults: &mut Vec<String>, config: &XmppConfig, live: Option<&LiveStatus>) {
+    let cluster = live.and_then(|live| live.cluster.as_ref());
+    let text = match (config.cluster.enabled, cluster) {
+        (false, _) => return,
+        (true, None) => {
+            if let Some(reason) = live.and_then(|live| live.cluster_error.as_deref()) {
+                faults.push(format!("cluster: not running: {reason}"));
+            }
+            "enabled, not running".to_owned()
+        }
+        (true, Some(view)) if view.members.is_empty() => "enabled, not a member yet".to_owned(),
+        (true, Some(view)) => {
+            faults.extend(super::cluster::cluster_faults(view));
+            let reachable = view.members.iter().filter(|m| m.reachable()).count();
+            format!(
+                "{} of {} members, {reachable} reachable, term {}",
+                view.state,
+                view.members.len(),
+                view.term
+            )
+        }
+    };
+    row(out, "Cluster", &text);
 }
 
 /// Configured bridges with their connection, and any connected bridge no longer configured.
@@ -279,7 +307,7 @@ fn rows(out: &mut String, label: &str, values: &[String]) {
     }
 }
 
-fn format_unix(seconds: u64) -> String {
+pub(super) fn format_unix(seconds: u64) -> String {
     let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
     match OffsetDateTime::from_unix_timestamp(seconds) {
         Ok(at) => pki::format_time(at),
