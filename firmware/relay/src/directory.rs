@@ -124,11 +124,16 @@ impl Directory {
         directory
     }
 
-    /// Stop following and routing; remote entries stay until the router is dropped.
+    /// Stop following and routing; the other nodes' sessions and components leave this
+    /// node's router (their contacts here hear them go).
     pub fn stop(&self) {
         self.cluster.set_relay_handler(None);
         self.core.router.set_observer(None);
         self.core.router.set_clustered(false);
+        for member in self.cluster.members().into_iter().filter(|m| !m.me) {
+            self.forget_node(member.id, &HashSet::new());
+            self.forget_components(member.id, &BTreeSet::new());
+        }
         if let Some(task) = lock(&self.resync_task).take() {
             task.abort();
         }

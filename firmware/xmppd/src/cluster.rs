@@ -84,6 +84,9 @@ pub struct ClusterNode {
     gate: RwLock<()>,
     /// Serialises reconcile/open/close against each other.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Routing across the nodes (sb-relay): the server's core, once it exists, and the
+    /// directory running over the open cluster.
+    routing: Mutex<(Option<Arc<sb_server::core::Core>>, Option<Arc<sb_relay::Directory>>)>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -95,7 +98,9 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 fn unix(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl ClusterNode {
@@ -110,7 +115,31 @@ impl ClusterNode {
             start_error: Mutex::new(None),
             gate: RwLock::new(()),
             lifecycle: tokio::sync::Mutex::new(()),
+            routing: Mutex::new((None, None)),
         })
+    }
+
+    /// Route the server's stanzas across the cluster whenever it is open.
+    pub fn attach_server(&self, core: Arc<sb_server::core::Core>) {
+        self.routing.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(core);
+        if let Some(cluster) = self.cluster() {
+            self.start_routing(cluster);
+        }
+    }
+
+    fn start_routing(&self, cluster: Cluster) {
+        self.stop_routing();
+        let mut routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(core) = routing.0.clone() {
+            routing.1 = Some(sb_relay::Directory::start(cluster, core));
+        }
+    }
+
+    fn stop_routing(&self) {
+        let directory = self.routing.lock().unwrap_or_else(|p| p.into_inner()).1.take();
+        if let Some(directory) = directory {
+            directory.stop();
+        }
     }
 
     fn cluster(&self) -> Option<Cluster> {
@@ -158,7 +187,11 @@ impl ClusterNode {
             Ok(cluster) => {
                 log::info!("cluster: node {:016x} on {}", cluster.node_id(), settings.listen);
                 self.set_start_error(None);
-                *write(&self.running) = Some(Running { cluster, settings });
+                *write(&self.running) = Some(Running {
+                    cluster: cluster.clone(),
+                    settings,
+                });
+                self.start_routing(cluster);
             }
             Err(reason) => {
                 log::error!("cluster: cannot start: {reason}");
@@ -227,6 +260,7 @@ impl ClusterNode {
     }
 
     async fn close(&self) {
+        self.stop_routing();
         let running = write(&self.running).take();
         if let Some(running) = running
             && let Err(err) = running.cluster.shutdown().await
@@ -304,7 +338,13 @@ impl ClusterNode {
     fn wait_applied(&self, index: u64, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            if self.store.applied_index().ok().flatten().is_some_and(|applied| applied >= index) {
+            if self
+                .store
+                .applied_index()
+                .ok()
+                .flatten()
+                .is_some_and(|applied| applied >= index)
+            {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -317,13 +357,10 @@ impl ClusterNode {
     /// Propose `entry` and wait for this node to apply it; the outcome as a local write's.
     fn propose(&self, cluster: &Cluster, entry: &LogEntry) -> Result<Written, WriteError> {
         let bytes = entry.encode()?;
-        let answer = self
-            .runtime
-            .block_on(cluster.propose(bytes))
-            .map_err(|err| match err {
-                ProposeError::NoQuorum { unreachable } => WriteError::NoQuorum { unreachable },
-                other => WriteError::Rejected(other.to_string()),
-            })?;
+        let answer = self.runtime.block_on(cluster.propose(bytes)).map_err(|err| match err {
+            ProposeError::NoQuorum { unreachable } => WriteError::NoQuorum { unreachable },
+            other => WriteError::Rejected(other.to_string()),
+        })?;
         let answer = Answer::decode(&answer)?;
         if !self.wait_applied(answer.index, LOCAL_APPLY_WAIT) {
             log::warn!(
@@ -332,14 +369,20 @@ impl ClusterNode {
                 LOCAL_APPLY_WAIT.as_secs()
             );
         }
-        let applied = answer.outcome.map_err(|refusal| WriteError::Store(refusal.into_error()))?;
+        let applied = answer
+            .outcome
+            .map_err(|refusal| WriteError::Store(refusal.into_error()))?;
         Ok(Written {
             applied,
             seq: self.store.last_seq(),
         })
     }
 
-    fn describe_join_changes(&self, before: &sb_store::SharedState, old: &(String, sb_store::FederationConfig)) -> Vec<String> {
+    fn describe_join_changes(
+        &self,
+        before: &sb_store::SharedState,
+        old: &(String, sb_store::FederationConfig),
+    ) -> Vec<String> {
         let mut notes = Vec::new();
         let domain = self.store.service_config().map(|s| s.domain).unwrap_or_default();
         if !old.0.is_empty() && old.0 != domain {
@@ -417,7 +460,9 @@ impl ClusterLive for ClusterNode {
             self.store.federation_config().map_err(store_error)?,
         );
         self.store.clear_shared().map_err(store_error)?;
-        let joined = self.block_on(cluster.join(addr)).and_then(|r| r.map_err(|e| e.to_string()));
+        let joined = self
+            .block_on(cluster.join(addr))
+            .and_then(|r| r.map_err(|e| e.to_string()));
         if let Err(reason) = joined {
             if let Err(err) = self.store.restore_shared(&before) {
                 log::error!("cluster: join failed and this node's state could not be put back: {err}");
@@ -448,13 +493,17 @@ impl ClusterLive for ClusterNode {
     fn leave(&self) -> Result<Vec<String>, String> {
         let _gate = write(&self.gate);
         let mut notes = Vec::new();
+        self.stop_routing();
         let running = write(&self.running).take();
         if let Some(running) = running {
             let cluster = running.cluster;
             let status = cluster.status();
             if cluster.is_member() && status.members.len() > 1 {
                 match self.block_on(cluster.remove(cluster.address())) {
-                    Ok(Ok(())) => notes.push(format!("left the cluster ({} members remain)", status.members.len() - 1)),
+                    Ok(Ok(())) => notes.push(format!(
+                        "left the cluster ({} members remain)",
+                        status.members.len() - 1
+                    )),
                     Ok(Err(err)) => notes.push(format!(
                         "could not leave the cluster cleanly ({err}): on a member, xmpp cluster remove {}",
                         cluster.address()

@@ -14,11 +14,11 @@ use sb_admin::{
 use sb_server::component::AuthFailureReason;
 use sb_server::{Server, ServerTuning, Service};
 use sb_store::{ConfigChange, ConfigWriter, Store, TlsIdentity};
-use xmppd::cluster::ClusterNode;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use xmppd::cluster::ClusterNode;
 
 const USAGE: &str = "usage: xmppd -d DIR [--log-level LEVEL[,module=LEVEL...]] [--idle-timeout SECS]
              [--pre-auth-timeout SECS] [--keepalive SECS] [--write-timeout SECS]
@@ -419,6 +419,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     }
     cluster.reconcile().await;
     let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
+    cluster.attach_server(Arc::clone(server.core()));
     server.start().await?;
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
