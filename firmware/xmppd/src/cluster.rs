@@ -95,7 +95,9 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 fn unix(at: SystemTime) -> u64 {
-    at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl ClusterNode {
@@ -304,7 +306,13 @@ impl ClusterNode {
     fn wait_applied(&self, index: u64, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
-            if self.store.applied_index().ok().flatten().is_some_and(|applied| applied >= index) {
+            if self
+                .store
+                .applied_index()
+                .ok()
+                .flatten()
+                .is_some_and(|applied| applied >= index)
+            {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -317,13 +325,11 @@ impl ClusterNode {
     /// Propose `entry` and wait for this node to apply it; the outcome as a local write's.
     fn propose(&self, cluster: &Cluster, entry: &LogEntry) -> Result<Written, WriteError> {
         let bytes = entry.encode()?;
-        let answer = self
-            .runtime
-            .block_on(cluster.propose(bytes))
-            .map_err(|err| match err {
-                ProposeError::NoQuorum { unreachable } => WriteError::NoQuorum { unreachable },
-                other => WriteError::Rejected(other.to_string()),
-            })?;
+        let answer = self.runtime.block_on(cluster.propose(bytes)).map_err(|err| match err {
+            ProposeError::NoQuorum { unreachable } => WriteError::NoQuorum { unreachable },
+            ProposeError::Unconfirmed { unreachable } => WriteError::Unconfirmed { unreachable },
+            other => WriteError::Rejected(other.to_string()),
+        })?;
         let answer = Answer::decode(&answer)?;
         if !self.wait_applied(answer.index, LOCAL_APPLY_WAIT) {
             log::warn!(
@@ -332,14 +338,20 @@ impl ClusterNode {
                 LOCAL_APPLY_WAIT.as_secs()
             );
         }
-        let applied = answer.outcome.map_err(|refusal| WriteError::Store(refusal.into_error()))?;
+        let applied = answer
+            .outcome
+            .map_err(|refusal| WriteError::Store(refusal.into_error()))?;
         Ok(Written {
             applied,
             seq: self.store.last_seq(),
         })
     }
 
-    fn describe_join_changes(&self, before: &sb_store::SharedState, old: &(String, sb_store::FederationConfig)) -> Vec<String> {
+    fn describe_join_changes(
+        &self,
+        before: &sb_store::SharedState,
+        old: &(String, sb_store::FederationConfig),
+    ) -> Vec<String> {
         let mut notes = Vec::new();
         let domain = self.store.service_config().map(|s| s.domain).unwrap_or_default();
         if !old.0.is_empty() && old.0 != domain {
@@ -417,7 +429,9 @@ impl ClusterLive for ClusterNode {
             self.store.federation_config().map_err(store_error)?,
         );
         self.store.clear_shared().map_err(store_error)?;
-        let joined = self.block_on(cluster.join(addr)).and_then(|r| r.map_err(|e| e.to_string()));
+        let joined = self
+            .block_on(cluster.join(addr))
+            .and_then(|r| r.map_err(|e| e.to_string()));
         if let Err(reason) = joined {
             if let Err(err) = self.store.restore_shared(&before) {
                 log::error!("cluster: join failed and this node's state could not be put back: {err}");
@@ -454,7 +468,10 @@ impl ClusterLive for ClusterNode {
             let status = cluster.status();
             if cluster.is_member() && status.members.len() > 1 {
                 match self.block_on(cluster.remove(cluster.address())) {
-                    Ok(Ok(())) => notes.push(format!("left the cluster ({} members remain)", status.members.len() - 1)),
+                    Ok(Ok(())) => notes.push(format!(
+                        "left the cluster ({} members remain)",
+                        status.members.len() - 1
+                    )),
                     Ok(Err(err)) => notes.push(format!(
                         "could not leave the cluster cleanly ({err}): on a member, xmpp cluster remove {}",
                         cluster.address()

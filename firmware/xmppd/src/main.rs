@@ -14,11 +14,11 @@ use sb_admin::{
 use sb_server::component::AuthFailureReason;
 use sb_server::{Server, ServerTuning, Service};
 use sb_store::{ConfigChange, ConfigWriter, Store, TlsIdentity};
-use xmppd::cluster::ClusterNode;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use xmppd::cluster::ClusterNode;
 
 const USAGE: &str = "usage: xmppd -d DIR [--log-level LEVEL[,module=LEVEL...]] [--idle-timeout SECS]
              [--pre-auth-timeout SECS] [--keepalive SECS] [--write-timeout SECS]
