@@ -261,7 +261,7 @@ impl Admin {
 /// anything else after the command's name.
 pub(crate) fn write_failure(command: &str, err: impl Into<WriteError>) -> Reply {
     match err.into() {
-        err @ WriteError::NoQuorum { .. } => Reply::failure(err),
+        err @ (WriteError::NoQuorum { .. } | WriteError::Unconfirmed { .. }) => Reply::failure(err),
         other => Reply::failure(format!("{command}: {other}")),
     }
 }

@@ -85,7 +85,11 @@ mod tests {
     fn each_kind_of_change_gets_its_reaction() {
         assert_eq!(
             reactions(&FeedEvent::NodeConfigChanged),
-            vec![Reaction::ReloadServer, Reaction::ReloadFederation, Reaction::ReloadCluster]
+            vec![
+                Reaction::ReloadServer,
+                Reaction::ReloadFederation,
+                Reaction::ReloadCluster
+            ]
         );
         assert_eq!(
             of(ConfigChange::DeleteUser { name: "bob".into() }),

@@ -341,14 +341,21 @@ impl Inner {
             .collect()
     }
 
-    /// Whether a majority acknowledged this leader recently; a leader cut off from its
-    /// followers must not take writes it cannot commit.
-    fn leader_has_quorum(&self, metrics: &RaftMetrics<NodeId, Member>) -> bool {
+    /// Whether a majority acknowledged this leader within `fresh` ms; a leader cut off from
+    /// its followers must not take writes it cannot commit.
+    fn leader_has_quorum_within(&self, metrics: &RaftMetrics<NodeId, Member>, fresh: u64) -> bool {
         if metrics.membership_config.membership().voter_ids().count() <= 1 {
             return true;
         }
-        let fresh = self.timing.unreachable_after.as_millis() as u64;
         metrics.millis_since_quorum_ack.is_some_and(|millis| millis <= fresh)
+    }
+
+    fn leader_has_quorum(&self, metrics: &RaftMetrics<NodeId, Member>) -> bool {
+        self.leader_has_quorum_within(metrics, self.timing.unreachable_after.as_millis() as u64)
+    }
+
+    fn write_quorum_freshness(&self) -> u64 {
+        (self.timing.heartbeat * 4).as_millis() as u64
     }
 
     async fn propose(&self, entry: Vec<u8>, may_forward: bool) -> Result<Vec<u8>, ProposeError> {
@@ -358,7 +365,11 @@ impl Inner {
             let metrics = self.metrics();
             match metrics.current_leader {
                 Some(leader) if leader == self.id => {
-                    if !self.leader_has_quorum(&metrics) {
+                    // A tighter bound than the status uses: a majority lost a moment ago is
+                    // noticed before the entry goes into the log (where it would stay, and
+                    // commit later, after the caller was told it failed). Late heartbeats only
+                    // delay a write here; the loop waits for them.
+                    if !self.leader_has_quorum_within(&metrics, self.write_quorum_freshness()) {
                         tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
                         continue;
                     }
@@ -374,7 +385,13 @@ impl Inner {
                             tokio::time::sleep(RETRY_PAUSE.min(remaining)).await;
                         }
                         Ok(Err(e)) => return Err(ProposeError::Stopped(e.to_string())),
-                        Err(_) => break,
+                        // In this leader's log but not committed in time: it may still be,
+                        // if a majority comes back before another leader replaces the entry.
+                        Err(_) => {
+                            return Err(ProposeError::Unconfirmed {
+                                unreachable: self.unreachable_members(),
+                            });
+                        }
                     }
                 }
                 Some(_) if !may_forward => {
@@ -412,11 +429,20 @@ impl Inner {
         ttl: Duration,
     ) -> Result<(), MembershipError> {
         let deadline = Instant::now() + ttl;
-        for _ in 0..MAX_HOPS {
+        let mut hops = 0;
+        while hops < MAX_HOPS {
             let remaining = deadline.saturating_duration_since(Instant::now());
             match self.transport.call(&addr, None, request(), remaining).await {
                 Ok(Response::Membership(result)) => return result,
-                Ok(Response::NotLeader { leader: Some(leader) }) => addr = leader,
+                Ok(Response::NotLeader { leader: Some(leader) }) => {
+                    addr = leader;
+                    hops += 1;
+                }
+                // An election in progress (the leader just left, `xmpp reset` on it): ask
+                // again until one is known or the time is up.
+                Ok(Response::NotLeader { leader: None }) if remaining > RETRY_PAUSE * 10 => {
+                    tokio::time::sleep(RETRY_PAUSE * 5).await;
+                }
                 Ok(Response::NotLeader { leader: None }) => {
                     return Err(MembershipError::NoQuorum {
                         unreachable: vec![format!("no leader known to {addr}")],

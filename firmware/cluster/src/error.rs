@@ -36,6 +36,10 @@ pub enum ProposeError {
     /// later if it reached a leader's log before the quorum was lost.
     #[error("no quorum ({})", unreachable_list(.unreachable))]
     NoQuorum { unreachable: Vec<String> },
+    /// The entry is in the leader's log but a majority did not confirm it in time: it takes
+    /// effect if a majority comes back before another leader overwrites it.
+    #[error("no quorum ({}): not confirmed; it takes effect if the cluster recovers", unreachable_list(.unreachable))]
+    Unconfirmed { unreachable: Vec<String> },
     /// The replicated state refused the entry (deterministic, on every node alike).
     #[error("{0}")]
     Rejected(String),

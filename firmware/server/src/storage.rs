@@ -187,7 +187,9 @@ impl Storage {
             .map_err(|e| match e {
                 WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
                 WriteError::Store(sb_store::StoreError::QuotaExceeded(quota)) => StorageError::Quota(quota),
-                WriteError::NoQuorum { unreachable } => StorageError::NoQuorum { unreachable },
+                WriteError::NoQuorum { unreachable } | WriteError::Unconfirmed { unreachable } => {
+                    StorageError::NoQuorum { unreachable }
+                }
                 other => StorageError::Store(other.to_string()),
             })
     }

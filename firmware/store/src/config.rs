@@ -216,11 +216,6 @@ impl Store {
         }
     }
 
-    /// Whether this node's record was ever written (false on a fresh data dir).
-    pub fn has_node_config(&self) -> Result<bool> {
-        Ok(self.inner.config.contains_key(NODE_KEY)?)
-    }
-
     /// Replace this node's settings (flushed), then publish
     /// [`crate::FeedEvent::NodeConfigChanged`]; returns the event's sequence number.
     pub fn set_node_config(&self, config: &NodeConfig) -> Result<u64> {

@@ -22,6 +22,10 @@ pub enum WriteError {
     /// Never produced by [`LocalWriter`].
     #[error("no quorum ({})", unreachable.join(", "))]
     NoQuorum { unreachable: Vec<String> },
+    /// The change reached the leader's log but a majority did not confirm it in time: it
+    /// takes effect if the cluster recovers first. Never produced by [`LocalWriter`].
+    #[error("no quorum ({}): not confirmed; it takes effect if the cluster recovers", unreachable.join(", "))]
+    Unconfirmed { unreachable: Vec<String> },
     /// The store refused or failed the change (an unknown user, a full queue, I/O).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -35,7 +39,7 @@ impl WriteError {
     pub fn store_error(&self) -> Option<&StoreError> {
         match self {
             WriteError::Store(err) => Some(err),
-            WriteError::NoQuorum { .. } | WriteError::Rejected(_) => None,
+            WriteError::NoQuorum { .. } | WriteError::Unconfirmed { .. } | WriteError::Rejected(_) => None,
         }
     }
 }

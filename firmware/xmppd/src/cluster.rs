@@ -359,6 +359,7 @@ impl ClusterNode {
         let bytes = entry.encode()?;
         let answer = self.runtime.block_on(cluster.propose(bytes)).map_err(|err| match err {
             ProposeError::NoQuorum { unreachable } => WriteError::NoQuorum { unreachable },
+            ProposeError::Unconfirmed { unreachable } => WriteError::Unconfirmed { unreachable },
             other => WriteError::Rejected(other.to_string()),
         })?;
         let answer = Answer::decode(&answer)?;

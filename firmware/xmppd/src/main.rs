@@ -155,14 +155,16 @@ fn raise_fd_limit() {
 ///
 /// Node-local defaults (enabled, listen address, certificate) are this machine's own and
 /// always safe to write. The shared default (domain `localhost`) goes through the writer, and
-/// only on a fresh data dir: a standalone first boot. After `xmpp reset` the node stays
-/// unconfigured and disabled until the operator configures it or joins a cluster. A node that will join a
+/// only while no domain is set: a standalone first boot, or a node reset and then restarted.
+/// A node that joins a cluster gets the cluster's domain through the log (join replaces it). A node that will join a
 /// cluster must not write it (it would fight the cluster's domain): the joining path gets the
 /// shared state from the cluster first, and then finds it configured here.
 fn apply_defaults(store: &Store, writer: &dyn ConfigWriter, dir: &Path) -> Result<(), StartError> {
-    let fresh = !store.has_node_config()?;
     let config = store.xmpp_config()?;
-    if fresh && !config.is_configured() {
+    // No domain: a first boot (the appliance's first-boot setup may already have written the
+    // node's listen address), or a node reset and restarted, which starts over as new.
+    let fresh = !config.is_configured();
+    if fresh {
         log::info!("no configuration yet: serving domain 'localhost' on 127.0.0.1");
         let mut service = config.service();
         service.domain = "localhost".to_owned();

@@ -216,6 +216,10 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/credential_guessing.py", "credential guessing tests"),
         ("tools/interop/storage_quota.py", "storage quota tests"),
         ("tools/interop/offline_delivery.py", "offline delivery tests"),
+        (
+            "tools/interop/cluster_formation.py",
+            "cluster formation and failure tests",
+        ),
         ("tools/interop/cluster_routing.py", "cluster routing tests"),
     ] {
         run_status(

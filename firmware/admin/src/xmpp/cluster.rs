@@ -4,9 +4,9 @@
 //! them from the change feed and opens or closes the cluster port. Initialize, join, remove
 //! and status talk to the running cluster through [`ClusterLive`], which the daemon provides.
 
+use super::update_node;
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::pki;
-use super::update_node;
 use crate::{Admin, Family, Reply};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -66,7 +66,10 @@ pub enum PeerHealth {
     Me,
     Reachable,
     /// No answer since `since_unix` (`None`: never answered).
-    Unreachable { since_unix: Option<u64>, reason: String },
+    Unreachable {
+        since_unix: Option<u64>,
+        reason: String,
+    },
     /// Not probed yet.
     #[default]
     Unknown,
@@ -87,7 +90,10 @@ impl std::fmt::Display for PeerHealth {
                 since_unix: Some(since),
                 reason,
             } => write!(f, "unreachable since {}: {reason}", cms_time(*since)),
-            PeerHealth::Unreachable { since_unix: None, reason } => write!(f, "never reached: {reason}"),
+            PeerHealth::Unreachable {
+                since_unix: None,
+                reason,
+            } => write!(f, "never reached: {reason}"),
             PeerHealth::Unknown => f.write_str("not probed yet"),
         }
     }
@@ -183,9 +189,9 @@ impl Family for ClusterCommand {
             ClusterCommand::Join { address, force } => {
                 with_cluster(admin, "xmpp cluster join", |cluster| cluster.join(&address, force))
             }
-            ClusterCommand::Remove { member } => {
-                with_cluster(admin, "xmpp cluster remove", |cluster| cluster.remove(&member).map(|()| Vec::new()))
-            }
+            ClusterCommand::Remove { member } => with_cluster(admin, "xmpp cluster remove", |cluster| {
+                cluster.remove(&member).map(|()| Vec::new())
+            }),
             ClusterCommand::Status => status(admin),
         }
     }
@@ -197,7 +203,9 @@ fn with_default_port(text: &str) -> Result<String, String> {
         return Err("empty address".to_owned());
     }
     if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| format!("invalid address '{text}'"))?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("invalid address '{text}'"))?;
         host.parse::<std::net::Ipv6Addr>()
             .map_err(|_| format!("invalid IPv6 address '{host}'"))?;
         let port = match after {
@@ -248,7 +256,11 @@ fn enable(admin: &Admin) -> Reply {
     }
     // The daemon opened the cluster port while the change was reconciled; if it could not,
     // say why and leave the setting off, so a restart does not fail the same way silently.
-    match admin.live().and_then(|live| live.cluster()).and_then(|c| c.start_error()) {
+    match admin
+        .live()
+        .and_then(|live| live.cluster())
+        .and_then(|c| c.start_error())
+    {
         Some(reason) => {
             let _ = set_enabled(admin, "xmpp cluster enable", false);
             Reply::failure(format!("xmpp cluster enable: {reason}"))
@@ -301,7 +313,11 @@ fn status(admin: &Admin) -> Reply {
 
 /// The `xmpp cluster status` text (SPEC format: `<address>:<port>` first on each peer line,
 /// then `(Leader)` and `(me)`, then health).
-pub fn render_cluster_status(node: &sb_store::NodeConfig, view: Option<&ClusterView>, start_error: Option<&str>) -> String {
+pub fn render_cluster_status(
+    node: &sb_store::NodeConfig,
+    view: Option<&ClusterView>,
+    start_error: Option<&str>,
+) -> String {
     let mut out = String::new();
     let none = || "(none)".to_owned();
     match view {
@@ -358,9 +374,21 @@ pub fn render_cluster_status(node: &sb_store::NodeConfig, view: Option<&ClusterV
         }
     }
     let tls = node.tls.as_ref();
-    let _ = writeln!(out, "Key file           : {}", tls.map(|t| t.key.clone()).unwrap_or_else(none));
-    let _ = writeln!(out, "Certificate file   : {}", tls.map(|t| t.cert.clone()).unwrap_or_else(none));
-    let _ = write!(out, "Trust bundle       : {}", node.cluster.trust.clone().unwrap_or_else(none));
+    let _ = writeln!(
+        out,
+        "Key file           : {}",
+        tls.map(|t| t.key.clone()).unwrap_or_else(none)
+    );
+    let _ = writeln!(
+        out,
+        "Certificate file   : {}",
+        tls.map(|t| t.cert.clone()).unwrap_or_else(none)
+    );
+    let _ = write!(
+        out,
+        "Trust bundle       : {}",
+        node.cluster.trust.clone().unwrap_or_else(none)
+    );
     out
 }
 
@@ -449,7 +477,11 @@ mod tests {
     #[test]
     fn bad_lines_say_what_is_wrong() {
         let text = |line: &str| Reply::from(parse(line).expect_err(line)).text;
-        assert!(text("xmpp cluster join").contains("missing <address>"), "{}", text("xmpp cluster join"));
+        assert!(
+            text("xmpp cluster join").contains("missing <address>"),
+            "{}",
+            text("xmpp cluster join")
+        );
         assert!(text("xmpp cluster join a:0").contains("invalid port"));
         assert!(text("xmpp cluster join a:5270 now").contains("expected 'force'"));
         assert!(text("xmpp cluster frobnicate").contains("unknown command 'xmpp cluster frobnicate'"));
@@ -466,7 +498,10 @@ mod tests {
         let reply = run(&admin, "xmpp cluster trust missing.pem");
         assert!(!reply.ok && reply.text.contains("missing.pem"), "{}", reply.text);
         let reply = run(&admin, "xmpp cluster initialize");
-        assert_eq!(reply.text, "FAILURE: xmpp cluster initialize: the daemon is not running");
+        assert_eq!(
+            reply.text,
+            "FAILURE: xmpp cluster initialize: the daemon is not running"
+        );
         let reply = run(&admin, "xmpp cluster status");
         assert!(reply.ok);
         assert!(reply.text.starts_with("State: DISABLED"), "{}", reply.text);
@@ -522,7 +557,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "State: FOLLOWER");
         assert_eq!(lines[1], "List of peers");
-        assert!(lines[2].starts_with("10.106.81.30:5270 (Leader) last contact "), "{}", lines[2]);
+        assert!(
+            lines[2].starts_with("10.106.81.30:5270 (Leader) last contact "),
+            "{}",
+            lines[2]
+        );
         assert_eq!(lines[3], "10.106.81.31:5270 (me)");
         assert!(lines[4].starts_with("10.106.81.32:5270 last contact"), "{}", lines[4]);
         assert_eq!(text.matches("(Leader)").count(), 1);
@@ -531,7 +570,10 @@ mod tests {
         assert!(text.ends_with("Trust bundle       : abhiall.cer"), "{text}");
         assert_eq!(
             cluster_faults(&view),
-            vec!["cluster: peer 10.106.81.32:5270 unreachable since 2017-Aug-13 11:37:05: timed out (connect)".to_owned()]
+            vec![
+                "cluster: peer 10.106.81.32:5270 unreachable since 2017-Aug-13 11:37:05: timed out (connect)"
+                    .to_owned()
+            ]
         );
     }
 }

@@ -5,7 +5,9 @@
 //! binaries it packs, runs it, and drives QEMU.
 
 mod build;
+mod cluster_chain;
 mod data_damage;
+mod hub;
 mod scenarios;
 mod vm;
 

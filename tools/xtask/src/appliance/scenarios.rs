@@ -15,15 +15,15 @@ use super::vm::{BootPath, Vm, fresh_disk, parse_ready_line};
 use crate::util::{Args, TaskResult, TempDir};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const ADMIN_PASSWORD: &str = "appliance-test-pw";
-const USER_PASSWORD: &str = "alice-pw-1234";
+pub(super) const USER_PASSWORD: &str = "alice-pw-1234";
 const LOGIN_SCRIPT: &str = include_str!("xmpp_login.py");
 /// Short watchdog timeout so the reset test takes seconds, not a minute.
-const FAST_CMDLINE: &str = "switchboard.watchdog_timeout=10";
+pub(super) const FAST_CMDLINE: &str = "switchboard.watchdog_timeout=10";
 
 #[derive(Default)]
-struct Report {
+pub(super) struct Report {
     passed: Vec<String>,
     failed: Vec<(String, String)>,
     skipped: Vec<String>,
@@ -32,12 +32,12 @@ struct Report {
 
 impl Report {
     /// Runs `step` unless an earlier step of the same chain failed; its failure stops the chain.
-    fn step(&mut self, chain_ok: &mut bool, name: &str, step: impl FnOnce(&mut Report) -> TaskResult) {
+    pub(super) fn step(&mut self, chain_ok: &mut bool, name: &str, step: impl FnOnce(&mut Report) -> TaskResult) {
         self.run_step(chain_ok, true, name, step)
     }
 
     /// A step whose failure leaves the VM usable for the next ones (it only checks).
-    fn check(&mut self, chain_ok: &mut bool, name: &str, step: impl FnOnce(&mut Report) -> TaskResult) {
+    pub(super) fn check(&mut self, chain_ok: &mut bool, name: &str, step: impl FnOnce(&mut Report) -> TaskResult) {
         self.run_step(chain_ok, false, name, step)
     }
 
@@ -69,7 +69,7 @@ impl Report {
         }
     }
 
-    fn figure(&mut self, text: String) {
+    pub(super) fn figure(&mut self, text: String) {
         println!("  figure: {text}");
         self.figures.push(text);
     }
@@ -87,7 +87,7 @@ pub fn run(args: &[String]) -> TaskResult {
                 println!(
                     "appliance tier options (after `cargo xtask test --tier appliance --`):\n  \
                      --keep          keep the work directory (console logs, disks)\n  \
-                     --only fast|ovmf  run one VM chain\n  \
+                     --only fast|ovmf|cluster  run one VM chain\n  \
                      SB_QEMU_ECHO=1  copy the guest console to stdout\n  \
                      SB_IMAGE_XMPPD, SB_IMAGE_MMP  pack these static binaries instead of building xmppd/mmp"
                 );
@@ -133,6 +133,10 @@ pub fn run(args: &[String]) -> TaskResult {
         println!("VM 2: OVMF firmware, UKI from the disk's ESP");
         ovmf_chain(&manifest, work.path(), &mut report);
     }
+    if only.as_deref().is_none_or(|o| o == "cluster") {
+        println!("VMs 3-5: a three-node cluster on a private VM network");
+        super::cluster_chain::cluster_chain(&manifest, work.path(), &mut report);
+    }
     println!("\nappliance figures:");
     for f in &report.figures {
         println!("  {f}");
@@ -162,7 +166,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Waits for init's ready line; returns (kernel s, userspace s, wall s since QEMU start).
-fn wait_ready(vm: &mut Vm) -> TaskResult<(f64, f64, f64)> {
+pub(super) fn wait_ready(vm: &mut Vm) -> TaskResult<(f64, f64, f64)> {
     vm.expect("switchboard: XMPP ready", BOOT_TIMEOUT)?;
     let line = vm.expect("\n", Duration::from_secs(5))?;
     let wall = vm.started.elapsed().as_secs_f64();
@@ -170,7 +174,7 @@ fn wait_ready(vm: &mut Vm) -> TaskResult<(f64, f64, f64)> {
     Ok((kernel, user, wall))
 }
 
-fn set_first_password(vm: &mut Vm) -> TaskResult {
+pub(super) fn set_first_password(vm: &mut Vm) -> TaskResult {
     vm.expect("First boot: choose the admin password", COMMAND_TIMEOUT)?;
     vm.expect("New admin password: ", COMMAND_TIMEOUT)?;
     vm.send_line(ADMIN_PASSWORD)?;
@@ -196,7 +200,7 @@ fn prompt(host: &str) -> String {
 }
 
 /// A command whose output must contain `want`.
-fn command_expect(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult<String> {
+pub(super) fn command_expect(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult<String> {
     let out = vm.command(line, &prompt(host), COMMAND_TIMEOUT)?;
     if out.contains(want) {
         Ok(out)
@@ -206,7 +210,7 @@ fn command_expect(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult
 }
 
 /// `user add NAME`: mmp prompts for the password twice on the terminal.
-fn add_user(vm: &mut Vm, host: &str, name: &str, password: &str) -> TaskResult {
+pub(super) fn add_user(vm: &mut Vm, host: &str, name: &str, password: &str) -> TaskResult {
     vm.send_line(&format!("user add {name}"))?;
     for _ in 0..3 {
         let (which, text) = vm.expect_any(&["assword", "SUCCESS", "FAILURE"], COMMAND_TIMEOUT)?;
@@ -264,7 +268,7 @@ fn stream_answer(port: u16) -> TaskResult<String> {
     }
 }
 
-fn slixmpp_login(port: u16, jid: &str, password: &str) -> TaskResult {
+pub(super) fn slixmpp_login(port: u16, jid: &str, password: &str) -> TaskResult {
     let output = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(LOGIN_SCRIPT)
@@ -287,7 +291,7 @@ fn slixmpp_login(port: u16, jid: &str, password: &str) -> TaskResult {
 }
 
 /// Repeats `line` (bounded) until its output contains `want`.
-fn wait_for_output(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult<String> {
+pub(super) fn wait_for_output(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult<String> {
     let mut last = String::new();
     for _ in 0..30 {
         last = vm.command(line, &prompt(host), COMMAND_TIMEOUT)?;
@@ -399,7 +403,7 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
                 v,
                 &host,
                 "xmpp listen z",
-                "FAILURE: no interface 'z' on this board (interfaces: a)",
+                "FAILURE: no interface 'z' on this board (interfaces: a, b)",
             )?;
             command_expect(v, &host, "xmpp listen a", "SUCCESS")?;
             wait_for_output(v, &host, "xmpp status", "10.0.2.15:5222 on a (listening)")?;

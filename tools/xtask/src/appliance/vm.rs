@@ -162,6 +162,19 @@ impl Vm {
         work: &Path,
         extra_cmdline: &str,
     ) -> TaskResult<Vm> {
+        Vm::start_with(name, manifest, boot, disk, work, extra_cmdline, &[])
+    }
+
+    /// [`Vm::start`] with more QEMU arguments (a second NIC).
+    pub fn start_with(
+        name: &str,
+        manifest: &Manifest,
+        boot: BootPath,
+        disk: &Path,
+        work: &Path,
+        extra_cmdline: &str,
+        extra_qemu: &[String],
+    ) -> TaskResult<Vm> {
         let ports = Ports::free()?;
         let vars = work.join(format!("{name}-vars.fd"));
         if boot == BootPath::Ovmf {
@@ -170,6 +183,7 @@ impl Vm {
         let socket = work.join(format!("{name}-console.sock"));
         let _ = std::fs::remove_file(&socket);
         let mut args = qemu_args(manifest, boot, disk, &vars, &ports, extra_cmdline)?;
+        args.extend(extra_qemu.iter().cloned());
         args.push("-chardev".into());
         args.push(format!("socket,id=con,path={},server=on,wait=on", socket.display()));
         args.push("-serial".into());
