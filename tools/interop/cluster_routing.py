@@ -1,6 +1,5 @@
-#!/usr/bin/env python3
-"""Routing across cluster nodes (issue 11): three xmppd processes on 127.0.0.1, .2 and .3, formed
-through mmp with the CMS command sequence, then:
+"""Routing across cluster nodes (issue 11): three xmppd processes on 127.0.71.1, .2 and .3, formed
+through mmp with the CMS command sequence (cluster_common.py), then:
   * users added on node 1 log in on node 3;
   * messages between a session on node 1 and one on node 3, both ways;
   * a subscription made across nodes, and presence seen across them;
@@ -8,8 +7,6 @@ through mmp with the CMS command sequence, then:
   * kill -9 of the node holding bob's session: alice (node 1) sees him go unavailable, and a
     message sent to him right after the kill and one sent once he is gone are each either
     bounced to alice or delivered when bob logs in again on node 2: none is lost.
-Certificates: a test CA made with openssl signs each node's certificate; the CA is the trust
-bundle. The cluster port is the default 5270 on each node's own address.
 Standalone:
     /usr/bin/python3 tools/interop/cluster_routing.py --xmppd target/debug/xmppd --mmp target/debug/mmp
 Every wait is bounded; the last line is `N passed, N failed`, exit code 1 on failure.
@@ -17,112 +14,36 @@ Every wait is bounded; the last line is `N passed, N failed`, exit code 1 on fai
 
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster_common as cluster  # noqa: E402
 import interop_common as common  # noqa: E402
 from interop_common import BRIDGE, BRIDGE_JID, BRIDGE_SECRET, DOMAIN, USERS, CheckFailed, expect  # noqa: E402
 
-ADDRESSES = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
-CLUSTER_PORT = 5270
+NET = 71
 
 
-def openssl(*args):
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
-def make_certificates(base, count):
-    """A CA, and per node a key and a certificate for the domain signed by it."""
-    ca_key, ca_crt = os.path.join(base, "ca.key"), os.path.join(base, "ca.crt")
-    openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", ca_key, "-out", ca_crt, "-days", "30", "-subj", "/CN=Switchboard Test Cluster CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )
-    ext = os.path.join(base, "node.ext")
-    with open(ext, "w") as f:
-        f.write(
-            "subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
-            "extendedKeyUsage=serverAuth,clientAuth\n" % DOMAIN
-        )
-    out = []
-    for i in range(count):
-        key, csr, crt = (os.path.join(base, "node%d.%s" % (i, s)) for s in ("key", "csr", "crt"))
-        openssl(
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", key, "-out", csr, "-subj", "/CN=%s" % DOMAIN,
-        )
-        openssl(
-            "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
-            "-out", crt, "-days", "30", "-extfile", ext,
-        )
-        out.append((key, crt))
-    return ca_crt, out
-
-
-class Node(common.Xmppd):
-    def __init__(self, xmppd, mmp, address, keep):
-        super().__init__(xmppd, mmp, address, keep)
-        self.component_port = None
-
-    def cleanup(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def form(nodes, ca_crt, certs):
-    """The CMS sequence, verbatim, on every node; users and the Call Bridge on node 1."""
-    for node, (key, crt) in zip(nodes, certs):
-        certs_dir = os.path.join(node.dir, "certs")
-        os.makedirs(certs_dir, exist_ok=True)
-        shutil.copy(key, os.path.join(certs_dir, "node.key"))
-        shutil.copy(crt, os.path.join(certs_dir, "node.crt"))
-        shutil.copy(ca_crt, os.path.join(certs_dir, "cluster-bundle.crt"))
-        node.mmp_run("xmpp", "domain", DOMAIN)
-        node.mmp_run("xmpp", "listen", "%s:%d" % (node.address, node.port))
-        node.mmp_run("xmpp", "certs", "node.key", "node.crt")
-        node.mmp_run("xmpp", "enable")
+def form(nodes):
+    """The CMS sequence on every node (a Call Bridge port on node 1); users and the Call
+    Bridge's secret added on node 1, through the log."""
+    cluster.share_certificate(nodes)
+    for node in nodes:
+        node.configure()
     nodes[0].component_port = common.other_free_port(nodes[0].address, nodes[0].port)
     nodes[0].mmp_run("xmpp", "callbridge", "port", str(nodes[0].component_port))
     for node in nodes:
-        common.spawn(node)
-    first = nodes[0]
-    first.mmp_run("xmpp", "cluster", "trust", "cluster-bundle.crt")
-    first.mmp_run("xmpp", "disable")
-    first.mmp_run("xmpp", "cluster", "enable")
-    first.mmp_run("xmpp", "cluster", "initialize")
-    first.mmp_run("xmpp", "enable")
+        node.start()
+    cluster.cms_first_node(nodes[0])
     for node in nodes[1:]:
-        node.mmp_run("xmpp", "cluster", "trust", "cluster-bundle.crt")
-        node.mmp_run("xmpp", "disable")
-        node.mmp_run("xmpp", "cluster", "enable")
-        node.mmp_run("xmpp", "enable")
-        node.mmp_run("xmpp", "cluster", "join", "%s:%d" % (first.address, CLUSTER_PORT))
+        cluster.cms_other_node(node, nodes[0])
     for user, password in USERS.items():
-        first.mmp_run("user", "add", user, stdin="%s\n%s\n" % (password, password))
-    first.mmp_run("xmpp", "callbridge", "add-secret", BRIDGE, stdin=BRIDGE_SECRET + "\n")
+        nodes[0].mmp_run("user", "add", user, stdin="%s\n%s\n" % (password, password))
+    nodes[0].mmp_run("xmpp", "callbridge", "add-secret", BRIDGE, stdin=BRIDGE_SECRET + "\n")
     for node in nodes:
-        common.wait_listening(node, [node.port])
-    wait_peers(nodes)
-
-
-def wait_peers(nodes, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        statuses = [n.mmp_run("xmpp", "cluster", "status") for n in nodes]
-        if all(s.count("reachable") == len(nodes) - 1 and "(Leader)" in s for s in statuses):
-            return
-        if time.monotonic() > deadline:
-            raise CheckFailed("the cluster did not form:\n%s" % "\n".join(statuses))
-        time.sleep(0.5)
+        node.wait_serving()
+    cluster.leader_of(nodes)
 
 
 def component(node):
@@ -147,14 +68,12 @@ def chat(to, body):
 
 
 def main():
-    args = common.arguments(__doc__, ADDRESSES[0]).parse_args()
-    base = tempfile.mkdtemp(prefix="switchboard-cluster-routing-")
-    nodes = [Node(args.xmppd, args.mmp, address, args.keep) for address in ADDRESSES]
+    args = common.arguments(__doc__, "127.0.%d.1" % NET).parse_args()
+    nodes = cluster.make_nodes(args.xmppd, args.mmp, NET, 3, args.keep)
     checks = common.Checks(nodes[0])
     sessions = {}
     try:
-        ca_crt, certs = make_certificates(base, len(nodes))
-        if not checks.check("three nodes formed with the CMS sequence", lambda: form(nodes, ca_crt, certs)):
+        if not checks.check("three nodes formed with the CMS sequence", lambda: form(nodes)):
             raise CheckFailed("no cluster")
 
         def logins():
@@ -179,13 +98,20 @@ def main():
             alice.send(b"<presence/>")
             bob.send(b"<presence/>")
             time.sleep(0.5)
+            # Each step waits for the previous one to arrive: the roster writes behind them
+            # are replicated, and a step overtaking the last would race it.
+            subscribe = rb"type=['\"]subscribe['\"]"
+            subscribed = rb"type=['\"]subscribed['\"]"
+            alice.received = bob.received = b""
             alice.send(("<presence type='subscribe' to='bob@%s'/>" % DOMAIN).encode())
-            wait_for(bob, rb"type=['\"]subscribe['\"]", "bob did not get alice's subscription request")
+            wait_for(bob, subscribe, "bob did not get alice's subscription request")
             bob.send(("<presence type='subscribed' to='alice@%s'/>" % DOMAIN).encode())
+            wait_for(alice, subscribed, "alice did not hear bob approve")
+            alice.received = bob.received = b""
             bob.send(("<presence type='subscribe' to='alice@%s'/>" % DOMAIN).encode())
-            wait_for(alice, rb"type=['\"]subscribe['\"]", "alice did not get bob's subscription request")
+            wait_for(alice, subscribe, "alice did not get bob's subscription request")
             alice.send(("<presence type='subscribed' to='bob@%s'/>" % DOMAIN).encode())
-            time.sleep(0.5)
+            wait_for(bob, subscribed, "bob did not hear alice approve")
             alice.received = bob.received = b""
             # A presence update each: both now have a subscription to the other.
             alice.send(b"<presence><status>here</status></presence>")
@@ -218,8 +144,7 @@ def main():
             alice = sessions["alice"]
             alice.received = b""
             killed = time.monotonic()
-            nodes[2].process.send_signal(signal.SIGKILL)
-            nodes[2].process.wait(timeout=10)
+            nodes[2].kill9()
             alice.send(chat("bob@%s/b3" % DOMAIN, "sent at the kill"))
             gone = ("<presence[^>]*from=['\"]bob@%s/b3['\"][^>]*type=['\"]unavailable" % DOMAIN).encode()
             gone_either = gone + b"|" + ("<presence[^>]*type=['\"]unavailable['\"][^>]*from=['\"]bob@%s/b3" % DOMAIN).encode()
@@ -253,8 +178,6 @@ def main():
                 pass
         for node in nodes:
             node.cleanup()
-        if not args.keep:
-            shutil.rmtree(base, ignore_errors=True)
     return common.summary(checks)
 
 
