@@ -89,8 +89,13 @@ def main():
             wait_for(bob, rb"over there", "bob (node 3) did not get alice's message")
             bob.send(chat("alice@%s/a1" % DOMAIN, "and back"))
             wait_for(alice, rb"and back", "alice (node 1) did not get bob's message")
+            # An IQ to a full JID on another node, and its answer.
+            alice.send(("<iq type='get' id='x1' to='bob@%s/b3'><ping xmlns='urn:xmpp:ping'/></iq>" % DOMAIN).encode())
+            wait_for(bob, rb"<iq[^>]*id=['\"]x1['\"]", "bob (node 3) did not get alice's iq")
+            bob.send(("<iq type='result' id='x1' to='alice@%s/a1'/>" % DOMAIN).encode())
+            wait_for(alice, rb"<iq[^>]*id=['\"]x1['\"][^>]*type=['\"]result|<iq[^>]*type=['\"]result['\"][^>]*id=['\"]x1", "alice did not get bob's iq result")
 
-        checks.check("messages between nodes 1 and 3, both ways", messages)
+        checks.check("messages and an iq between nodes 1 and 3, both ways", messages)
 
         def presence():
             alice, bob = sessions["alice"], sessions["bob"]

@@ -256,6 +256,21 @@ impl Cluster {
         self.inner.relay.set_handler(handler);
     }
 
+    /// Index of the last log entry applied on this node (`None` before the first).
+    pub fn applied_index(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().last_applied.map(|id| id.index)
+    }
+
+    /// Wait, at most `limit`, until entry `index` is applied on this node; whether it is.
+    pub async fn wait_applied(&self, index: u64, limit: Duration) -> bool {
+        self.inner
+            .raft
+            .wait(Some(limit))
+            .applied_index_at_least(Some(index), "relay")
+            .await
+            .is_ok()
+    }
+
     /// The voters, with whether each answers now.
     pub fn members(&self) -> Vec<RelayMember> {
         self.inner.relay.members()

@@ -14,7 +14,7 @@
 //!   session is closed with `<conflict/>` on its node; both nodes decide alike from the bind
 //!   times carried in the messages.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +35,10 @@ pub const MAX_HOPS: u8 = 3;
 /// node was declared down (its sessions left the router) and the stanza is stored offline,
 /// goes to another resource, or reaches the node that came back.
 const REROUTE_AFTER: Duration = Duration::from_millis(1500);
+/// A stanza from another node waits at most this long for this node's replica to apply what
+/// the sender had applied (then it is handled anyway: a lagging replica must not hold
+/// traffic up for long).
+const CAUSAL_WAIT: Duration = Duration::from_secs(2);
 /// Peers whose directory may be stale are sent a snapshot this often.
 const RESYNC_EVERY: Duration = Duration::from_millis(500);
 
@@ -89,6 +93,9 @@ struct State {
     remote_components: HashMap<String, Arc<RemoteComponent>>,
     /// Peers whose view of this node may be stale.
     resync: HashSet<sb_cluster::NodeId>,
+    /// Stanzas from a node waiting for this replica to catch up, in arrival order; a node
+    /// has an entry while its waiter task runs.
+    waiting: HashMap<sb_cluster::NodeId, VecDeque<Message>>,
 }
 
 /// Routing across the nodes of one cluster. Made with [`Directory::start`], ended with
@@ -407,8 +414,7 @@ impl Directory {
                     self.core.router.unregister_link(&domain, &link);
                 }
             }
-            Message::Deliver { session, stanza, hops } => self.deliver_here(session, stanza, hops),
-            Message::ToComponent { domain, stanza, hops } => self.to_component_here(&domain, stanza, hops),
+            msg @ (Message::Deliver { .. } | Message::ToComponent { .. }) => self.in_causal_order(from, msg),
             Message::Close {
                 session,
                 condition,
@@ -429,6 +435,80 @@ impl Directory {
                     view.handle.close(error);
                 }
             }
+        }
+    }
+
+    /// Handle a stanza from `from` once this replica applied what `from` had when it sent it,
+    /// keeping `from`'s order.
+    fn in_causal_order(&self, from: sb_cluster::NodeId, msg: Message) {
+        let after = match &msg {
+            Message::Deliver { after, .. } | Message::ToComponent { after, .. } => *after,
+            _ => None,
+        };
+        let mut state = lock(&self.state);
+        if let Some(queue) = state.waiting.get_mut(&from) {
+            queue.push_back(msg);
+            return;
+        }
+        let caught_up = after.is_none_or(|index| self.cluster.applied_index().is_some_and(|applied| applied >= index));
+        if caught_up {
+            drop(state);
+            self.stanza_here(msg);
+            return;
+        }
+        state.waiting.insert(from, VecDeque::from([msg]));
+        drop(state);
+        let Some(directory) = self.link.directory.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move { directory.drain_waiting(from).await });
+    }
+
+    /// Hand over `from`'s waiting stanzas as the replica catches up (or the wait runs out).
+    async fn drain_waiting(&self, from: sb_cluster::NodeId) {
+        loop {
+            let front_after = {
+                let mut state = lock(&self.state);
+                let Some(queue) = state.waiting.get_mut(&from) else {
+                    return;
+                };
+                match queue.front() {
+                    None => {
+                        state.waiting.remove(&from);
+                        return;
+                    }
+                    Some(Message::Deliver { after, .. } | Message::ToComponent { after, .. }) => *after,
+                    Some(_) => None,
+                }
+            };
+            if let Some(index) = front_after
+                && !self.cluster.wait_applied(index, CAUSAL_WAIT).await
+            {
+                // The replica is stuck (no quorum, cut off from the leader): everything
+                // waiting goes now, rather than each stanza waiting in turn.
+                log::info!("relay: replica still behind entry {index} of node {from:016x}; delivering anyway");
+                let queued = lock(&self.state).waiting.remove(&from).unwrap_or_default();
+                for msg in queued {
+                    self.stanza_here(msg);
+                }
+                return;
+            }
+            let msg = lock(&self.state).waiting.get_mut(&from).and_then(VecDeque::pop_front);
+            if let Some(msg) = msg {
+                self.stanza_here(msg);
+            }
+        }
+    }
+
+    fn stanza_here(&self, msg: Message) {
+        match msg {
+            Message::Deliver {
+                session, stanza, hops, ..
+            } => self.deliver_here(session, stanza, hops),
+            Message::ToComponent {
+                domain, stanza, hops, ..
+            } => self.to_component_here(&domain, stanza, hops),
+            _ => {}
         }
     }
 
@@ -724,7 +804,16 @@ impl NodeLink for RelayLink {
             Outbound::Stanza(element) => stanza_text(&element),
             Outbound::Raw(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         };
-        directory.relay_stanza(to, Message::Deliver { session, stanza, hops })
+        let after = directory.cluster.applied_index();
+        directory.relay_stanza(
+            to,
+            Message::Deliver {
+                session,
+                stanza,
+                hops,
+                after,
+            },
+        )
     }
 
     fn close_session(&self, node: &NodeId, session: SessionId, error: StreamError) {
@@ -766,6 +855,7 @@ impl StanzaLink for RemoteComponent {
             domain: self.domain.clone(),
             stanza: stanza_text(&stanza),
             hops,
+            after: directory.cluster.applied_index(),
         };
         directory.relay_stanza(self.node, msg)
     }

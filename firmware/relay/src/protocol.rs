@@ -83,9 +83,20 @@ pub enum Message {
         session: SessionId,
         stanza: String,
         hops: u8,
+        /// The sender's applied log index when it sent the stanza: the receiver handles it
+        /// once it applied that far too, so what the sender wrote before (a roster change
+        /// behind a subscription request) is what the receiver reads after.
+        #[serde(default)]
+        after: Option<u64>,
     },
     /// Hand `stanza` to the receiver's component for `domain`.
-    ToComponent { domain: String, stanza: String, hops: u8 },
+    ToComponent {
+        domain: String,
+        stanza: String,
+        hops: u8,
+        #[serde(default)]
+        after: Option<u64>,
+    },
     /// Close the receiver's session `session` with the stream error `condition`.
     Close {
         session: SessionId,
@@ -158,6 +169,7 @@ mod tests {
             session: 7,
             stanza: "<message to='a@b'/>".into(),
             hops: 1,
+            after: Some(12),
         };
         assert_eq!(Message::decode(&msg.encode()), Ok(msg));
         let future = br#"{"v":2,"msg":{"ComponentUp":{"domain":"cb.example.com"}}}"#;

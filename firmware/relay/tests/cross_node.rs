@@ -309,6 +309,28 @@ async fn a_full_jid_bound_on_two_nodes_keeps_the_newer_session() {
             && on_b.is_some_and(|h| h.is_session(None, newer.handle.id()))
     })
     .await;
+    // A client binding the same resource on a again: a's router hands back b's session, which
+    // c2s closes with <conflict/> (over the relay).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (tx, _rx) = mpsc::channel(4);
+    let third = SessionHandle::new(a.core.router.next_session_id(), tx, Arc::default());
+    let replaced = a
+        .core
+        .router
+        .bind("juliet", "balcony", third, meta())
+        .expect("b's session was bound there");
+    assert_eq!(replaced.handle.node(), Some(&b_node));
+    replaced
+        .handle
+        .close(sb_proto::StreamError::new(StreamErrorCondition::Conflict));
+    wait("b's session is asked to close with <conflict/>", || {
+        newer
+            .control
+            .take_close()
+            .map(|e| assert_eq!(e.condition, StreamErrorCondition::Conflict))
+            .is_some()
+    })
+    .await;
     for n in &nodes {
         n.directory.stop();
     }
