@@ -68,6 +68,13 @@ struct Settings {
     trust: String,
 }
 
+/// The server core to route for (once attached) and the directory running over the cluster.
+#[derive(Default)]
+struct Routing {
+    core: Option<Arc<sb_server::core::Core>>,
+    directory: Option<Arc<sb_relay::Directory>>,
+}
+
 struct Running {
     cluster: Cluster,
     settings: Settings,
@@ -86,7 +93,7 @@ pub struct ClusterNode {
     lifecycle: tokio::sync::Mutex<()>,
     /// Routing across the nodes (sb-relay): the server's core, once it exists, and the
     /// directory running over the open cluster.
-    routing: Mutex<(Option<Arc<sb_server::core::Core>>, Option<Arc<sb_relay::Directory>>)>,
+    routing: Mutex<Routing>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -115,13 +122,13 @@ impl ClusterNode {
             start_error: Mutex::new(None),
             gate: RwLock::new(()),
             lifecycle: tokio::sync::Mutex::new(()),
-            routing: Mutex::new((None, None)),
+            routing: Mutex::new(Routing::default()),
         })
     }
 
     /// Route the server's stanzas across the cluster whenever it is open.
     pub fn attach_server(&self, core: Arc<sb_server::core::Core>) {
-        self.routing.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(core);
+        self.routing.lock().unwrap_or_else(|p| p.into_inner()).core = Some(core);
         if let Some(cluster) = self.cluster() {
             self.start_routing(cluster);
         }
@@ -130,13 +137,13 @@ impl ClusterNode {
     fn start_routing(&self, cluster: Cluster) {
         self.stop_routing();
         let mut routing = self.routing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(core) = routing.0.clone() {
-            routing.1 = Some(sb_relay::Directory::start(cluster, core));
+        if let Some(core) = routing.core.clone() {
+            routing.directory = Some(sb_relay::Directory::start(cluster, core));
         }
     }
 
     fn stop_routing(&self) {
-        let directory = self.routing.lock().unwrap_or_else(|p| p.into_inner()).1.take();
+        let directory = self.routing.lock().unwrap_or_else(|p| p.into_inner()).directory.take();
         if let Some(directory) = directory {
             directory.stop();
         }
