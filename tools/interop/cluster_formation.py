@@ -16,7 +16,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_common import (  # noqa: E402
+    DOMAIN,
     CheckFailed,
+    Node,
     USERS,
     cms_other_node,
     form,
@@ -177,6 +179,22 @@ def run_three(checks, nodes):
         expect("erin" in out and "other.example" in out, "force did not report what changed: %s" % out)
         expect(users_of(n3) == ["alice", "bob", "carol", "dave"], users_of(n3))
 
+    def joins_to_an_untrusted_or_unreachable_node_say_which():
+        stranger = Node(n1.xmppd, n1.mmp, "127.0.77.4", n1.keep)
+        state["stranger"] = stranger
+        stranger.mmp_run("pki", "selfsigned", "own", "CN:" + DOMAIN, "subjectAltName:" + DOMAIN)
+        stranger.configure()
+        stranger.start()
+        stranger.mmp_run("xmpp", "certs", "own.key", "own.crt")
+        stranger.mmp_run("xmpp", "cluster", "trust", "own.crt")
+        stranger.mmp_run("xmpp", "cluster", "enable")
+        code, out = stranger.mmp_reply("xmpp", "cluster", "join", n1.address)
+        expect(code != 0 and "not trusted" in out and n1.cluster_address in out, "untrusted join: %s" % out)
+        code, out = stranger.mmp_reply("xmpp", "cluster", "join", "127.0.77.99")
+        expect(code != 0 and "unreachable" in out and "127.0.77.99:5270" in out, "unreachable join: %s" % out)
+        status = n1.mmp_run("xmpp", "status")
+        expect("certificate not trusted" in status, "node 1 does not show the refused peer:\n%s" % status)
+
     def every_node_restarted_keeps_everything():
         for node in nodes:
             node.terminate()
@@ -188,7 +206,7 @@ def run_three(checks, nodes):
             expect(len(node.status()["peers"]) == 3, node.status()["text"])
         can_log_in(n2, "carol")
 
-    for name, step in [
+    steps = [
         ("3 nodes: formed with the CMS command sequence", formed_with_the_cms_sequence),
         ("3 nodes: join while a member says so", a_join_to_an_unreachable_node_says_so),
         ("3 nodes: users and Call Bridges replicate", users_and_bridges_replicate_to_every_node),
@@ -198,8 +216,18 @@ def run_three(checks, nodes):
         ("3 nodes: restarted nodes rejoin and catch up", restarted_nodes_rejoin_and_catch_up),
         ("3 nodes: reset and re-join: exactly 3 peers", reset_and_rejoin_leaves_exactly_three_peers),
         ("3 nodes: own users: join refused unless force", a_node_with_users_of_its_own_must_be_forced_to_join),
+        ("3 nodes: joins to untrusted/unreachable nodes say which", joins_to_an_untrusted_or_unreachable_node_say_which),
         ("3 nodes: all restarted: state kept", every_node_restarted_keeps_everything),
-    ]:
+    ]
+    try:
+        run_steps(checks, steps)
+    finally:
+        if "stranger" in state:
+            state["stranger"].cleanup()
+
+
+def run_steps(checks, steps):
+    for name, step in steps:
         if not checks.check(name, step):
             break
 

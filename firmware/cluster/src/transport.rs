@@ -65,7 +65,10 @@ fn certificate_problem(err: &std::io::Error) -> Option<String> {
             | Alert::CertificateUnknown
             | Alert::UnknownCA
             | Alert::CertificateRequired
-            | Alert::AccessDenied),
+            | Alert::AccessDenied
+            // A chain that names a trusted issuer but whose signature does not verify (another
+            // self-signed certificate with the same subject) ends in this alert.
+            | Alert::DecryptError),
         ) => Some(format!("refused our certificate ({alert:?})")),
         _ => None,
     }

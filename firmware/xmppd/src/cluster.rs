@@ -453,7 +453,12 @@ impl ClusterLive for ClusterNode {
             .collect();
         let mut notes = Vec::new();
         if !users.is_empty() || !bridges.is_empty() {
-            let held = format!("users ({}) and Call Bridges ({})", users.join(", "), bridges.join(", "));
+            let held = [("users", &users), ("Call Bridges", &bridges)]
+                .iter()
+                .filter(|(_, names)| !names.is_empty())
+                .map(|(what, names)| format!("{what} ({})", names.join(", ")))
+                .collect::<Vec<_>>()
+                .join(" and ");
             if !force {
                 return Err(format!(
                     "this node holds its own {held}, which the cluster's would replace: \

@@ -1,0 +1,152 @@
+"""Failover, measured: kill -9 of the leader while messages flow between users on the two
+followers; how long until a message sent after the kill is delivered, and how many messages
+were lost, over N kills (the killed node is restarted and rejoins between rounds).
+
+A benchmark, not a test: it prints min / median / p99 / max and the loss count, and asserts
+nothing about time. Bounded: N rounds, each with bounded waits.
+
+Usage: cluster_failover.py --xmppd PATH --mmp PATH [--kills N] [--interval-ms MS]
+"""
+
+import argparse
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_common import USERS, form, leader_of, make_nodes, wait_until  # noqa: E402
+from interop_common import login  # noqa: E402
+from run import DOMAIN  # noqa: E402
+
+BODY = re.compile(rb"<body>m(\d+)</body>")
+
+
+class Receiver(threading.Thread):
+    """Reads bob's stream and records when each numbered message arrived."""
+
+    def __init__(self, raw):
+        super().__init__(daemon=True)
+        self.raw = raw
+        self.arrived = {}
+        self.stop = False
+
+    def run(self):
+        buffer = b""
+        self.raw.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                chunk = self.raw.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            now = time.monotonic()
+            for match in BODY.finditer(buffer):
+                self.arrived.setdefault(int(match.group(1)), now)
+            buffer = buffer[-200:]
+
+
+def one_round(nodes, interval):
+    leader = leader_of(nodes)
+    followers = [n for n in nodes if n is not leader]
+    for node in followers:
+        node.wait_serving()
+    alice = login(followers[0].address, followers[0].port, "alice", "failover")
+    bob = login(followers[1].address, followers[1].port, "bob", "failover")
+    receiver = Receiver(bob)
+    sent = {}
+    seq = 0
+    killed_at = first_after = None
+    try:
+        bob.send(b"<presence/>")
+        receiver.start()
+
+        def send_one():
+            nonlocal seq
+            seq += 1
+            sent[seq] = time.monotonic()
+            alice.send(("<message to='bob@%s' type='chat'><body>m%d</body></message>" % (DOMAIN, seq)).encode())
+
+        # Traffic flows before the kill: the first message must arrive (the route works).
+        send_one()
+        wait_until("the first message arrives", lambda: 1 in receiver.arrived, timeout=20, pause=0.01)
+        for _ in range(20):
+            send_one()
+            time.sleep(interval)
+        killed_at = time.monotonic()
+        leader.kill9()
+        deadline = killed_at + 30
+        while time.monotonic() < deadline:
+            send_one()
+            time.sleep(interval)
+            after = [s for s, t in sent.items() if t >= killed_at and s in receiver.arrived]
+            if after:
+                first_after = min(receiver.arrived[s] for s in after)
+                break
+        # Keep going a little, then let everything in flight land.
+        for _ in range(20):
+            send_one()
+            time.sleep(interval)
+        settle = time.monotonic() + 5
+        while len(receiver.arrived) < len(sent) and time.monotonic() < settle:
+            time.sleep(0.05)
+    finally:
+        receiver.stop = True
+        alice.close()
+        bob.close()
+    lost = len([s for s in sent if s not in receiver.arrived])
+    gap = None if first_after is None else first_after - killed_at
+    return leader, gap, lost, len(sent)
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--xmppd", required=True)
+    parser.add_argument("--mmp", required=True)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--interval-ms", type=float, default=5.0)
+    args = parser.parse_args()
+    nodes = make_nodes(args.xmppd, args.mmp, 83, 3, False)
+    gaps, lost_total, sent_total, failed = [], 0, 0, 0
+    try:
+        nodes[0].configure()
+        for user in ("alice", "bob"):
+            nodes[0].mmp_run("user", "add", user, stdin="%s\n%s\n" % (USERS[user], USERS[user]))
+        form(nodes)
+        for kill in range(args.kills):
+            leader, gap, lost, sent = one_round(nodes, args.interval_ms / 1000.0)
+            lost_total += lost
+            sent_total += sent
+            if gap is None:
+                failed += 1
+                print("kill %2d: %s: no message delivered after the kill within 30 s" % (kill + 1, leader.address))
+            else:
+                gaps.append(gap * 1000.0)
+                print("kill %2d: %s: first message after the kill delivered %.1f ms later, %d of %d lost" % (kill + 1, leader.address, gap * 1000.0, lost, sent), flush=True)
+            leader.start()
+            wait_until("the killed node is back in the cluster", lambda: all(len(n.status()["peers"]) == 3 for n in nodes), timeout=60)
+            leader_of(nodes)
+    finally:
+        for node in nodes:
+            node.cleanup()
+    if gaps:
+        print(
+            "failover over %d kills: min %.1f ms, median %.1f ms, p99 %.1f ms, max %.1f ms; %d of %d messages lost; %d rounds without delivery"
+            % (len(gaps), min(gaps), percentile(gaps, 0.5), percentile(gaps, 0.99), max(gaps), lost_total, sent_total, failed)
+        )
+    return 0 if not failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
