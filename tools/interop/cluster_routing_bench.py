@@ -2,7 +2,9 @@
 """Routing across cluster nodes, measured (issue 11): logins/s and message throughput and latency
 on a single node, on one node of a 3-node cluster (every login and presence change is told to
 the other two nodes), and between two nodes of the cluster (loadgen's cross-server pairs: client
-2k on node 1, client 2k+1 on node 3, so every message crosses the relay).
+2k on node 1, client 2k+1 on node 3, so every message crosses the relay); and logins/s with three
+loadgens at once, against the single node and one per cluster node. All processes share one
+machine, so the cluster's three daemons share its cores.
 
 A benchmark, not a test: it prints figures and asserts nothing about them. Bounded: fixed client
 counts and phase lengths, every process stopped at the end.
@@ -37,20 +39,47 @@ def add_users(node, count):
         raise CheckFailed("adding users failed: %s %s" % (failures[:3], result.stderr[-300:]))
 
 
-def loadgen(args, node, label, extra=()):
+def loadgen_command(args, node, label, extra=(), first=0, messages=True):
     command = [
         args.loadgen, "--host", node.address, "--port", str(node.port), "--domain", cluster.DOMAIN,
-        "--users", USERS, "--password", PASSWORDS, "--clients", str(args.clients),
-        "--throughput-secs", str(args.secs), "--rate", str(args.rate), "--duration", str(args.secs),
+        "--users", USERS, "--password", PASSWORDS, "--clients", str(args.clients), "--first", str(first),
         "--label", label, *extra,
     ]
-    if node.process is not None:
-        command += ["--pid", str(node.process.pid)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    line = next((l for l in result.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if messages:
+        command += ["--throughput-secs", str(args.secs), "--rate", str(args.rate), "--duration", str(args.secs)]
+    else:
+        command += ["--throughput-secs", "0", "--rate", "0"]
+    return command
+
+
+def result_of(label, stdout, stderr):
+    line = next((l for l in stdout.splitlines() if l.startswith("RESULT ")), None)
     if line is None:
-        raise CheckFailed("loadgen %s gave no RESULT:\n%s\n%s" % (label, result.stdout[-1500:], result.stderr[-800:]))
+        raise CheckFailed("loadgen %s gave no RESULT:\n%s\n%s" % (label, stdout[-1500:], stderr[-800:]))
     return json.loads(line[len("RESULT "):])
+
+
+def loadgen(args, node, label, extra=()):
+    result = subprocess.run(loadgen_command(args, node, label, extra), capture_output=True, text=True, timeout=900)
+    return result_of(label, result.stdout, result.stderr)
+
+
+def logins_at_once(args, targets, label):
+    """One loadgen per target at the same time, each with its own users: total logins/s."""
+    runs = [
+        subprocess.Popen(
+            loadgen_command(args, node, "%s-%d" % (label, i), first=i * args.clients, messages=False),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, node in enumerate(targets)
+    ]
+    total = 0.0
+    for i, run in enumerate(runs):
+        stdout, stderr = run.communicate(timeout=900)
+        total += result_of("%s-%d" % (label, i), stdout, stderr).get("logins_per_s") or 0.0
+    print("%-44s logins/s %8.1f (3 loadgens at once)" % (label, total), flush=True)
 
 
 def show(label, result):
@@ -87,10 +116,11 @@ def main():
     single = Node(args.xmppd, args.mmp, "127.0.74.1", False)
     try:
         single.configure()
-        add_users(single, args.clients)
+        add_users(single, 3 * args.clients)
         single.start()
         single.wait_serving()
         show("single node", loadgen(args, single, "single"))
+        logins_at_once(args, [single] * 3, "single node")
     finally:
         single.cleanup()
 
@@ -98,9 +128,10 @@ def main():
     try:
         cluster.form(nodes)
         cluster.leader_of(nodes)
-        add_users(nodes[0], args.clients)
+        add_users(nodes[0], 3 * args.clients)
         for node in nodes:
             node.wait_serving()
+        logins_at_once(args, nodes, "3-node cluster, one loadgen per node")
         show("3-node cluster, all clients on node 1", loadgen(args, nodes[0], "cluster-node1"))
         peer = [
             "--peer-host", nodes[2].address, "--peer-port", str(nodes[2].port), "--peer-domain", cluster.DOMAIN,
