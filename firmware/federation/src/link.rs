@@ -12,6 +12,7 @@ use crate::stream::outgoing::{OutgoingConfig, OutgoingStream, Purpose};
 use crate::stream::{LinkError, Output, Verdict, VerifyRequest};
 use crate::transport::Conn;
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
+use sb_server::budget::{QueueBudget, element_bytes};
 use sb_store::SecurityMode;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 pub(crate) struct LinkHandle {
     pub id: u64,
     pub tx: mpsc::Sender<Element>,
+    /// Bytes of the stanzas in this link's custody (queued, held for a pair's dialback,
+    /// being written); charged by `Federation::send_remote`, released by the link task.
+    pub budget: Arc<QueueBudget>,
     pub close: Arc<Notify>,
     pub info: Arc<Mutex<LinkInfo>>,
 }
@@ -40,6 +44,7 @@ pub(crate) fn spawn(federation: &Arc<Federation>, remote: &str) -> LinkHandle {
     let handle = LinkHandle {
         id,
         tx,
+        budget: Arc::new(federation.core.queue_budget(federation.tuning.queue_bytes)),
         close: Arc::new(Notify::new()),
         info: Arc::new(Mutex::new(LinkInfo::new(id, Direction::Outgoing, remote))),
     };
@@ -121,7 +126,13 @@ impl Link {
         .await;
     }
 
+    /// The stanza left this link's custody (written, or handed elsewhere).
+    fn release(&self, stanza: &Element) {
+        self.handle.budget.release(element_bytes(stanza));
+    }
+
     async fn bounce(&self, stanza: Element, condition: StanzaErrorCondition, text: &str) {
+        self.release(&stanza);
         self.federation
             .core
             .bounce(&stanza, StanzaError::with_text(condition, text))
@@ -217,11 +228,11 @@ impl Established<'_> {
         }
         // Stanzas that were queued for this link start a new one.
         while let Some(stanza) = rx.recv().await {
+            self.link.release(&stanza);
             if let Err(e) = federation.send_remote(stanza.clone()) {
                 log::debug!("s2s out -> {}: requeue failed: {e}", self.link.remote);
-                self.link
-                    .bounce(stanza, StanzaErrorCondition::RemoteServerNotFound, "link closed")
-                    .await;
+                let error = StanzaError::with_text(StanzaErrorCondition::RemoteServerNotFound, "link closed");
+                federation.core.bounce(&stanza, error).await;
             }
         }
         log::info!("s2s out -> {}: link closed", self.link.remote);
@@ -246,6 +257,7 @@ impl Established<'_> {
 
     async fn submit(&mut self, stanza: Element) -> Next {
         let Some(local) = sender_domain(&stanza) else {
+            self.link.release(&stanza);
             log::debug!(
                 "s2s out -> {}: dropping a stanza without a valid from",
                 self.link.remote
@@ -253,10 +265,13 @@ impl Established<'_> {
             return Next::Continue;
         };
         if self.machine.auth_method(&local).is_some() {
+            let charged = element_bytes(&stanza);
             return match self.machine.encode_stanza(stanza) {
                 Ok(bytes) => {
                     self.touch();
-                    match self.conn.write(&bytes).await {
+                    let written = self.conn.write(&bytes).await;
+                    self.link.handle.budget.release(charged);
+                    match written {
                         Ok(()) => Next::Continue,
                         Err(e) => Next::Stop(Some(LinkError::Connect(format!("write failed: {e}")))),
                     }

@@ -13,6 +13,7 @@ use crate::tls::{TlsSetup, TrustStore};
 use sb_listener::tls::TlsIdentity;
 use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
+use sb_server::budget::element_bytes;
 use sb_server::core::{Core, unix_now};
 use sb_server::{DeliveryError, StanzaLink};
 use sb_store::{FederationConfig, Secret, Store};
@@ -41,6 +42,11 @@ pub struct FederationTuning {
     pub connect_timeout: Duration,
     /// Stanzas a link queues (while it comes up, or while the socket is slow).
     pub queue_capacity: usize,
+    /// Bytes of stanzas one link may hold (queued, or held while a domain pair is being
+    /// authenticated), charged to the daemon's budget too: 4 MiB, sixteen stanzas of the
+    /// largest size. Beyond it stanzas bounce with `resource-constraint`; a peer that does
+    /// not read is dropped by the write timeout.
+    pub queue_bytes: usize,
     /// The system's CA bundle; `None` to trust only the admin's bundle.
     pub system_roots: Option<std::path::PathBuf>,
     /// Inbound s2s connections one address may hold at once. A peer needs one per domain
@@ -57,6 +63,7 @@ impl Default for FederationTuning {
             dialback_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             queue_capacity: 256,
+            queue_bytes: 4 * 1024 * 1024,
             system_roots: Some(crate::tls::SYSTEM_ROOTS.into()),
             max_connections_per_ip: 128,
         }
@@ -483,7 +490,16 @@ impl Federation {
                     .or_insert_with(|| link::spawn(self, &domain))
                     .clone()
             };
-            match handle.tx.try_send(stanza) {
+            let bytes = element_bytes(&stanza);
+            if let Err(over) = handle.budget.charge(bytes) {
+                log::debug!("federation: not queueing for {domain}: {over}");
+                return Err(DeliveryError::QueueFull);
+            }
+            let sent = handle.tx.try_send(stanza);
+            if sent.is_err() {
+                handle.budget.release(bytes);
+            }
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => return Err(DeliveryError::QueueFull),
                 Err(tokio::sync::mpsc::error::TrySendError::Closed(back)) => {
