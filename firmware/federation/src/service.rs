@@ -28,6 +28,9 @@ use tokio::task::JoinHandle;
 
 pub const DEFAULT_S2S_PORT: u16 = 5269;
 
+/// Domains whose last outgoing failure `federation status` keeps.
+const MAX_REPORTED_FAILURES: usize = 32;
+
 /// Numbers that tests shorten; the defaults are the product's.
 #[derive(Clone, Debug)]
 pub struct FederationTuning {
@@ -181,6 +184,9 @@ struct State {
     links: HashMap<String, LinkHandle>,
     incoming: HashMap<u64, (Arc<Mutex<LinkInfo>>, Arc<tokio::sync::Notify>)>,
     listeners: ListenerSet,
+    /// Why the last outgoing link to a domain failed (unix time, reason), for status; cleared
+    /// when a link to it comes up. At most `MAX_REPORTED_FAILURES` domains, newest kept.
+    failures: HashMap<String, (u64, String)>,
     /// Follows interface address changes (see [`Federation::interfaces_changed`]).
     interface_watcher: Option<JoinHandle<()>>,
 }
@@ -246,6 +252,7 @@ impl Federation {
                 links: HashMap::new(),
                 incoming: HashMap::new(),
                 listeners: ListenerSet::default(),
+                failures: HashMap::new(),
                 interface_watcher: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -517,6 +524,27 @@ impl Federation {
         self.runtime.spawn(async move { core.bounce(&stanza, error).await });
     }
 
+    /// An outgoing link to `domain` could not be established: keep the reason for status.
+    pub(crate) fn record_failure(&self, domain: &str, reason: String) {
+        let mut state = locked(&self.state);
+        if state.failures.len() >= MAX_REPORTED_FAILURES && !state.failures.contains_key(domain) {
+            let oldest = state
+                .failures
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(d, _)| d.clone());
+            if let Some(oldest) = oldest {
+                state.failures.remove(&oldest);
+            }
+        }
+        state.failures.insert(domain.to_owned(), (unix_now(), reason));
+    }
+
+    /// An outgoing link to `domain` came up: its last failure is history.
+    pub(crate) fn clear_failure(&self, domain: &str) {
+        locked(&self.state).failures.remove(domain);
+    }
+
     /// Remove the link for `domain` if it is still link `id`.
     pub(crate) fn forget_link(&self, domain: &str, id: u64) {
         let mut state = locked(&self.state);
@@ -570,6 +598,17 @@ impl Federation {
                 if let Some(error) = &listener.error {
                     problems.push(format!("listener {}: {error}", listener.label()));
                 }
+            }
+            let mut failures: Vec<_> = state.failures.iter().collect();
+            failures.sort();
+            let now_unix = unix_now();
+            for (domain, (at, reason)) in failures {
+                problems.push(format!(
+                    "link to {} failed {} s ago: {}",
+                    sb_proto::log_safe(domain),
+                    now_unix.saturating_sub(*at),
+                    sb_proto::log_safe(reason)
+                ));
             }
         }
         FederationStatus {
