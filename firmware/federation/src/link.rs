@@ -182,7 +182,7 @@ impl Established<'_> {
                         biased;
                         _ = stop.changed() => self.close_now("federation stopped").await,
                         _ = core_stop.changed() => self.close_now("server stopping").await,
-                        _ = self.link.handle.close.notified() => self.close_now("closed by the administrator").await,
+                        _ = self.link.handle.close.notified() => self.close_now("closed on request (policy or queue budget)").await,
                         read = self.conn.read() => match read {
                             Ok(0) => Next::Stop(Some(LinkError::ClosedEarly)),
                             Ok(_) => Next::Continue,

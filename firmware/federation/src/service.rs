@@ -13,7 +13,7 @@ use crate::tls::{TlsSetup, TrustStore};
 use sb_listener::tls::TlsIdentity;
 use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
-use sb_server::budget::element_bytes;
+use sb_server::budget::{Overdrawn, element_bytes};
 use sb_server::core::{Core, unix_now};
 use sb_server::{DeliveryError, StanzaLink};
 use sb_store::{FederationConfig, Secret, Store};
@@ -500,6 +500,15 @@ impl Federation {
             let bytes = element_bytes(&stanza);
             if let Err(over) = handle.budget.charge(bytes) {
                 log::debug!("federation: not queueing for {domain}: {over}");
+                // An established link over its own budget has a peer that does not read:
+                // close it (its queue starts a new link or bounces), as a client's would be.
+                if over == Overdrawn::Queue && locked(&handle.info).state == LinkState::Up {
+                    log::warn!(
+                        "federation: {} bytes wait for {domain}, which does not read; closing the link",
+                        handle.budget.queued()
+                    );
+                    handle.close.notify_one();
+                }
                 return Err(DeliveryError::QueueFull);
             }
             let sent = handle.tx.try_send(stanza);
