@@ -4,7 +4,7 @@ s2s stream headers, SCRAM-SHA-256 login and binding), /proc readers, log waits, 
 check/report bookkeeping (`ok`/`FAIL` lines, figures, `N passed, N failed`).
 
 Not a test: imported by namespace_attack.py, connection_flood.py, credential_guessing.py,
-storage_quota.py, offline_delivery.py and log_forging.py (each puts its own folder on
+storage_quota.py, offline_delivery.py, log_forging.py and slow_reader.py (each puts its own folder on
 sys.path). The client pieces (Raw, Xmppd, SCRAM) come from run.py and are re-exported here.
 """
 

@@ -122,6 +122,19 @@ pub enum FederationCommand {
     Trust {
         bundle: Option<String>,
     },
+    /// `federation verify on|off`: verify outgoing peers' certificate chains.
+    Verify {
+        on: bool,
+    },
+    /// `federation verify-exempt add|del <domain>`: one domain's outgoing opt-out.
+    VerifyExempt {
+        add: bool,
+        domain: String,
+    },
+    /// `federation allow-internal on|off`: let DNS lead to internal addresses.
+    AllowInternal {
+        on: bool,
+    },
 }
 
 impl Family for FederationCommand {
@@ -166,6 +179,18 @@ impl Family for FederationCommand {
         Usage {
             syntax: "federation trust <bundle>|none",
             summary: "extra trusted roots for peer certificates (a file in the certificate folder)",
+        },
+        Usage {
+            syntax: "federation verify on|off",
+            summary: "verify the certificate chain of servers we connect to (on by default; off is shown as a warning)",
+        },
+        Usage {
+            syntax: "federation verify-exempt add|del <domain>",
+            summary: "do not verify one domain's certificate chain on outgoing links (shown as a warning)",
+        },
+        Usage {
+            syntax: "federation allow-internal on|off",
+            summary: "let DNS lead server-to-server links to loopback/private/link-local addresses (off by default)",
         },
         Usage {
             syntax: "federation status",
@@ -224,14 +249,23 @@ impl Family for FederationCommand {
                 Ok(FederationCommand::Security { mode })
             }
             "client-certs" => {
-                let mut args = Args::new("federation client-certs", rest);
-                let on = match args.required("on|off")? {
-                    "on" => true,
-                    "off" => false,
-                    other => return Err(args.invalid(format!("'{other}': expected on or off"))),
-                };
-                args.end()?;
+                let on = parse_on_off(Args::new("federation client-certs", rest))?;
                 Ok(FederationCommand::ClientCerts { on })
+            }
+            "verify" => {
+                let on = parse_on_off(Args::new("federation verify", rest))?;
+                Ok(FederationCommand::Verify { on })
+            }
+            "allow-internal" => {
+                let on = parse_on_off(Args::new("federation allow-internal", rest))?;
+                Ok(FederationCommand::AllowInternal { on })
+            }
+            "verify-exempt" => {
+                let mut args = Args::new("federation verify-exempt", rest);
+                let add = parse_add_del(&mut args)?;
+                let domain = normalize_domain(args.required("<domain>")?).map_err(|r| args.invalid(r))?;
+                args.end()?;
+                Ok(FederationCommand::VerifyExempt { add, domain })
             }
             "privacy" => {
                 let mut args = Args::new("federation privacy", rest);
@@ -325,6 +359,13 @@ impl Family for FederationCommand {
             }
             FederationCommand::Security { mode } => changed(admin.write(ConfigChange::SetFederationSecurity(mode))),
             FederationCommand::ClientCerts { on } => changed(admin.write(ConfigChange::SetFederationClientCerts(on))),
+            FederationCommand::Verify { on } => changed(admin.write(ConfigChange::SetFederationVerify(on))),
+            FederationCommand::VerifyExempt { add, domain } => {
+                changed(admin.write(ConfigChange::EditUnverifiedDomain { domain, add }))
+            }
+            FederationCommand::AllowInternal { on } => {
+                changed(admin.write(ConfigChange::SetFederationAllowInternal(on)))
+            }
             FederationCommand::Privacy { mode } => changed(admin.write(ConfigChange::SetFederationPrivacy(mode))),
             FederationCommand::List { deny, add, domain } => edit_list(admin, deny, add, &domain),
             FederationCommand::Route { add, domain, target } => edit_route(admin, add, &domain, &target),
@@ -448,6 +489,17 @@ fn changed(result: Result<sb_store::Written, WriteError>) -> Reply {
     }
 }
 
+/// `on` or `off`, and nothing after it.
+fn parse_on_off(mut args: Args<'_>) -> Result<bool, ParseError> {
+    let on = match args.required("on|off")? {
+        "on" => true,
+        "off" => false,
+        other => return Err(args.invalid(format!("'{other}': expected on or off"))),
+    };
+    args.end()?;
+    Ok(on)
+}
+
 fn edit_list(admin: &Admin, deny: bool, add: bool, domain: &str) -> Reply {
     let list = if deny { PrivacyList::Deny } else { PrivacyList::Allow };
     changed(admin.write(ConfigChange::EditPrivacyList {
@@ -501,6 +553,30 @@ fn format_duration(secs: u64) -> String {
     }
 }
 
+/// Settings that weaken federation security: shown by `federation status` (and counted in
+/// `xmpp status`) so an opt-out does not go unnoticed.
+pub fn security_warnings(config: &FederationConfig) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !config.verify_outgoing {
+        warnings.push(
+            "outgoing certificates are NOT verified (federation verify off): a man in the middle can pose as any peer"
+                .to_owned(),
+        );
+    }
+    if !config.unverified.is_empty() {
+        warnings.push(format!(
+            "outgoing certificates of {} are NOT verified (federation verify-exempt)",
+            config.unverified.join(", ")
+        ));
+    }
+    if config.allow_internal {
+        warnings.push(
+            "DNS may lead server-to-server links to internal addresses (federation allow-internal on)".to_owned(),
+        );
+    }
+    warnings
+}
+
 /// The `federation status` text.
 pub fn render_status(config: &FederationConfig, live: Option<&FederationLiveStatus>, now_unix: u64) -> String {
     let mut out = String::new();
@@ -536,6 +612,24 @@ pub fn render_status(config: &FederationConfig, live: Option<&FederationLiveStat
         "Trust bundle",
         config.trust_bundle.as_deref().unwrap_or("(none; system roots only)"),
     );
+    row(
+        &mut out,
+        "Verify outgoing",
+        if config.verify_outgoing {
+            "on (system roots and the trust bundle)"
+        } else {
+            "OFF"
+        },
+    );
+    row(&mut out, "Verify exempt", &join_or_none(&config.unverified));
+    row(
+        &mut out,
+        "Internal targets",
+        if config.allow_internal { "ALLOWED" } else { "refused" },
+    );
+    for warning in security_warnings(config) {
+        row(&mut out, "Warning", &warning);
+    }
     if let Some(live) = live {
         row(&mut out, "Listeners", &join_or_none(&live.listeners));
         row(&mut out, "Resolver", &live.resolver);
@@ -572,6 +666,30 @@ mod tests {
     use super::*;
     use crate::testing::{admin, run};
     use crate::{Command, parse};
+
+    /// Issue 13: every security opt-out shows in `federation status` as a warning.
+    #[test]
+    fn security_opt_outs_are_warnings_in_status() {
+        let safe = FederationConfig::default();
+        assert!(security_warnings(&safe).is_empty());
+        let text = render_status(&safe, None, 0);
+        assert!(
+            text.contains("Verify outgoing   : on") && !text.contains("Warning"),
+            "{text}"
+        );
+        let weakened = FederationConfig {
+            verify_outgoing: false,
+            unverified: vec!["b.example".into()],
+            allow_internal: true,
+            ..FederationConfig::default()
+        };
+        assert_eq!(security_warnings(&weakened).len(), 3);
+        let text = render_status(&weakened, None, 0);
+        assert!(text.contains("Verify outgoing   : OFF"), "{text}");
+        assert!(text.contains("b.example are NOT verified"), "{text}");
+        assert!(text.contains("Internal targets  : ALLOWED"), "{text}");
+        assert_eq!(text.matches("Warning").count(), 3, "{text}");
+    }
 
     #[test]
     fn parses_every_federation_command() {
@@ -621,6 +739,19 @@ mod tests {
                 target: "127.0.0.2:5269".into()
             }
         );
+        assert_eq!(p("federation verify off"), FederationCommand::Verify { on: false });
+        assert_eq!(
+            p("federation verify-exempt add B.Example"),
+            FederationCommand::VerifyExempt {
+                add: true,
+                domain: "b.example".into()
+            }
+        );
+        assert_eq!(
+            p("federation allow-internal on"),
+            FederationCommand::AllowInternal { on: true }
+        );
+        assert!(parse("federation allow-internal maybe").is_err());
         let secret = p("federation dialback-secret s3cr3tf0rd14lb4ck");
         assert!(!format!("{secret:?}").contains("s3cr3t"), "secrets never print");
     }

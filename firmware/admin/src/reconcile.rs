@@ -49,6 +49,9 @@ pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
             | C::SetFederationClientCerts(_)
             | C::SetFederationPrivacy(_)
             | C::SetFederationTrust(_)
+            | C::SetFederationVerify(_)
+            | C::EditUnverifiedDomain { .. }
+            | C::SetFederationAllowInternal(_)
             | C::EditPrivacyList { .. }
             | C::EditRoute { .. }
             | C::SetDns(_) => vec![Reaction::ReloadFederation],

@@ -12,6 +12,7 @@
 
 pub mod dns;
 mod inbound;
+pub mod internal;
 mod link;
 pub mod policy;
 mod service;

@@ -7,11 +7,12 @@
 //! connection-level; a peer's considered refusal (dialback invalid) ends the attempt.
 
 use crate::service::{Direction, Federation, LinkInfo, LinkState, Snapshot};
-use crate::srv::Target;
+use crate::srv::{Target, TargetSource};
 use crate::stream::outgoing::{OutgoingConfig, OutgoingStream, Purpose};
 use crate::stream::{LinkError, Output, Verdict, VerifyRequest};
 use crate::transport::Conn;
-use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
+use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, log_safe};
+use sb_server::budget::{QueueBudget, element_bytes};
 use sb_store::SecurityMode;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ use tokio::time::{sleep_until, timeout, timeout_at};
 pub(crate) struct LinkHandle {
     pub id: u64,
     pub tx: mpsc::Sender<Element>,
+    /// Bytes of the stanzas in this link's custody (queued, held for a pair's dialback,
+    /// being written); charged by `Federation::send_remote`, released by the link task.
+    pub budget: Arc<QueueBudget>,
     pub close: Arc<Notify>,
     pub info: Arc<Mutex<LinkInfo>>,
 }
@@ -40,6 +44,7 @@ pub(crate) fn spawn(federation: &Arc<Federation>, remote: &str) -> LinkHandle {
     let handle = LinkHandle {
         id,
         tx,
+        budget: Arc::new(federation.core.queue_budget(federation.tuning.queue_bytes)),
         close: Arc::new(Notify::new()),
         info: Arc::new(Mutex::new(LinkInfo::new(id, Direction::Outgoing, remote))),
     };
@@ -89,9 +94,10 @@ impl Link {
             Err(error) => {
                 log::warn!(
                     "s2s out {local} -> {}: link failed after {} ms: {error}",
-                    self.remote,
+                    log_safe(&self.remote),
                     started.elapsed().as_millis()
                 );
+                self.federation.record_failure(&self.remote, error.to_string());
                 self.federation.forget_link(&self.remote, self.handle.id);
                 rx.close();
                 let condition = error.bounce_condition();
@@ -105,9 +111,10 @@ impl Link {
         };
         log::info!(
             "s2s out {local} -> {}: link up in {} ms",
-            self.remote,
+            log_safe(&self.remote),
             started.elapsed().as_millis()
         );
+        self.federation.clear_failure(&self.remote);
         Established {
             link: &self,
             snapshot,
@@ -121,7 +128,13 @@ impl Link {
         .await;
     }
 
+    /// The stanza left this link's custody (written, or handed elsewhere).
+    fn release(&self, stanza: &Element) {
+        self.handle.budget.release(element_bytes(stanza));
+    }
+
     async fn bounce(&self, stanza: Element, condition: StanzaErrorCondition, text: &str) {
+        self.release(&stanza);
         self.federation
             .core
             .bounce(&stanza, StanzaError::with_text(condition, text))
@@ -169,7 +182,7 @@ impl Established<'_> {
                         biased;
                         _ = stop.changed() => self.close_now("federation stopped").await,
                         _ = core_stop.changed() => self.close_now("server stopping").await,
-                        _ = self.link.handle.close.notified() => self.close_now("closed by the administrator").await,
+                        _ = self.link.handle.close.notified() => self.close_now("closed on request (policy or queue budget)").await,
                         read = self.conn.read() => match read {
                             Ok(0) => Next::Stop(Some(LinkError::ClosedEarly)),
                             Ok(_) => Next::Continue,
@@ -217,11 +230,11 @@ impl Established<'_> {
         }
         // Stanzas that were queued for this link start a new one.
         while let Some(stanza) = rx.recv().await {
+            self.link.release(&stanza);
             if let Err(e) = federation.send_remote(stanza.clone()) {
                 log::debug!("s2s out -> {}: requeue failed: {e}", self.link.remote);
-                self.link
-                    .bounce(stanza, StanzaErrorCondition::RemoteServerNotFound, "link closed")
-                    .await;
+                let error = StanzaError::with_text(StanzaErrorCondition::RemoteServerNotFound, "link closed");
+                federation.core.bounce(&stanza, error).await;
             }
         }
         log::info!("s2s out -> {}: link closed", self.link.remote);
@@ -246,6 +259,7 @@ impl Established<'_> {
 
     async fn submit(&mut self, stanza: Element) -> Next {
         let Some(local) = sender_domain(&stanza) else {
+            self.link.release(&stanza);
             log::debug!(
                 "s2s out -> {}: dropping a stanza without a valid from",
                 self.link.remote
@@ -253,10 +267,13 @@ impl Established<'_> {
             return Next::Continue;
         };
         if self.machine.auth_method(&local).is_some() {
+            let charged = element_bytes(&stanza);
             return match self.machine.encode_stanza(stanza) {
                 Ok(bytes) => {
                     self.touch();
-                    match self.conn.write(&bytes).await {
+                    let written = self.conn.write(&bytes).await;
+                    self.link.handle.budget.release(charged);
+                    match written {
                         Ok(()) => Next::Continue,
                         Err(e) => Next::Stop(Some(LinkError::Connect(format!("write failed: {e}")))),
                     }
@@ -391,8 +408,9 @@ async fn perform(
     Ok(events)
 }
 
-/// The peer's certificate must name its domain; with `client-certs` on, its chain must also
-/// lead to a trusted root.
+/// The peer's certificate must name its domain, and unless verification is turned off
+/// (`federation verify off`, or the domain exempted with `federation verify-exempt`) its
+/// chain must lead to the public roots or the federation trust bundle.
 fn check_certificate(conn: &Conn, snapshot: &Snapshot, remote: &str) -> Result<(), LinkError> {
     let Some(tls) = &snapshot.tls else {
         return Err(LinkError::Certificate("TLS is unavailable on this node".to_owned()));
@@ -410,10 +428,23 @@ fn check_certificate(conn: &Conn, snapshot: &Snapshot, remote: &str) -> Result<(
             }
         )));
     }
-    if snapshot.config.client_certs && !judged.chain_trusted {
+    let config = &snapshot.config;
+    let verify = config.verify_outgoing && !config.unverified.iter().any(|d| d == remote);
+    if verify && !judged.chain_trusted {
         return Err(LinkError::Certificate(format!(
-            "the certificate of {remote} is not trusted (system roots and the federation trust bundle)"
+            "the certificate of {remote} ({}) is not trusted: its chain leads neither to the public roots nor to \
+             the federation trust bundle ({}); add its CA with 'federation trust <bundle>' or exempt it with \
+             'federation verify-exempt add {remote}'",
+            conn.io.peer,
+            config.trust_bundle.as_deref().unwrap_or("none set"),
         )));
+    }
+    if !verify {
+        log::warn!(
+            "s2s out -> {}: certificate chain of {} not verified (verification is off for it)",
+            log_safe(remote),
+            conn.io.peer
+        );
     }
     Ok(())
 }
@@ -467,6 +498,23 @@ pub(crate) async fn establish(
         };
         for ip in addresses {
             let addr = SocketAddr::new(ip, target.port);
+            if target.source != TargetSource::Route
+                && !snapshot.config.allow_internal
+                && crate::internal::is_internal(ip)
+            {
+                log::warn!(
+                    "s2s out {local} -> {}: refusing {addr}: DNS ({}) puts {} at an internal address; \
+                     name it in a static route or set 'federation allow-internal on'",
+                    log_safe(remote),
+                    target.source.as_str(),
+                    log_safe(&target.host)
+                );
+                last = LinkError::Connect(format!(
+                    "{} resolves to an internal address ({addr}), which is refused",
+                    target.host
+                ));
+                continue;
+            }
             log::info!(
                 "s2s out {local} -> {remote}: trying {addr} ({}{})",
                 target.source.as_str(),
@@ -609,6 +657,11 @@ async fn attempt(
 
 /// Receiving server: ask the authoritative server for `request.originating` whether the key
 /// is its own, on a verify-only stream (closed right after the answer).
+///
+/// Whatever kept us from an answer (no DNS records, a refused or internal target, a timeout,
+/// a TLS failure) is one verdict for the peer, `remote-connection-failed`: telling them apart
+/// would let a peer whose DNS points at addresses of its choosing map what answers where.
+/// The log has the real reason.
 pub(crate) async fn verify(federation: &Federation, request: VerifyRequest) -> Verdict {
     let snapshot = federation.snapshot();
     let started = Instant::now();
@@ -637,16 +690,18 @@ pub(crate) async fn verify(federation: &Federation, request: VerifyRequest) -> V
                 _ => None,
             })
             .unwrap_or(Verdict::ConnectionFailed),
-        Ok(Err(LinkError::Dns(reason))) => {
-            log::warn!(
-                "s2s: cannot find the authoritative server of {}: {reason}",
-                request.originating
-            );
-            Verdict::Error(StanzaErrorCondition::RemoteServerNotFound)
-        }
-        Ok(Err(LinkError::DialbackTimeout)) | Err(_) => Verdict::Timeout,
         Ok(Err(error)) => {
-            log::warn!("s2s: verification with {} failed: {error}", request.originating);
+            log::warn!(
+                "s2s: verification with the authoritative server of {} failed: {error}",
+                log_safe(&request.originating)
+            );
+            Verdict::ConnectionFailed
+        }
+        Err(_) => {
+            log::warn!(
+                "s2s: verification with the authoritative server of {} took too long",
+                log_safe(&request.originating)
+            );
             Verdict::ConnectionFailed
         }
     };

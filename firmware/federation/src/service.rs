@@ -13,6 +13,7 @@ use crate::tls::{TlsSetup, TrustStore};
 use sb_listener::tls::TlsIdentity;
 use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition};
+use sb_server::budget::{Overdrawn, element_bytes};
 use sb_server::core::{Core, unix_now};
 use sb_server::{DeliveryError, StanzaLink};
 use sb_store::{FederationConfig, Secret, Store};
@@ -26,6 +27,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub const DEFAULT_S2S_PORT: u16 = 5269;
+
+/// Domains whose last outgoing failure `federation status` keeps.
+const MAX_REPORTED_FAILURES: usize = 32;
 
 /// Numbers that tests shorten; the defaults are the product's.
 #[derive(Clone, Debug)]
@@ -41,6 +45,11 @@ pub struct FederationTuning {
     pub connect_timeout: Duration,
     /// Stanzas a link queues (while it comes up, or while the socket is slow).
     pub queue_capacity: usize,
+    /// Bytes of stanzas one link may hold (queued, or held while a domain pair is being
+    /// authenticated), charged to the daemon's budget too: 4 MiB, sixteen stanzas of the
+    /// largest size. Beyond it stanzas bounce with `resource-constraint`; a peer that does
+    /// not read is dropped by the write timeout.
+    pub queue_bytes: usize,
     /// The system's CA bundle; `None` to trust only the admin's bundle.
     pub system_roots: Option<std::path::PathBuf>,
     /// Inbound s2s connections one address may hold at once. A peer needs one per domain
@@ -57,6 +66,7 @@ impl Default for FederationTuning {
             dialback_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             queue_capacity: 256,
+            queue_bytes: 4 * 1024 * 1024,
             system_roots: Some(crate::tls::SYSTEM_ROOTS.into()),
             max_connections_per_ip: 128,
         }
@@ -174,6 +184,9 @@ struct State {
     links: HashMap<String, LinkHandle>,
     incoming: HashMap<u64, (Arc<Mutex<LinkInfo>>, Arc<tokio::sync::Notify>)>,
     listeners: ListenerSet,
+    /// Why the last outgoing link to a domain failed (unix time, reason), for status; cleared
+    /// when a link to it comes up. At most `MAX_REPORTED_FAILURES` domains, newest kept.
+    failures: HashMap<String, (u64, String)>,
     /// Follows interface address changes (see [`Federation::interfaces_changed`]).
     interface_watcher: Option<JoinHandle<()>>,
 }
@@ -239,6 +252,7 @@ impl Federation {
                 links: HashMap::new(),
                 incoming: HashMap::new(),
                 listeners: ListenerSet::default(),
+                failures: HashMap::new(),
                 interface_watcher: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
@@ -483,7 +497,25 @@ impl Federation {
                     .or_insert_with(|| link::spawn(self, &domain))
                     .clone()
             };
-            match handle.tx.try_send(stanza) {
+            let bytes = element_bytes(&stanza);
+            if let Err(over) = handle.budget.charge(bytes) {
+                log::debug!("federation: not queueing for {domain}: {over}");
+                // An established link over its own budget has a peer that does not read:
+                // close it (its queue starts a new link or bounces), as a client's would be.
+                if over == Overdrawn::Queue && locked(&handle.info).state == LinkState::Up {
+                    log::warn!(
+                        "federation: {} bytes wait for {domain}, which does not read; closing the link",
+                        handle.budget.queued()
+                    );
+                    handle.close.notify_one();
+                }
+                return Err(DeliveryError::QueueFull);
+            }
+            let sent = handle.tx.try_send(stanza);
+            if sent.is_err() {
+                handle.budget.release(bytes);
+            }
+            match sent {
                 Ok(()) => return Ok(()),
                 Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => return Err(DeliveryError::QueueFull),
                 Err(tokio::sync::mpsc::error::TrySendError::Closed(back)) => {
@@ -499,6 +531,27 @@ impl Federation {
     pub(crate) fn spawn_bounce(&self, stanza: Element, error: StanzaError) {
         let core = Arc::clone(&self.core);
         self.runtime.spawn(async move { core.bounce(&stanza, error).await });
+    }
+
+    /// An outgoing link to `domain` could not be established: keep the reason for status.
+    pub(crate) fn record_failure(&self, domain: &str, reason: String) {
+        let mut state = locked(&self.state);
+        if state.failures.len() >= MAX_REPORTED_FAILURES && !state.failures.contains_key(domain) {
+            let oldest = state
+                .failures
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(d, _)| d.clone());
+            if let Some(oldest) = oldest {
+                state.failures.remove(&oldest);
+            }
+        }
+        state.failures.insert(domain.to_owned(), (unix_now(), reason));
+    }
+
+    /// An outgoing link to `domain` came up: its last failure is history.
+    pub(crate) fn clear_failure(&self, domain: &str) {
+        locked(&self.state).failures.remove(domain);
     }
 
     /// Remove the link for `domain` if it is still link `id`.
@@ -554,6 +607,17 @@ impl Federation {
                 if let Some(error) = &listener.error {
                     problems.push(format!("listener {}: {error}", listener.label()));
                 }
+            }
+            let mut failures: Vec<_> = state.failures.iter().collect();
+            failures.sort();
+            let now_unix = unix_now();
+            for (domain, (at, reason)) in failures {
+                problems.push(format!(
+                    "link to {} failed {} s ago: {}",
+                    sb_proto::log_safe(domain),
+                    now_unix.saturating_sub(*at),
+                    sb_proto::log_safe(reason)
+                ));
             }
         }
         FederationStatus {

@@ -80,18 +80,23 @@ impl TlsSetup {
     }
 }
 
-/// The roots a peer's chain must lead to: the system's plus the admin's bundle.
+/// The roots a peer's chain must lead to: the public roots (Mozilla's, compiled in, plus the
+/// host's bundle file where there is one) and the admin's federation trust bundle.
 pub struct TrustStore {
     verifier: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     pub roots: usize,
 }
 
 impl TrustStore {
-    /// Reads the system roots (when `system` names a file that exists) and the admin bundle;
-    /// unreadable files are logged and skipped, so a broken bundle weakens trust rather than
-    /// stopping federation.
+    /// With `system`, the public roots: Mozilla's compiled in (the appliance has no bundle
+    /// file) and the file `system` names when it exists; then the admin bundle. Unreadable
+    /// files are logged and skipped, so a broken bundle weakens trust rather than stopping
+    /// federation. Without `system` only the admin bundle counts (tests with a private CA).
     pub fn load(system: Option<&Path>, bundle: Option<&Path>) -> TrustStore {
         let mut roots = RootCertStore::empty();
+        if system.is_some() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
         for path in system.into_iter().chain(bundle) {
             if !path.exists() {
                 if Some(path) == bundle {

@@ -216,10 +216,13 @@ impl LiveNode for Live {
 }
 
 impl OurNode {
-    async fn start(dir: &Path) -> OurNode {
+    /// Our node; `peer_cert` (the peer's self-signed certificate) becomes the federation
+    /// trust bundle, since outgoing certificates are verified.
+    async fn start(dir: &Path, peer_cert: &Path) -> OurNode {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).unwrap();
         selfsigned(&certs, "a", &["a.example"]);
+        std::fs::copy(peer_cert, certs.join("peers.pem")).unwrap();
         let store = Store::open(dir).unwrap();
         store
             .update_xmpp_config(|c| {
@@ -254,6 +257,9 @@ impl OurNode {
             "dns nameserver add 127.0.0.53",
             "federation dialback-secret s3cr3tf0rd14lb4ck-interop",
             "federation security tls-required",
+            "federation trust peers.pem",
+            // Every server of this test (dnsmasq's records) is on 127.0.0.x.
+            "federation allow-internal on",
             "federation enable",
         ] {
             node.mmp(line).await;
@@ -412,6 +418,10 @@ async fn scenario(netns: &Netns, node: &OurNode, peer: &Peer<'_>) {
     assert!(status.contains(&format!("incoming {}", peer.domain)), "{status}");
     assert!(status.contains("auth: dialback"), "{status}");
     assert!(!status.contains("tls: no"), "every link is encrypted: {status}");
+    assert!(
+        status.contains("Verify outgoing   : on") && status.contains("allow-internal on"),
+        "verified links, and the internal-targets opt-in shown as a warning: {status}"
+    );
 
     // The allow list without the peer: our user gets <not-allowed/>, theirs an error.
     node.mmp(&format!("federation allow del {}", peer.domain)).await;
@@ -464,7 +474,7 @@ fn prosody_interop() {
     let our_dir = dir.path().join("ours");
     in_namespace(&netns, || async {
         wait_listening(&format!("{PROSODY_IP}:5269"), "prosody").await;
-        let node = OurNode::start(&our_dir).await;
+        let node = OurNode::start(&our_dir, &prosody_dir.join("prosody.crt")).await;
         let check = node.mmp("dns check b.example").await;
         assert!(check.contains("target xmpp.b.example"), "{check}");
         assert!(check.contains(&format!("{PROSODY_IP}:5269 answers")), "{check}");
@@ -588,7 +598,7 @@ fn ejabberd_interop() {
             cmd.args(&ctl).args(["register", user, host, &password(user)]);
             tokio::task::spawn_blocking(move || run(&mut cmd)).await.unwrap();
         }
-        let node = OurNode::start(&our_dir).await;
+        let node = OurNode::start(&our_dir, &ejabberd_dir.join("ejabberd.crt")).await;
         let log = ejabberd_dir.join("logs/ejabberd.log");
         let peer = Peer {
             name: "ejabberd",
@@ -626,7 +636,7 @@ fn prosody_s2s_bench() {
     let our_dir = dir.path().join("ours");
     in_namespace(&netns, || async {
         wait_listening(&format!("{PROSODY_IP}:5269"), "prosody").await;
-        let node = OurNode::start(&our_dir).await;
+        let node = OurNode::start(&our_dir, &prosody_dir.join("prosody.crt")).await;
         node.mmp("federation allow add b.example").await;
         let core = Arc::clone(node.server.core());
         let (tx, mut rx) = tokio::sync::mpsc::channel(4 * WINDOW);
@@ -772,7 +782,7 @@ fn prosody_s2s_bench_messages() {
     in_namespace(&netns, || async {
         wait_listening(&format!("{PROSODY_IP}:5269"), "prosody").await;
         wait_listening(&format!("{PROSODY_IP}:5222"), "prosody c2s").await;
-        let node = OurNode::start(&our_dir).await;
+        let node = OurNode::start(&our_dir, &prosody_dir.join("prosody.crt")).await;
         for index in (0..2 * pairs).step_by(2) {
             let credentials = UserCredentials::new(&format!("bench-pw-{index}")).unwrap();
             node.admin

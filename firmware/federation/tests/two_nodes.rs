@@ -103,7 +103,15 @@ impl Node {
         self.federation.listening_on()[0]
     }
 
+    /// A static route to `other`, whose self-signed certificate goes into this node's
+    /// federation trust bundle (outgoing certificates are verified).
     async fn route_to(&self, other: &Node) {
+        self.trust(other);
+        self.route_to_untrusted(other).await;
+    }
+
+    /// A static route to `other` without trusting its certificate.
+    async fn route_to_untrusted(&self, other: &Node) {
         let target = other.s2s_addr().to_string();
         let domain = other.domain.clone();
         self.store
@@ -112,6 +120,18 @@ impl Node {
             })
             .unwrap();
         self.federation.reload().await.unwrap();
+    }
+
+    /// Add `other`'s certificate to `certs/peers.pem` and make that the trust bundle (the
+    /// caller reloads).
+    fn trust(&self, other: &Node) {
+        let bundle = self.dir.path().join("certs/peers.pem");
+        let mut pem = std::fs::read(&bundle).unwrap_or_default();
+        pem.extend(std::fs::read(other.dir.path().join("certs/node.crt")).unwrap());
+        std::fs::write(&bundle, pem).unwrap();
+        self.store
+            .update_federation_config(|f| f.trust_bundle = Some("peers.pem".into()))
+            .unwrap();
     }
 
     fn user(&self, name: &str) -> mpsc::Receiver<Outbound> {
@@ -166,8 +186,15 @@ fn error_condition(stanza: &Element) -> Option<StanzaErrorCondition> {
 async fn messages_flow_both_ways_over_tls_and_dialback() {
     let a = Node::start("a.example").await;
     let b = Node::start("b.example").await;
-    a.route_to(&b).await;
-    b.route_to(&a).await;
+    // Certificates not trusted (so SASL EXTERNAL is not offered): exempted from
+    // verification, the links authenticate with dialback.
+    for (node, other) in [(&a, &b), (&b, &a)] {
+        let peer = other.domain.clone();
+        node.store
+            .update_federation_config(|f| f.unverified = vec![peer])
+            .unwrap();
+        node.route_to_untrusted(other).await;
+    }
     let mut alice = a.user("alice");
     let mut bob = b.user("bob");
 
@@ -491,12 +518,13 @@ async fn silent_peers_time_out() {
     );
 
     // A peer claiming to be silent.example: its authoritative server never answers the
-    // verify, so the claim gets a dialback error, and the stream stays usable.
+    // verify, so the claim gets a dialback error, and the stream stays usable. The error is
+    // the generic one (issue 13): a timeout is not told apart from a refusal.
     let header = HEADER_TO_B.replace("from='a.example'", "from='silent.example'");
     let claim = "<db:result from='silent.example' to='b.example'>00</db:result>";
     let text = raw_exchange(b.s2s_addr(), &[&header, claim], "</db:result>").await;
     assert!(text.contains("type='error'"), "{text}");
-    assert!(text.contains("<remote-server-timeout"), "{text}");
+    assert!(text.contains("<remote-connection-failed"), "{text}");
     holder.abort();
 }
 
@@ -672,4 +700,197 @@ async fn an_outbound_peer_stalling_the_tls_handshake_is_dropped() {
     let bounce = receive(&mut bob).await;
     assert_eq!(bounce.attr("type"), Some("error"), "{bounce:?}");
     peer.abort();
+}
+
+/// Issue 13: an outgoing link verifies the peer's certificate chain (public roots plus the
+/// federation trust bundle). An untrusted peer is refused with the reason in status; a
+/// per-domain exemption, the trust bundle and the global opt-out each let it through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_certificates_must_be_trusted_unless_verification_is_waived() {
+    let mut a = Node::start("a.example").await;
+    let b = Node::start("b.example").await;
+    b.route_to(&a).await;
+    a.route_to_untrusted(&b).await;
+    let mut alice = a.user("alice");
+    let mut bob = b.user("bob");
+
+    a.send("alice", "bob@b.example/res", "untrusted").await;
+    let bounce = receive(&mut alice).await;
+    assert_eq!(bounce.attr("type"), Some("error"), "{}", bounce.to_xml());
+    let problems = a.federation.status().problems.join("\n");
+    assert!(
+        problems.contains("link to b.example failed") && problems.contains("is not trusted"),
+        "{problems}"
+    );
+
+    // One domain exempted.
+    a.store
+        .update_federation_config(|f| f.unverified = vec!["b.example".into()])
+        .unwrap();
+    a.federation.reload().await.unwrap();
+    a.send("alice", "bob@b.example/res", "exempt").await;
+    assert_eq!(body(&receive(&mut bob).await), "exempt");
+    assert!(
+        a.federation.status().problems.iter().all(|p| !p.contains("b.example")),
+        "a link that came up clears the failure"
+    );
+
+    // No exemption, the peer's certificate in the trust bundle (a fresh link).
+    a.store.update_federation_config(|f| f.unverified.clear()).unwrap();
+    a.trust(&b);
+    a.restart_federation(Node::tuning()).await;
+    a.send("alice", "bob@b.example/res", "trusted").await;
+    assert_eq!(body(&receive(&mut bob).await), "trusted");
+
+    // Verification off for every domain, no bundle (a fresh link again).
+    a.store
+        .update_federation_config(|f| {
+            f.trust_bundle = None;
+            f.verify_outgoing = false;
+        })
+        .unwrap();
+    a.restart_federation(Node::tuning()).await;
+    a.send("alice", "bob@b.example/res", "unverified").await;
+    assert_eq!(body(&receive(&mut bob).await), "unverified");
+}
+
+/// dnsmasq on a free loopback port, serving the given records; killed on drop.
+struct Dnsmasq {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dnsmasq {
+    /// `srv`: (domain, port) pairs, each `_xmpp-server._tcp.<domain>` pointing at
+    /// `xmpp.<domain>`, which is 127.0.0.1.
+    fn start(dir: &std::path::Path, srv: &[(&str, u16)]) -> Dnsmasq {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut args = vec![
+            "--keep-in-foreground".to_owned(),
+            "--conf-file=/dev/null".to_owned(),
+            "--no-resolv".to_owned(),
+            "--no-hosts".to_owned(),
+            "--listen-address=127.0.0.1".to_owned(),
+            "--bind-interfaces".to_owned(),
+            format!("--port={port}"),
+            format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+        ];
+        for (domain, target_port) in srv {
+            args.push(format!(
+                "--srv-host=_xmpp-server._tcp.{domain},xmpp.{domain},{target_port}"
+            ));
+            args.push(format!("--host-record=xmpp.{domain},127.0.0.1"));
+        }
+        let dnsmasq = Dnsmasq {
+            child: std::process::Command::new("dnsmasq")
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dnsmasq is installed (the interop tiers need it too)"),
+            port,
+        };
+        // Bounded: dnsmasq has bound its port once we cannot.
+        for _ in 0..100 {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                return dnsmasq;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("dnsmasq did not bind 127.0.0.1:{port}");
+    }
+}
+
+/// Issue 13: DNS may not lead outgoing s2s (links and dialback verification) to internal
+/// addresses unless `allow-internal` is on; a static route still may. The peer asking for a
+/// verification gets one generic answer whether the target was refused as internal or the
+/// connection failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_may_not_lead_to_internal_addresses() {
+    let a = Node::start("a.example").await;
+    let b = Node::start("b.example").await;
+    let dns_dir = tempfile::tempdir().unwrap();
+    let dns = Dnsmasq::start(
+        dns_dir.path(),
+        &[
+            ("a.example", a.s2s_addr().port()),
+            ("b.example", b.s2s_addr().port()),
+            // Nothing listens on port 1.
+            ("closed.example", 1),
+        ],
+    );
+    for (node, other) in [(&a, &b), (&b, &a)] {
+        node.trust(other);
+        node.store
+            .update_federation_config(|f| assert!(!f.allow_internal, "refused by default"))
+            .unwrap();
+        node.store
+            .apply(&sb_store::ConfigChange::SetDns(sb_store::DnsConfig {
+                nameservers: vec![format!("127.0.0.1:{}", dns.port)],
+            }))
+            .unwrap();
+        node.federation.reload().await.unwrap();
+    }
+    let mut alice = a.user("alice");
+    let mut bob = b.user("bob");
+
+    // SRV leads to 127.0.0.1: refused, the reason in status.
+    a.send("alice", "bob@b.example/res", "internal").await;
+    let bounce = receive(&mut alice).await;
+    assert_eq!(
+        error_condition(&bounce),
+        Some(StanzaErrorCondition::RemoteServerNotFound),
+        "{}",
+        bounce.to_xml()
+    );
+    let problems = a.federation.status().problems.join("\n");
+    assert!(problems.contains("internal address"), "{problems}");
+
+    // Allowed on both sides (B verifies A's key through DNS too): the message flows.
+    for node in [&a, &b] {
+        node.store
+            .update_federation_config(|f| f.allow_internal = true)
+            .unwrap();
+        node.federation.reload().await.unwrap();
+    }
+    a.send("alice", "bob@b.example/res", "allowed").await;
+    assert_eq!(body(&receive(&mut bob).await), "allowed");
+
+    // The verification answers a raw peer gets: refused as internal, and a closed port.
+    b.store
+        .update_federation_config(|f| {
+            f.security = SecurityMode::TlsOptional;
+            f.allow_internal = false;
+        })
+        .unwrap();
+    b.federation.reload().await.unwrap();
+    let forged = "<db:result from='a.example' to='b.example'>0123456789abcdef</db:result>";
+    let refused = raw_exchange(b.s2s_addr(), &[HEADER_TO_B, forged], "</db:result>").await;
+    b.store.update_federation_config(|f| f.allow_internal = true).unwrap();
+    b.federation.reload().await.unwrap();
+    let closed_header = HEADER_TO_B.replace("from='a.example'", "from='closed.example'");
+    let closed_forged = forged.replace("from='a.example'", "from='closed.example'");
+    let closed = raw_exchange(b.s2s_addr(), &[&closed_header, &closed_forged], "</db:result>").await;
+    for text in [&refused, &closed] {
+        assert!(
+            text.contains("type='error'") && text.contains("<remote-connection-failed"),
+            "one generic answer: {text}"
+        );
+    }
+    let answer = |text: &str| {
+        let start = text.find("<db:result").expect("a db:result answer");
+        text[start..].replace("closed.example", "a.example")
+    };
+    assert_eq!(answer(&refused), answer(&closed), "the answers must not differ");
 }

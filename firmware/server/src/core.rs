@@ -87,6 +87,8 @@ pub struct Core {
     pub components: ComponentRegistry,
     settings: RwLock<Arc<Settings>>,
     pub connection_limiter: Arc<ConnectionLimiter>,
+    /// Bytes queued for every stream of the daemon (see [`crate::budget`]).
+    pub queued_bytes: Arc<crate::budget::MemoryBudget>,
     pub auth_failures: AuthFailureLimiter,
     /// Serializes read-modify-write cycles on each account's roster (one lock per account,
     /// so a subscription flood aimed at one account does not stall every other).
@@ -116,6 +118,7 @@ impl Core {
             dir,
             interfaces: InterfaceWatch::new(tuning.board_interfaces.clone()),
             connection_limiter: Arc::new(ConnectionLimiter::new(tuning.connection_caps())),
+            queued_bytes: Arc::new(tuning.memory_budget()),
             tuning,
             router: Router::new(),
             components: ComponentRegistry::default(),
@@ -173,6 +176,38 @@ impl Core {
 
     pub fn stop_signal(&self) -> watch::Receiver<u64> {
         self.stop.subscribe()
+    }
+
+    /// A byte budget of `limit` for one stream's queue, charged to the daemon's too.
+    pub fn queue_budget(&self, limit: usize) -> crate::budget::QueueBudget {
+        crate::budget::QueueBudget::new(limit, Arc::clone(&self.queued_bytes))
+    }
+
+    /// Route again what was still queued for a stream that ended: stanzas for a client go to
+    /// its other resources or offline storage, or bounce, as any stanza for an unbound
+    /// resource does; nothing queued is dropped silently.
+    pub async fn reroute_queued(
+        &self,
+        rx: &mut tokio::sync::mpsc::Receiver<crate::router::Outbound>,
+        budget: &crate::budget::QueueBudget,
+    ) {
+        rx.close();
+        let mut rerouted = 0usize;
+        while let Ok(item) = rx.try_recv() {
+            budget.release(crate::budget::outbound_bytes(&item));
+            match item {
+                crate::router::Outbound::Stanza(stanza) => {
+                    rerouted += 1;
+                    self.route(*stanza).await;
+                }
+                // Pre-serialized bytes come only from another node's broadcast; that node
+                // sees the session gone and settles them itself.
+                crate::router::Outbound::Raw(_) => {}
+            }
+        }
+        if rerouted > 0 {
+            log::info!("{rerouted} stanza(s) queued for an ended stream were routed again");
+        }
     }
 }
 

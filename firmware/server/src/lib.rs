@@ -9,6 +9,7 @@
 //! happens to a stanza (RFC 6120 §10, RFC 6121 §8.5) using it.
 
 pub mod bind;
+pub mod budget;
 pub mod c2s;
 pub mod component;
 pub mod core;

@@ -43,14 +43,28 @@ pub enum DeliveryError {
     Gone,
 }
 
-/// Out-of-band requests to a session task: close with a stream error.
+/// Out-of-band requests to a session task: close with a stream error. Also holds the byte
+/// budget of the session's queue, which every sender charges (see [`crate::budget`]).
 #[derive(Default)]
 pub struct SessionControl {
     close: Mutex<Option<StreamError>>,
     notify: Notify,
+    budget: crate::budget::QueueBudget,
 }
 
 impl SessionControl {
+    /// A control block whose queue may hold `budget`'s bytes.
+    pub fn with_budget(budget: crate::budget::QueueBudget) -> Self {
+        SessionControl {
+            budget,
+            ..SessionControl::default()
+        }
+    }
+
+    pub fn budget(&self) -> &crate::budget::QueueBudget {
+        &self.budget
+    }
+
     pub fn request_close(&self, error: StreamError) {
         let mut slot = self.close.lock().unwrap_or_else(|p| p.into_inner());
         // The first reason wins: a conflict must not be turned into a shutdown notice.
@@ -170,10 +184,23 @@ impl SessionHandle {
 
     pub fn send_outbound(&self, item: Outbound) -> Result<(), DeliveryError> {
         match self {
-            SessionHandle::Local { queue, .. } => queue.try_send(item).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
-                mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
-            }),
+            SessionHandle::Local { queue, control, .. } => {
+                let bytes = crate::budget::outbound_bytes(&item);
+                if let Err(over) = control.budget.charge(bytes) {
+                    crate::budget::close_slow_reader(control, over);
+                    return Err(DeliveryError::QueueFull);
+                }
+                queue.try_send(item).map_err(|e| {
+                    control.budget.release(bytes);
+                    match e {
+                        mpsc::error::TrySendError::Full(_) => {
+                            crate::budget::close_slow_reader(control, crate::budget::Overdrawn::Queue);
+                            DeliveryError::QueueFull
+                        }
+                        mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
+                    }
+                })
+            }
             SessionHandle::Remote { id, node, link } => link.deliver(node, *id, item),
         }
     }

@@ -84,6 +84,9 @@ pub struct StreamIo {
     read_buf: BytesMut,
     /// What goes out with the next [`StreamIo::flush`].
     pub write_buf: Vec<u8>,
+    /// Bytes of queued items now in `write_buf`: they stay charged to the queue's byte
+    /// budget until a flush has written them (see [`StreamIo::flush_session`]).
+    pub charged: usize,
     pub last_read: Instant,
     pub last_write: Instant,
 }
@@ -96,6 +99,7 @@ impl StreamIo {
             peer,
             read_buf: BytesMut::new(),
             write_buf: Vec::new(),
+            charged: 0,
             last_read: now,
             last_write: now,
         }
@@ -145,6 +149,36 @@ impl StreamIo {
             Ok(Err(e)) => Err(FlushError::Io(e)),
             Err(_) => Err(FlushError::Stalled),
         }
+    }
+
+    /// [`StreamIo::flush`] for a stream with a session queue: what was written is released
+    /// from the queue's budget, and a close request (the queue went over budget while we
+    /// waited for a peer that does not read) cuts the wait to `close_grace`. The request
+    /// stays for the caller to take with [`SessionControl::take_close`].
+    pub async fn flush_session(
+        &mut self,
+        tuning: &ServerTuning,
+        control: Option<&SessionControl>,
+    ) -> Result<(), FlushError> {
+        let Some(control) = control else {
+            return self.flush(tuning.write_timeout).await;
+        };
+        let written = {
+            let flush = self.flush(tuning.write_timeout);
+            tokio::pin!(flush);
+            tokio::select! {
+                biased;
+                result = &mut flush => result,
+                _ = control.notified() => match timeout(tuning.close_grace, &mut flush).await {
+                    Ok(result) => result,
+                    Err(_) => Err(FlushError::Stalled),
+                },
+            }
+        };
+        if written.is_ok() {
+            control.budget().release(std::mem::take(&mut self.charged));
+        }
+        written
     }
 
     /// When the liveness timer of an authenticated stream must fire next.

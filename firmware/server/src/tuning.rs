@@ -38,6 +38,21 @@ pub struct ServerTuning {
     /// Stanzas waiting for one Call Bridge; it carries many users' traffic, so its queue is
     /// longer than a client's. Beyond it senders get `resource-constraint`.
     pub component_queue_len: usize,
+    /// Bytes waiting for one client session (queued, or written but not yet taken by the
+    /// socket). A client that lets more pile up is disconnected with `<policy-violation/>`
+    /// and what was queued for it is routed again (offline storage or a bounce). 2 MiB is
+    /// eight stanzas of the largest allowed size, or thousands of presence updates.
+    pub outbound_queue_bytes: usize,
+    /// The same for one Call Bridge, which carries many users' traffic: 16 MiB.
+    pub component_queue_bytes: usize,
+    /// Replies a stream produces for what it read (a client pipelining requests) are
+    /// flushed before more input is processed once this many bytes are buffered: 128 KiB.
+    pub write_buffer_bytes: usize,
+    /// Bytes queued for every stream of the daemon together (clients, Call Bridges, s2s
+    /// links). The appliance has 256 MiB of RAM; 48 MiB of queued stanzas leaves the rest
+    /// to the kernel, the store's cache and the sessions themselves. When it is used up,
+    /// stanzas bounce with `resource-constraint` and sessions holding queued bytes end.
+    pub queued_bytes_total: usize,
     /// How long a closing stream waits for the peer's `</stream:stream>` after sending its own,
     /// so the peer reads our error before the socket goes away.
     pub close_grace: Duration,
@@ -52,6 +67,11 @@ pub struct ServerTuning {
 }
 
 impl ServerTuning {
+    /// The daemon-wide budget of queued stanza bytes, for `Core`.
+    pub fn memory_budget(&self) -> crate::budget::MemoryBudget {
+        crate::budget::MemoryBudget::new(self.queued_bytes_total)
+    }
+
     pub fn connection_caps(&self) -> crate::limits::ConnectionCaps {
         crate::limits::ConnectionCaps {
             max_total: self.max_connections,
@@ -78,6 +98,10 @@ impl Default for ServerTuning {
             auth_failure_window: Duration::from_secs(60),
             outbound_queue_len: 256,
             component_queue_len: 4096,
+            outbound_queue_bytes: 2 * 1024 * 1024,
+            component_queue_bytes: 16 * 1024 * 1024,
+            write_buffer_bytes: 128 * 1024,
+            queued_bytes_total: 48 * 1024 * 1024,
             close_grace: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
             interface_poll_interval: Duration::from_secs(3),

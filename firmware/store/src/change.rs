@@ -78,6 +78,15 @@ pub enum ConfigChange {
     SetFederationClientCerts(bool),
     SetFederationPrivacy(PrivacyMode),
     SetFederationTrust(Option<String>),
+    /// Verify outgoing peers' certificate chains (`federation verify on|off`).
+    SetFederationVerify(bool),
+    /// Add or remove a domain whose outgoing certificate chain is not verified.
+    EditUnverifiedDomain {
+        domain: String,
+        add: bool,
+    },
+    /// Allow DNS to lead outgoing s2s to internal addresses (`federation allow-internal`).
+    SetFederationAllowInternal(bool),
     /// Add or remove a domain on the allow or deny list.
     EditPrivacyList {
         list: PrivacyList,
@@ -267,6 +276,32 @@ impl Store {
             C::SetFederationClientCerts(on) => self.federation_edit(|c| c.client_certs = *on)?,
             C::SetFederationPrivacy(mode) => self.federation_edit(|c| c.privacy = *mode)?,
             C::SetFederationTrust(bundle) => self.federation_edit(|c| c.trust_bundle = bundle.clone())?,
+            C::SetFederationVerify(on) => self.federation_edit(|c| c.verify_outgoing = *on)?,
+            C::SetFederationAllowInternal(on) => self.federation_edit(|c| c.allow_internal = *on)?,
+            C::EditUnverifiedDomain { domain, add } => {
+                self.edit_federation_config(|c| {
+                    let present = c.unverified.iter().any(|d| d == domain);
+                    match (add, present) {
+                        (true, true) => {
+                            return Err(StoreError::Rejected(format!(
+                                "{domain} is already exempt from verification"
+                            )));
+                        }
+                        (false, false) => {
+                            return Err(StoreError::Rejected(format!(
+                                "{domain} is not exempt from verification"
+                            )));
+                        }
+                        (true, false) => {
+                            c.unverified.push(domain.clone());
+                            c.unverified.sort();
+                        }
+                        (false, true) => c.unverified.retain(|d| d != domain),
+                    }
+                    Ok(())
+                })?;
+                Applied::Done
+            }
             C::EditPrivacyList { list, domain, add } => {
                 self.edit_federation_config(|c| {
                     let name = list.as_str();

@@ -104,6 +104,18 @@ pub struct FederationConfig {
     /// A PEM file in the certificate folder whose certificates are trusted for peers, in
     /// addition to the system roots.
     pub trust_bundle: Option<String>,
+    /// Verify the certificate chain of servers we connect to (system roots plus
+    /// `trust_bundle`); on by default. Off is an explicit opt-out that status shows as a
+    /// warning. Whatever this says, the certificate must name the peer's domain.
+    pub verify_outgoing: bool,
+    /// Lower-case domains, sorted, whose certificate chain is not verified on outgoing links
+    /// (a partner with a private CA not yet in the bundle); shown as a warning too.
+    pub unverified: Vec<String>,
+    /// Connect to (and verify dialback keys with) servers that DNS puts at loopback, private,
+    /// link-local, unique-local, unspecified or multicast addresses. Off by default, so a
+    /// peer's DNS cannot aim this server at the inside of its network; static routes may name
+    /// such addresses whatever this says. Test setups on 127.x turn it on.
+    pub allow_internal: bool,
 }
 
 impl Default for FederationConfig {
@@ -118,6 +130,9 @@ impl Default for FederationConfig {
             deny: Vec::new(),
             routes: BTreeMap::new(),
             trust_bundle: None,
+            verify_outgoing: true,
+            unverified: Vec::new(),
+            allow_internal: false,
         }
     }
 }

@@ -216,6 +216,7 @@ fn interop_tier(_: &[String]) -> TaskResult {
         ("tools/interop/credential_guessing.py", "credential guessing tests"),
         ("tools/interop/storage_quota.py", "storage quota tests"),
         ("tools/interop/offline_delivery.py", "offline delivery tests"),
+        ("tools/interop/slow_reader.py", "slow reader and pipelining tests"),
         (
             "tools/interop/cluster_formation.py",
             "cluster formation and failure tests",

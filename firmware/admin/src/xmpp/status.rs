@@ -32,13 +32,20 @@ pub(super) fn apply(admin: &Admin) -> Reply {
             .and_then(|path| pki::inspect(&path))
             .map_err(|err| err.to_string())
     });
-    Reply::output(render_status(
-        &config,
-        &bridges,
-        live.as_ref(),
-        certificate,
-        OffsetDateTime::now_utc(),
-    ))
+    let mut text = render_status(&config, &bridges, live.as_ref(), certificate, OffsetDateTime::now_utc());
+    // Federation security opt-outs are repeated here, so the overview shows them too.
+    if let Ok(federation) = admin.store().federation_config()
+        && federation.enabled
+    {
+        let warnings = crate::federation::security_warnings(&federation);
+        if !warnings.is_empty() {
+            text.push_str("\nWarnings:");
+            for warning in warnings {
+                let _ = write!(text, "\n  federation: {warning}");
+            }
+        }
+    }
+    Reply::output(text)
 }
 
 /// The `xmpp status` text. `bridges` are the configured Call Bridges' names; `live` is `None`

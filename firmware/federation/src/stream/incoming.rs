@@ -469,8 +469,10 @@ impl IncomingStream {
         );
         // XEP-0220 §2.4: whatever error the authoritative server gave, the receiving server
         // reports it as remote-server-not-found.
+        // Not reaching it at all is one answer whatever the cause (see `link::verify`).
         let answer = match verdict {
             Verdict::Error(_) => Verdict::Error(StanzaErrorCondition::RemoteServerNotFound),
+            Verdict::Timeout => Verdict::ConnectionFailed,
             other => other,
         };
         let mut out = vec![Output::Write(
@@ -751,7 +753,7 @@ mod tests {
         open_plain(&mut s);
         s.handle(db("result", "capulet.example", "montague.example", None, "k"));
         let out = s.verify_outcome(&request, Verdict::Timeout);
-        assert!(written(&out).contains("<remote-server-timeout"));
+        assert!(written(&out).contains("<remote-connection-failed"));
         assert!(!s.is_closed());
         s.handle(db("result", "capulet.example", "montague.example", None, "k"));
         let out = s.verify_outcome(&request, Verdict::Error(StanzaErrorCondition::ItemNotFound));

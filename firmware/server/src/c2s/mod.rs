@@ -123,7 +123,10 @@ impl Connection {
             let flow = match wake {
                 Wake::Shutdown => Flow::Close(Some(StreamError::new(StreamErrorCondition::SystemShutdown))),
                 Wake::Control => match self.session.as_ref().and_then(|s| s.control.take_close()) {
-                    Some(error) => Flow::Close(Some(error)),
+                    Some(error) => {
+                        log::info!("c2s: closing {}: {error}", self.describe());
+                        Flow::Close(Some(error))
+                    }
                     None => Flow::Continue,
                 },
                 Wake::Read(Ok(0)) => {
@@ -153,6 +156,11 @@ impl Connection {
             };
             if !matches!(flow, Flow::Abort) && !self.flush().await {
                 return Flow::Abort;
+            }
+            // A close request that arrived while the flush waited (see `flush`).
+            if let Some(error) = self.session.as_ref().and_then(|s| s.control.take_close()) {
+                log::info!("c2s: closing {}: {error}", self.describe());
+                return Flow::Close(Some(error));
             }
             match flow {
                 Flow::Continue | Flow::Restarted => {}
@@ -204,15 +212,21 @@ impl Connection {
     }
 
     fn write_outbound(&mut self, item: Outbound) {
+        self.io.charged += crate::budget::outbound_bytes(&item);
         match item {
             Outbound::Stanza(stanza) => stanza.write_to(&mut self.io.write_buf, ns::CLIENT),
             Outbound::Raw(bytes) => self.io.write_buf.extend_from_slice(&bytes),
         }
     }
 
-    /// Take whatever else is queued right now, so a burst goes out in one write.
+    /// Take whatever else is queued right now, so a burst goes out in one write; at most
+    /// the write buffer budget, so large stanzas stay in the queue (where a close can still
+    /// route them elsewhere) rather than in bytes no one else can use.
     fn drain_outbound(&mut self) {
         for _ in 0..OUTBOUND_BATCH {
+            if self.io.write_buf.len() >= self.core.tuning.write_buffer_bytes {
+                break;
+            }
             let Some(item) = self.session.as_mut().and_then(|s| s.rx.try_recv().ok()) else {
                 break;
             };
@@ -221,12 +235,21 @@ impl Connection {
     }
 
     /// Write out what is buffered. False when the peer is gone or does not take our bytes
-    /// in time.
+    /// in time. A close request for the session (its queue went over budget while we waited
+    /// for a peer that does not read) cuts the wait to `close_grace`: the caller then sees
+    /// the request with `take_close`.
     async fn flush(&mut self) -> bool {
-        match self.io.flush(self.core.tuning.write_timeout).await {
+        let control = self.session.as_ref().map(|s| &*s.control);
+        match self.io.flush_session(&self.core.tuning, control).await {
             Ok(()) => true,
             Err(FlushError::Stalled) => {
-                log::info!("c2s: {} does not read; dropping it", self.describe());
+                match self.session.as_ref().and_then(|s| s.control.take_close()) {
+                    Some(error) => log::info!(
+                        "c2s: closing {} without a goodbye (it does not read): {error}",
+                        self.describe()
+                    ),
+                    None => log::info!("c2s: {} does not read; dropping it", self.describe()),
+                }
                 false
             }
             Err(e) => {
@@ -236,9 +259,14 @@ impl Connection {
         }
     }
 
-    /// Act on every complete event the framer has.
+    /// Act on every complete event the framer has. Replies are flushed whenever they exceed
+    /// the write buffer budget, so a client that pipelines requests without reading waits
+    /// for its own replies (and is dropped when it never takes them) instead of growing them.
     async fn process_input(&mut self) -> Flow {
         loop {
+            if self.io.write_buf.len() > self.core.tuning.write_buffer_bytes && !self.flush().await {
+                return Flow::Abort;
+            }
             let event = match self.framer.next_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => return Flow::Continue,
@@ -478,7 +506,8 @@ impl Connection {
         };
         let resource = jid.resource().unwrap_or_default().to_owned();
         let (tx, rx) = mpsc::channel(self.core.tuning.outbound_queue_len.max(1));
-        let control = Arc::new(SessionControl::default());
+        let budget = self.core.queue_budget(self.core.tuning.outbound_queue_bytes);
+        let control = Arc::new(SessionControl::with_budget(budget));
         let handle = SessionHandle::new(self.core.router.next_session_id(), tx, Arc::clone(&control));
         let meta = SessionMeta {
             peer: self.io.peer,
@@ -510,7 +539,7 @@ impl Connection {
     /// Leave the router first (so nothing more is queued here and contacts learn at once),
     /// then send the closing handshake when the stream is still usable.
     async fn finish(&mut self, flow: Flow) {
-        if let Some(session) = self.session.take() {
+        if let Some(mut session) = self.session.take() {
             log::info!("c2s: {} ended", session.jid);
             crate::presence::session_ended(
                 &self.core,
@@ -520,6 +549,11 @@ impl Connection {
                 session.presence.directed,
             )
             .await;
+            // Unbound now, so nothing new is queued here: what is left goes elsewhere.
+            self.core
+                .reroute_queued(&mut session.rx, session.control.budget())
+                .await;
+            session.control.budget().release(std::mem::take(&mut self.io.charged));
         }
         if let Flow::Close(error) = flow {
             if !self.header_sent {
@@ -529,7 +563,14 @@ impl Connection {
                 self.write_element(&error.to_element());
             }
             self.io.write_buf.extend_from_slice(b"</stream:stream>");
-            if self.flush().await {
+            // A peer ended for not reading will not read our goodbye either: give it the
+            // grace period, not the full write timeout.
+            let written = if error.as_ref().is_some_and(crate::budget::ends_slow_reader) {
+                self.io.flush(self.core.tuning.close_grace).await.is_ok()
+            } else {
+                self.flush().await
+            };
+            if written {
                 self.io.close(self.core.tuning.close_grace).await;
             }
         }

@@ -141,7 +141,10 @@ impl Connection {
             let flow = match wake {
                 Wake::Shutdown => Flow::Close(Some(StreamError::new(StreamErrorCondition::SystemShutdown))),
                 Wake::Control => match self.attached.as_ref().and_then(|a| a.control.take_close()) {
-                    Some(error) => Flow::Close(Some(error)),
+                    Some(error) => {
+                        log::info!("component: closing {}: {error}", self.describe());
+                        Flow::Close(Some(error))
+                    }
                     None => Flow::Continue,
                 },
                 Wake::Read(Ok(0)) => {
@@ -171,6 +174,11 @@ impl Connection {
             };
             if !matches!(flow, Flow::Abort) && !self.flush().await {
                 return Flow::Abort;
+            }
+            // A close request that arrived while the flush waited (see `flush_session`).
+            if let Some(error) = self.attached.as_ref().and_then(|a| a.control.take_close()) {
+                log::info!("component: closing {}: {error}", self.describe());
+                return Flow::Close(Some(error));
             }
             if !matches!(flow, Flow::Continue) {
                 return flow;
@@ -219,6 +227,7 @@ impl Connection {
     }
 
     fn write_outbound(&mut self, item: Outbound) {
+        self.io.charged += crate::budget::outbound_bytes(&item);
         match item {
             // The link already moved it into the component namespace.
             Outbound::Stanza(stanza) => stanza.write_to(&mut self.io.write_buf, ns::COMPONENT),
@@ -228,8 +237,12 @@ impl Connection {
         }
     }
 
+    /// Take what else is queued, up to the write buffer budget (see the client's).
     fn drain_outbound(&mut self) {
         for _ in 0..OUTBOUND_BATCH {
+            if self.io.write_buf.len() >= self.core.tuning.write_buffer_bytes {
+                break;
+            }
             let Some(item) = self.attached.as_mut().and_then(|a| a.rx.try_recv().ok()) else {
                 break;
             };
@@ -238,10 +251,17 @@ impl Connection {
     }
 
     async fn flush(&mut self) -> bool {
-        match self.io.flush(self.core.tuning.write_timeout).await {
+        let control = self.attached.as_ref().map(|a| &*a.control);
+        match self.io.flush_session(&self.core.tuning, control).await {
             Ok(()) => true,
             Err(FlushError::Stalled) => {
-                log::warn!("component: {} does not read; dropping it", self.describe());
+                match self.attached.as_ref().and_then(|a| a.control.take_close()) {
+                    Some(error) => log::warn!(
+                        "component: closing {} without a goodbye (it does not read): {error}",
+                        self.describe()
+                    ),
+                    None => log::warn!("component: {} does not read; dropping it", self.describe()),
+                }
                 false
             }
             Err(e) => {
@@ -253,6 +273,10 @@ impl Connection {
 
     async fn process_input(&mut self) -> Flow {
         loop {
+            // Replies go out before more requests are read once they fill the write budget.
+            if self.io.write_buf.len() > self.core.tuning.write_buffer_bytes && !self.flush().await {
+                return Flow::Abort;
+            }
             let event = match self.framer.next_event() {
                 Ok(Some(event)) => event,
                 Ok(None) => return Flow::Continue,
@@ -382,7 +406,8 @@ impl Connection {
 
     fn attach(&mut self, name: String, address: String, secret: &Secret) {
         let (tx, rx) = mpsc::channel(self.core.tuning.component_queue_len.max(1));
-        let control = Arc::new(SessionControl::default());
+        let budget = self.core.queue_budget(self.core.tuning.component_queue_bytes);
+        let control = Arc::new(SessionControl::with_budget(budget));
         let handle = SessionHandle::new(self.core.router.next_session_id(), tx, Arc::clone(&control));
         let meta = SessionMeta {
             peer: self.io.peer,
@@ -446,7 +471,9 @@ impl Connection {
                 self.io.peer
             );
             attached.rx.close();
+            attached.control.budget().release(std::mem::take(&mut self.io.charged));
             while let Ok(item) = attached.rx.try_recv() {
+                attached.control.budget().release(crate::budget::outbound_bytes(&item));
                 if let Outbound::Stanza(mut stanza) = item
                     && stanza.name != "presence"
                 {
@@ -465,7 +492,13 @@ impl Connection {
                 self.write_element(&error.to_element());
             }
             self.io.write_buf.extend_from_slice(sb_proto::STREAM_CLOSE);
-            if self.flush().await {
+            // A peer ended for not reading will not read our goodbye either.
+            let written = if error.as_ref().is_some_and(crate::budget::ends_slow_reader) {
+                self.io.flush(self.core.tuning.close_grace).await.is_ok()
+            } else {
+                self.flush().await
+            };
+            if written {
                 self.io.close(self.core.tuning.close_grace).await;
             }
         }

@@ -50,6 +50,10 @@ fn make_certificate(dir: &Path) -> TaskResult {
             "-days",
             "30",
         ])
+        // A leaf, as `pki selfsigned` makes: openssl's default CA:TRUE is refused as an end
+        // entity by the peers' verifier.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "keyUsage=critical,digitalSignature"])
         .arg("-keyout")
         .arg(dir.join("cluster.key"))
         .arg("-out")
