@@ -461,6 +461,10 @@ impl Connection {
                 self.io.peer,
                 failure.error
             );
+        } else if let sb_proto::sasl::SaslError::NotAuthorized(_) = failure.error {
+            // A refused channel-binding downgrade: a man in the middle or a client that
+            // ignores the -PLUS offer; the operator should see it either way.
+            log::warn!("c2s: SASL refused for {}: {}", self.io.peer, failure.error);
         } else {
             log::info!("c2s: SASL failure for {}: {}", self.io.peer, failure.error);
         }
