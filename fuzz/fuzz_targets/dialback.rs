@@ -144,7 +144,11 @@ fuzz_target!(|data: &[u8]| {
         _ => SecurityMode::NoTls,
     };
     let policy = Policy::from_config(&FederationConfig {
-        privacy: if mode & 16 == 0 { PrivacyMode::Off } else { PrivacyMode::Allow },
+        privacy: if mode & 16 == 0 {
+            PrivacyMode::Off
+        } else {
+            PrivacyMode::Allow
+        },
         allow: vec![REMOTE.into()],
         ..FederationConfig::default()
     });

@@ -22,8 +22,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use libfuzzer_sys::fuzz_target;
 use ring::{digest, hmac, pbkdf2};
 use sb_proto::sasl::{
-    self, SaslError, ScramCredentials, ScramHash, ScramServer, ServerChannelBinding, UserCredentials,
-    authzid_is_self, parse_plain, prepare_password,
+    self, SaslError, ScramCredentials, ScramHash, ScramServer, ServerChannelBinding, UserCredentials, authzid_is_self,
+    parse_plain, prepare_password,
 };
 use sb_server::c2s::negotiation::Mechanism;
 use sb_server::sasl::{AuthContext, Outcome};
@@ -273,7 +273,11 @@ fuzz_target!(|data: &[u8]| {
         2 => Kind::ScramPlus,
         _ => Kind::ScramWherePlusOffered,
     };
-    let hash = if mode & 4 == 0 { ScramHash::Sha256 } else { ScramHash::Sha1 };
+    let hash = if mode & 4 == 0 {
+        ScramHash::Sha256
+    } else {
+        ScramHash::Sha1
+    };
     let user_exists = mode & 8 == 0;
     let as_payload_text = mode & 16 != 0;
     let messages: Vec<&[u8]> = rest.split(|&b| b == 0xFF).take(4).collect();
