@@ -53,6 +53,9 @@ try:
 except ImportError:  # pragma: no cover - reported as a failure below
     slixmpp = None
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import scram_without_channel_binding  # noqa: E402
+
 DOMAIN = "localhost"
 STEP_TIMEOUT = 15.0
 USERS = {"alice": "alice-secret-1", "bob": "bob-secret-2"}
@@ -289,6 +292,7 @@ def make_classes():
 
         def __init__(self, user, address, port, cafile, resource):
             super().__init__("%s@%s/%s" % (user, DOMAIN, resource), USERS[user], sasl_mech="SCRAM-SHA-256")
+            scram_without_channel_binding(self)
             self.target = (address, port)
             self.messages = Inbox()
             self.started = asyncio.get_event_loop().create_future()

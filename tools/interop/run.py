@@ -200,6 +200,26 @@ class Inbox:
                 pass
 
 
+def scram_without_channel_binding(client):
+    """Make a slixmpp client send SCRAM's gs2 flag `n` (does not bind) instead of `y`.
+
+    slixmpp 1.8.3 knows only the tls-unique binding, which TLS 1.3 does not define, and says
+    `y` ("I could bind, but you offer no -PLUS") even when it was offered -PLUS. xmppd offers
+    SCRAM-*-PLUS with tls-exporter over TLS 1.3 and refuses `y` there as a stripped offer
+    (RFC 5802 section 6). A client supporting none of the announced binding types (XEP-0440)
+    says `n`, which is what this makes slixmpp do.
+    """
+    mechanisms = client["feature_mechanisms"]
+    credentials = mechanisms.sasl_callback
+
+    def without_channel_binding(required, optional):
+        found = credentials(required, optional)
+        found.pop("channel_binding", None)
+        return found
+
+    mechanisms.sasl_callback = without_channel_binding
+
+
 def make_client_class():
     class Client(slixmpp.ClientXMPP):
         """A slixmpp client pinned to one address and the test's certificate."""
@@ -207,6 +227,7 @@ def make_client_class():
         def __init__(self, user, address, port, cafile, password=None):
             password = USERS.get(user, "") if password is None else password
             super().__init__("%s@%s/interop" % (user, DOMAIN), password, sasl_mech="SCRAM-SHA-256")
+            scram_without_channel_binding(self)
             self.target = (address, port)
             self.messages = Inbox()
             self.presences = Inbox()
@@ -444,6 +465,44 @@ def wrong_password(address, port):
         raw.close()
 
 
+def channel_binding_downgrade(address, port):
+    """Over TLS 1.3 the -PLUS mechanisms and their binding type (XEP-0440) are offered, and a
+    SCRAM-SHA-256 client-first saying `y` (could bind, saw no -PLUS: the offer was stripped on
+    the way) is refused before any challenge (RFC 5802 section 6)."""
+    raw = Raw(address, port)
+    try:
+        raw.starttls()
+        version = raw.sock.version()
+        expect(version == "TLSv1.3", "TLS version %s" % version)
+        features = raw.received
+        for mechanism in (b"SCRAM-SHA-256-PLUS", b"SCRAM-SHA-1-PLUS"):
+            expect(b"<mechanism>" + mechanism + b"</mechanism>" in features, "%s not offered" % mechanism)
+        expect(
+            re.search(
+                rb"<sasl-channel-binding xmlns=['\"]urn:xmpp:sasl-cb:0['\"]>"
+                rb"<channel-binding type=['\"]tls-exporter['\"]/></sasl-channel-binding>",
+                features,
+            )
+            is not None,
+            "no XEP-0440 tls-exporter announcement: %r" % features[-400:],
+        )
+        nonce = base64.b64encode(os.urandom(18))
+        raw.received = b""
+        raw.send(
+            b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>"
+            + base64.b64encode(b"y,,n=alice,r=" + nonce)
+            + b"</auth>"
+        )
+        expect(raw.read_until(rb"</failure>|<failure[^>]*/>"), "no SASL <failure/>: %r" % raw.received[-300:])
+        expect(b"<challenge" not in raw.received, "a 'y' client-first got a challenge")
+        expect(
+            re.search(rb"<failure[^>]*>\s*<not-authorized", raw.received) is not None,
+            "expected <not-authorized/>, got %r" % raw.received[-300:],
+        )
+    finally:
+        raw.close()
+
+
 # --------------------------------------------------------------------------- the checks
 
 
@@ -625,6 +684,8 @@ async def run_suite(server, cafile):
         ("hostile: oversized stanza -> policy-violation",
          lambda: attack_expecting_stream_error(address, port, oversized_stanza, "policy-violation")),
         ("hostile: wrong password -> not-authorized", lambda: wrong_password(address, port)),
+        ("hostile: channel-binding downgrade (y) -> not-authorized",
+         lambda: channel_binding_downgrade(address, port)),
         ("hostile: garbage bytes -> not-well-formed",
          lambda: attack_expecting_stream_error(address, port, garbage, "not-well-formed")),
     ]

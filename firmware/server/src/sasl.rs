@@ -1,4 +1,5 @@
-//! SASL mechanisms on client streams (RFC 6120 §6): SCRAM-SHA-256, SCRAM-SHA-1 and PLAIN.
+//! SASL mechanisms on client streams (RFC 6120 §6): SCRAM-SHA-256 and SCRAM-SHA-1, each also
+//! as -PLUS bound to the TLS connection (`tls-exporter`), and PLAIN.
 //!
 //! This file runs one exchange over `sb_proto::sasl`; credentials come from a lookup the
 //! caller provides (the store in production), so the exchange itself is plain computation.
@@ -6,7 +7,7 @@
 
 use crate::c2s::negotiation::Mechanism;
 use sb_proto::Jid;
-use sb_proto::sasl::{self, SaslError, ScramHash, ScramServer, UserCredentials};
+use sb_proto::sasl::{self, SaslError, ScramHash, ScramServer, ServerChannelBinding, UserCredentials};
 
 /// A running exchange between `<auth/>` and its `<success/>` or `<failure/>`.
 pub enum Exchange {
@@ -72,6 +73,9 @@ pub struct AuthContext<'a> {
     pub domain: &'a str,
     pub lookup: &'a dyn Fn(&str) -> Result<Option<UserCredentials>, String>,
     pub unknown_user_secret: &'a [u8],
+    /// The connection's `tls-exporter` value (RFC 9266) when it has one, which is exactly
+    /// when the -PLUS mechanisms are offered.
+    pub tls_exporter: Option<&'a [u8]>,
 }
 
 /// The canonical localpart for what the client typed (RFC 7622 UsernameCaseMapped).
@@ -83,9 +87,20 @@ pub fn normalize_user(name: &str, domain: &str) -> Option<String> {
 
 fn scram_hash(mechanism: Mechanism) -> Option<ScramHash> {
     match mechanism {
-        Mechanism::ScramSha256 => Some(ScramHash::Sha256),
-        Mechanism::ScramSha1 => Some(ScramHash::Sha1),
+        Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => Some(ScramHash::Sha256),
+        Mechanism::ScramSha1 | Mechanism::ScramSha1Plus => Some(ScramHash::Sha1),
         Mechanism::Plain => None,
+    }
+}
+
+/// What a SCRAM exchange with `mechanism` is bound to on this connection.
+fn channel_binding(ctx: &AuthContext<'_>, mechanism: Mechanism) -> Result<ServerChannelBinding, SaslError> {
+    match (mechanism.is_plus(), ctx.tls_exporter) {
+        (true, Some(exporter)) => Ok(ServerChannelBinding::TlsExporter(exporter.to_vec())),
+        // Negotiation offers -PLUS only with an exporter value; refuse rather than bind to nothing.
+        (true, None) => Err(SaslError::InvalidMechanism),
+        (false, Some(_)) => Ok(ServerChannelBinding::OfferedNotUsed),
+        (false, None) => Ok(ServerChannelBinding::NotOffered),
     }
 }
 
@@ -101,7 +116,13 @@ pub fn start(ctx: &AuthContext<'_>, mechanism: Mechanism, payload: &str) -> Outc
                 Ok(nonce) => nonce,
                 Err(e) => return SaslFailure::protocol(e),
             };
-            let server = ScramServer::new(hash, nonce).with_domain(ctx.domain);
+            let binding = match channel_binding(ctx, mechanism) {
+                Ok(binding) => binding,
+                Err(e) => return SaslFailure::protocol(e),
+            };
+            let server = ScramServer::new(hash, nonce)
+                .with_domain(ctx.domain)
+                .with_channel_binding(binding);
             if data.is_empty() {
                 // RFC 6120 §6.4.2: no initial response; ask for it with an empty challenge.
                 Outcome::Challenge(Vec::new(), Box::new(Exchange::ScramAwaitingFirst(server)))
@@ -140,6 +161,9 @@ pub fn step(ctx: &AuthContext<'_>, exchange: Box<Exchange>, payload: &str) -> Ou
 fn scram_first(ctx: &AuthContext<'_>, mut server: ScramServer, data: &[u8]) -> Outcome {
     let name = match server.client_first(data) {
         Ok(name) => name,
+        // Includes a `y` flag where -PLUS is offered (the offer was stripped on the way, or
+        // the client ignores XEP-0440): refused, but not counted as a guessed password, so
+        // such clients sharing an address do not lock it out.
         Err(e) => return SaslFailure::protocol(e),
     };
     let hash = server.hash();
@@ -222,7 +246,7 @@ fn check_plain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sb_proto::sasl::{ScramClient, encode_payload};
+    use sb_proto::sasl::{ClientChannelBinding, ScramClient, encode_payload};
 
     fn with_ctx<R>(f: impl FnOnce(&AuthContext<'_>) -> R) -> R {
         let creds = UserCredentials::new("pencil").unwrap();
@@ -233,13 +257,34 @@ mod tests {
             domain: "example.com",
             lookup: &lookup,
             unknown_user_secret: b"secret",
+            tls_exporter: Some(&EXPORTER),
         };
         f(&ctx)
     }
 
+    /// Stands in for the connection's exporter value.
+    const EXPORTER: [u8; 32] = [0x42; 32];
+
     fn scram_login(ctx: &AuthContext<'_>, mechanism: Mechanism, user: &str, password: &str) -> Outcome {
+        let binding = if mechanism.is_plus() {
+            ClientChannelBinding::TlsExporter(EXPORTER.to_vec())
+        } else {
+            ClientChannelBinding::None
+        };
+        scram_login_bound(ctx, mechanism, binding, user, password)
+    }
+
+    fn scram_login_bound(
+        ctx: &AuthContext<'_>,
+        mechanism: Mechanism,
+        binding: ClientChannelBinding,
+        user: &str,
+        password: &str,
+    ) -> Outcome {
         let hash = scram_hash(mechanism).unwrap();
-        let mut client = ScramClient::new(hash, user, password, sasl::random_nonce().unwrap()).unwrap();
+        let mut client = ScramClient::new(hash, user, password, sasl::random_nonce().unwrap())
+            .unwrap()
+            .with_channel_binding(binding);
         let first = encode_payload(&client.client_first());
         let Outcome::Challenge(challenge, exchange) = start(ctx, mechanism, &first) else {
             panic!("expected a challenge");
@@ -253,7 +298,12 @@ mod tests {
     #[test]
     fn scram_success_and_wrong_password() {
         with_ctx(|ctx| {
-            for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha1] {
+            for mechanism in [
+                Mechanism::ScramSha256Plus,
+                Mechanism::ScramSha1Plus,
+                Mechanism::ScramSha256,
+                Mechanism::ScramSha1,
+            ] {
                 match scram_login(ctx, mechanism, "User", "pencil") {
                     Outcome::Success { user, additional } => {
                         assert_eq!(user, "user");
@@ -269,6 +319,64 @@ mod tests {
                     other => panic!("{other:?}"),
                 }
             }
+        });
+    }
+
+    #[test]
+    fn plus_bound_to_another_connection_is_not_authorized() {
+        with_ctx(|ctx| {
+            // What a relaying man in the middle presents: its own TLS session's value.
+            let relayed = ClientChannelBinding::TlsExporter(vec![0x99; 32]);
+            match scram_login_bound(ctx, Mechanism::ScramSha256Plus, relayed, "user", "pencil") {
+                Outcome::Failure(f) => {
+                    assert!(f.bad_credentials);
+                    assert_eq!(f.error.as_str(), "not-authorized");
+                }
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+
+    #[test]
+    fn y_flag_where_plus_is_offered_is_refused_as_a_downgrade() {
+        with_ctx(|ctx| {
+            let first = encode_payload(b"y,,n=user,r=abcdef");
+            match start(ctx, Mechanism::ScramSha256, &first) {
+                Outcome::Failure(f) => {
+                    assert!(!f.bad_credentials);
+                    assert_eq!(f.error.as_str(), "not-authorized");
+                }
+                other => panic!("{other:?}"),
+            }
+            // The same client on a connection without -PLUS is right to say y.
+            let lookup = |_: &str| -> Result<Option<UserCredentials>, String> { Ok(None) };
+            let no_plus = AuthContext {
+                tls_exporter: None,
+                lookup: &lookup,
+                ..*ctx
+            };
+            assert!(matches!(
+                start(&no_plus, Mechanism::ScramSha256, &first),
+                Outcome::Challenge(..)
+            ));
+        });
+    }
+
+    #[test]
+    fn plus_without_an_exporter_is_an_invalid_mechanism() {
+        with_ctx(|ctx| {
+            let no_exporter = AuthContext {
+                tls_exporter: None,
+                ..*ctx
+            };
+            let first = encode_payload(b"p=tls-exporter,,n=user,r=abcdef");
+            assert!(matches!(
+                start(&no_exporter, Mechanism::ScramSha1Plus, &first),
+                Outcome::Failure(SaslFailure {
+                    error: SaslError::InvalidMechanism,
+                    ..
+                })
+            ));
         });
     }
 

@@ -67,6 +67,25 @@ impl Transport {
             .unwrap_or_default()
     }
 
+    /// The `tls-exporter` channel binding value of our server-side TLS session (RFC 9266),
+    /// or `None` when there is none to bind to: no TLS, or TLS below 1.3 (RFC 9266 §3 allows
+    /// 1.2 only with Extended Master Secret, which we do not check for).
+    pub fn tls_exporter(&self) -> Option<Vec<u8>> {
+        let Transport::Tls(tls) = self else {
+            return None;
+        };
+        let conn = tls.get_ref().1;
+        if conn.protocol_version()? != rustls::ProtocolVersion::TLSv1_3 {
+            return None;
+        }
+        conn.export_keying_material(
+            vec![0u8; sb_proto::sasl::EXPORTER_LEN],
+            sb_proto::sasl::EXPORTER_LABEL,
+            Some(&[]),
+        )
+        .ok()
+    }
+
     /// The negotiated TLS version and cipher suite, for status and the log.
     pub fn tls_description(&self) -> Option<String> {
         let (version, suite) = match self {

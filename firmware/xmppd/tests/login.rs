@@ -22,7 +22,16 @@ async fn starttls_scram_sha256_and_bind() {
     client.starttls(daemon.certificate()).await;
     let features = client.open_stream(DOMAIN).await;
     assert!(!features.has_child("starttls", ns::TLS));
-    assert_eq!(mechanisms(&features), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
+    assert_eq!(
+        mechanisms(&features),
+        [
+            "SCRAM-SHA-256-PLUS",
+            "SCRAM-SHA-1-PLUS",
+            "SCRAM-SHA-256",
+            "SCRAM-SHA-1",
+            "PLAIN"
+        ]
+    );
 
     client.authenticate("alice", PASSWORD).await.expect("login");
     let features = client.open_stream(DOMAIN).await;

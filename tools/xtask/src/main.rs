@@ -6,6 +6,7 @@
 mod appliance;
 mod bench;
 mod deps;
+mod fuzz;
 mod run;
 mod test;
 mod util;

@@ -2,7 +2,7 @@
 //! and its elapsed time, and a final `N passed, N failed` line.
 
 use crate::util::{Args, TaskResult, banner, cargo, cargo_build, format_elapsed, run_status, workspace_root};
-use crate::{appliance, bench, deps};
+use crate::{appliance, bench, deps, fuzz};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -14,14 +14,15 @@ Tiers, in order (--tier may repeat; default: all):
   fmt        cargo fmt --all --check
   clippy     cargo clippy --workspace --all-targets -- -D warnings
   unit       cargo test --workspace (unit tests and host integration tests)
+  fuzz       every cargo-fuzz target for 20 s (nightly; skipped with the reason without it)
   interop    slixmpp clients, components and raw-socket attacks against a real xmppd (tools/interop)
   federation s2s with Prosody and ejabberd in a network namespace (tools/interop-federation)
   bench      load generator smoke run against xmppd: clients in pairs and a Call Bridge,
              tiny numbers (no thresholds)
   appliance  the image booted in QEMU (tools/xtask/src/appliance)
 
-Before the tiers, missing Debian packages and the musl target are installed (skip with
---no-install). Every selected tier runs even after a failure unless --fail-fast.
+Before the tiers, missing Debian packages and the musl target are installed, and for the
+fuzz tier the nightly toolchain and cargo-fuzz (skip with --no-install). Every selected tier runs even after a failure unless --fail-fast.
 Arguments after `--` go to the appliance tier.";
 
 struct Tier {
@@ -45,6 +46,11 @@ const TIERS: &[Tier] = &[
         name: "unit",
         what: "cargo test --workspace (unit + host integration)",
         run: unit_tier,
+    },
+    Tier {
+        name: "fuzz",
+        what: "a short run of every fuzz target",
+        run: fuzz_tier,
     },
     Tier {
         name: "interop",
@@ -124,6 +130,12 @@ pub fn test(args: &[String]) -> TaskResult {
         banner("deps: install missing Debian packages and the musl target");
         let begun = Instant::now();
         let outcome = deps::ensure_packages(deps::TEST_PACKAGES).and_then(|()| deps::ensure_musl_target());
+        if selected.iter().any(|tier| tier.name == "fuzz")
+            && let Err(err) = fuzz::ensure_toolchain()
+        {
+            // Not a deps failure: the fuzz tier reports itself skipped.
+            println!("note: cannot install the fuzz toolchain: {err}");
+        }
         report_step("deps", &outcome, begun);
         let failed = outcome.is_err();
         results.push(("deps", outcome, begun.elapsed()));
@@ -190,6 +202,10 @@ fn unit_tier(_: &[String]) -> TaskResult {
         cargo().args(["test", "--workspace", "--no-fail-fast"]),
         "cargo test --workspace",
     )
+}
+
+fn fuzz_tier(_: &[String]) -> TaskResult {
+    fuzz::smoke()
 }
 
 /// Debian's python3 first: python3-slixmpp is installed for it, not for a pyenv or venv
@@ -265,7 +281,16 @@ mod tests {
         let names: Vec<&str> = TIERS.iter().map(|t| t.name).collect();
         assert_eq!(
             names,
-            ["fmt", "clippy", "unit", "interop", "federation", "bench", "appliance"]
+            [
+                "fmt",
+                "clippy",
+                "unit",
+                "fuzz",
+                "interop",
+                "federation",
+                "bench",
+                "appliance"
+            ]
         );
     }
 

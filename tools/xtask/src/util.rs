@@ -47,7 +47,7 @@ pub fn cargo() -> Command {
 }
 
 /// Variables `cargo run` sets for the binary it runs (not the user's own CARGO_* settings).
-fn is_cargo_run_variable(key: &str) -> bool {
+pub fn is_cargo_run_variable(key: &str) -> bool {
     key.starts_with("CARGO_PKG_")
         || matches!(
             key,

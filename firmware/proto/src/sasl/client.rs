@@ -1,10 +1,10 @@
 //! Client side of SCRAM, for the load generator and the tests.
 
-use super::SaslError;
 use super::scram::{
     CredentialsError, ScramHash, check_extensions, encode_saslname, expect_attribute, is_valid_nonce, prepare_password,
     xor_in_place,
 };
+use super::{ClientChannelBinding, SaslError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::num::NonZeroU32;
@@ -12,9 +12,6 @@ use std::num::NonZeroU32;
 /// A malicious or misconfigured server could announce a huge iteration count and pin the
 /// client's CPU; refuse beyond this.
 const MAX_ITERATIONS: u32 = 1_000_000;
-
-/// `c=` for the `n,,` gs2 header this client always sends.
-const CBIND_NO_CHANNEL_BINDING: &str = "biws";
 
 /// SaltedPassword with the parameters it was computed for. PBKDF2 is the expensive part of a
 /// login; a client logging in repeatedly (the load generator) hands it back through
@@ -46,6 +43,7 @@ pub struct ScramClient {
     prepared_password: String,
     client_first_bare: String,
     client_nonce: String,
+    channel_binding: ClientChannelBinding,
     salted: Option<SaltedPassword>,
     state: State,
 }
@@ -54,6 +52,7 @@ impl std::fmt::Debug for ScramClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScramClient")
             .field("hash", &self.hash)
+            .field("channel_binding", &self.channel_binding)
             .finish_non_exhaustive()
     }
 }
@@ -72,9 +71,17 @@ impl ScramClient {
             prepared_password,
             client_first_bare: format!("n={},r={}", encode_saslname(username), nonce),
             client_nonce: nonce,
+            channel_binding: ClientChannelBinding::None,
             salted: None,
             state: State::Initial,
         })
+    }
+
+    /// Bind the exchange to the TLS connection (`p=tls-exporter`, for a SCRAM-*-PLUS
+    /// mechanism) or say that this client could have (`y`); the default is `n`.
+    pub fn with_channel_binding(mut self, binding: ClientChannelBinding) -> ScramClient {
+        self.channel_binding = binding;
+        self
     }
 
     /// Offer a SaltedPassword computed by an earlier login; used only if the server sends
@@ -91,7 +98,7 @@ impl ScramClient {
     /// The initial response for `<auth mechanism='SCRAM-...'>`.
     pub fn client_first(&mut self) -> Vec<u8> {
         self.state = State::AwaitingServerFirst;
-        format!("n,,{}", self.client_first_bare).into_bytes()
+        format!("{}{}", self.channel_binding.gs2_header(), self.client_first_bare).into_bytes()
     }
 
     /// Answer the server's challenge with the client-final-message (carrying the proof).
@@ -136,7 +143,9 @@ impl ScramClient {
             },
         };
 
-        let without_proof = format!("c={CBIND_NO_CHANNEL_BINDING},r={nonce}");
+        let mut cbind_input = self.channel_binding.gs2_header().into_bytes();
+        cbind_input.extend_from_slice(self.channel_binding.data());
+        let without_proof = format!("c={},r={nonce}", BASE64.encode(cbind_input));
         let auth_message = format!("{},{},{}", self.client_first_bare, text, without_proof);
         let client_key = self.hash.client_key(&salted.value);
         let stored_key = self.hash.hash(&client_key);

@@ -1,10 +1,12 @@
-//! SASL for XMPP (RFC 6120 §6): SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677), both
-//! sides, and PLAIN parsing (RFC 4616).
+//! SASL for XMPP (RFC 6120 §6): SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677), with
+//! and without `tls-exporter` channel binding (the -PLUS variants, RFC 9266), both sides,
+//! and PLAIN parsing (RFC 4616).
 //!
 //! Pure computation: the caller moves the base64 payloads between `<auth/>`, `<challenge/>`,
 //! `<response/>` and `<success/>` elements and these state machines. Only salt, iteration
 //! count, StoredKey and ServerKey are ever stored ([`UserCredentials`]); passwords are not.
 
+mod channel_binding;
 mod client;
 mod error;
 mod plain;
@@ -13,6 +15,9 @@ mod server;
 #[cfg(test)]
 mod vectors;
 
+pub use channel_binding::{
+    ClientChannelBinding, EXPORTER_LABEL, EXPORTER_LEN, NS_SASL_CHANNEL_BINDING, ServerChannelBinding, TLS_EXPORTER,
+};
 pub use client::{SaltedPassword, ScramClient};
 pub use error::SaslError;
 pub use plain::parse_plain;

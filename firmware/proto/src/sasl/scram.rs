@@ -37,6 +37,14 @@ impl ScramHash {
         }
     }
 
+    /// The channel-binding variant's mechanism name (RFC 5802 §4).
+    pub fn plus_mechanism(self) -> &'static str {
+        match self {
+            ScramHash::Sha1 => "SCRAM-SHA-1-PLUS",
+            ScramHash::Sha256 => "SCRAM-SHA-256-PLUS",
+        }
+    }
+
     pub fn from_mechanism(name: &str) -> Option<ScramHash> {
         match name {
             "SCRAM-SHA-1" => Some(ScramHash::Sha1),

@@ -7,11 +7,11 @@
 //! ```
 //! Any error ends the exchange; the caller sends `error.to_failure_element()`.
 
-use super::SaslError;
 use super::scram::{
     ScramCredentials, ScramHash, attribute, check_extensions, decode_saslname, expect_attribute, is_valid_nonce,
     xor_in_place,
 };
+use super::{SaslError, ServerChannelBinding};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -37,6 +37,7 @@ enum State {
 pub struct ScramServer {
     hash: ScramHash,
     server_nonce: String,
+    channel_binding: ServerChannelBinding,
     domain: Option<String>,
     username: Option<String>,
     authzid: Option<String>,
@@ -47,6 +48,7 @@ impl std::fmt::Debug for ScramServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScramServer")
             .field("hash", &self.hash)
+            .field("channel_binding", &self.channel_binding)
             .field("username", &self.username)
             .finish_non_exhaustive()
     }
@@ -59,6 +61,7 @@ impl ScramServer {
         ScramServer {
             hash,
             server_nonce,
+            channel_binding: ServerChannelBinding::NotOffered,
             domain: None,
             username: None,
             authzid: None,
@@ -69,6 +72,14 @@ impl ScramServer {
     /// Also accept an authzid equal to the user's own bare JID `username@domain`.
     pub fn with_domain(mut self, domain: impl Into<String>) -> ScramServer {
         self.domain = Some(domain.into());
+        self
+    }
+
+    /// What this exchange is as to channel binding: a SCRAM-*-PLUS exchange carries the
+    /// connection's `tls-exporter` value; a plain one on a connection that offers -PLUS
+    /// must refuse the `y` flag. Without this call the server offers no -PLUS.
+    pub fn with_channel_binding(mut self, binding: ServerChannelBinding) -> ScramServer {
+        self.channel_binding = binding;
         self
     }
 
@@ -103,15 +114,7 @@ impl ScramServer {
         let (cbind_flag, rest) = text
             .split_once(',')
             .ok_or(SaslError::MalformedRequest("client-first-message has no gs2 header"))?;
-        match cbind_flag {
-            "n" | "y" => {}
-            flag if flag.starts_with("p=") => {
-                return Err(SaslError::MalformedRequest(
-                    "channel binding requested, but no SCRAM-*-PLUS mechanism is offered",
-                ));
-            }
-            _ => return Err(SaslError::MalformedRequest("bad gs2 channel-binding flag")),
-        }
+        self.channel_binding.check_flag(cbind_flag)?;
         let (authzid_part, bare) = rest.split_once(',').ok_or(SaslError::MalformedRequest(
             "client-first-message has an incomplete gs2 header",
         ))?;
@@ -226,8 +229,15 @@ impl ScramServer {
         let proof = BASE64
             .decode(proof_b64)
             .map_err(|_| SaslError::IncorrectEncoding("p= is not valid base64"))?;
-        if cbind != client_first.gs2_header.as_bytes() {
+        // c= is the gs2 header, then (for -PLUS) this connection's channel binding data.
+        let header = client_first.gs2_header.as_bytes();
+        if cbind.len() < header.len() || cbind[..header.len()] != *header {
             return Err(SaslError::NotAuthorized("c= does not match the gs2 header"));
+        }
+        if !super::constant_time_eq(&cbind[header.len()..], self.channel_binding.data()) {
+            return Err(SaslError::NotAuthorized(
+                "channel binding data does not match this connection",
+            ));
         }
         let expected_nonce_len = client_first.client_nonce.len() + self.server_nonce.len();
         if nonce.len() != expected_nonce_len

@@ -60,6 +60,8 @@ pub struct Connection {
     framer: StreamFramer,
     negotiation: Negotiation,
     sasl: Option<(Mechanism, Box<Exchange>)>,
+    /// The TLS session's `tls-exporter` value once TLS 1.3 is up: what -PLUS binds to.
+    tls_exporter: Option<Vec<u8>>,
     session: Option<Session>,
     /// Our header for the current stream went out (an error needs one first).
     header_sent: bool,
@@ -94,6 +96,7 @@ pub async fn serve(
         io: StreamIo::new(Transport::Plain(tcp), peer),
         negotiation,
         sasl: None,
+        tls_exporter: None,
         session: None,
         header_sent: false,
         accepted_at: Instant::now(),
@@ -367,7 +370,8 @@ impl Connection {
                     self.io.peer,
                     self.io.transport.tls_description().unwrap_or_default()
                 );
-                self.negotiation.tls_established();
+                self.tls_exporter = self.io.transport.tls_exporter();
+                self.negotiation.tls_established(self.tls_exporter.is_some());
                 // RFC 6120 §5.4.3.3: a fresh stream; anything sent in the clear after
                 // <starttls/> is discarded, never read as if it came over TLS.
                 self.framer.reset();
@@ -410,6 +414,7 @@ impl Connection {
     async fn sasl_step(&mut self, mechanism: Mechanism, exchange: Option<Box<Exchange>>, payload: String) -> Flow {
         let core = Arc::clone(&self.core);
         let domain = self.settings.domain.clone();
+        let tls_exporter = self.tls_exporter.clone();
         let run = move || {
             let storage = core.storage.clone();
             let lookup = move |user: &str| storage.credentials(user);
@@ -417,6 +422,7 @@ impl Connection {
                 domain: &domain,
                 lookup: &lookup,
                 unknown_user_secret: &core.unknown_user_secret,
+                tls_exporter: tls_exporter.as_deref(),
             };
             match exchange {
                 None => sasl_auth::start(&ctx, mechanism, &payload),
@@ -483,6 +489,10 @@ impl Connection {
                 self.io.peer,
                 failure.error
             );
+        } else if let sb_proto::sasl::SaslError::NotAuthorized(_) = failure.error {
+            // A refused channel-binding downgrade: a man in the middle or a client that
+            // ignores the -PLUS offer; the operator should see it either way.
+            log::warn!("c2s: SASL refused for {}: {}", self.io.peer, failure.error);
         } else {
             log::info!("c2s: SASL failure for {}: {}", self.io.peer, failure.error);
         }

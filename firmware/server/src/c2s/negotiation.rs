@@ -5,7 +5,7 @@
 //! the [`Step`] it returns (upgrade to TLS, run a SASL exchange, bind, or process a stanza),
 //! then reports the outcome back (`tls_established`, `sasl_succeeded`, `bound`, ...).
 
-use sb_proto::sasl::SaslError;
+use sb_proto::sasl::{NS_SASL_CHANNEL_BINDING, SaslError, TLS_EXPORTER};
 use sb_proto::{Element, Jid, StanzaError, StanzaErrorCondition, StreamError, StreamErrorCondition, StreamHeader, ns};
 
 /// Feature namespaces announced after authentication.
@@ -26,6 +26,9 @@ pub struct NegotiationConfig {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mechanism {
+    /// SCRAM-SHA-256 bound to the TLS connection (`tls-exporter`, RFC 9266).
+    ScramSha256Plus,
+    ScramSha1Plus,
     ScramSha256,
     ScramSha1,
     Plain,
@@ -34,6 +37,8 @@ pub enum Mechanism {
 impl Mechanism {
     pub fn name(self) -> &'static str {
         match self {
+            Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
+            Mechanism::ScramSha1Plus => "SCRAM-SHA-1-PLUS",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
             Mechanism::Plain => "PLAIN",
@@ -42,11 +47,18 @@ impl Mechanism {
 
     pub fn from_name(name: &str) -> Option<Mechanism> {
         match name {
+            "SCRAM-SHA-256-PLUS" => Some(Mechanism::ScramSha256Plus),
+            "SCRAM-SHA-1-PLUS" => Some(Mechanism::ScramSha1Plus),
             "SCRAM-SHA-256" => Some(Mechanism::ScramSha256),
             "SCRAM-SHA-1" => Some(Mechanism::ScramSha1),
             "PLAIN" => Some(Mechanism::Plain),
             _ => None,
         }
+    }
+
+    /// Whether the exchange is bound to the TLS connection.
+    pub fn is_plus(self) -> bool {
+        matches!(self, Mechanism::ScramSha256Plus | Mechanism::ScramSha1Plus)
     }
 }
 
@@ -85,6 +97,8 @@ enum Sasl {
 pub struct Negotiation {
     config: NegotiationConfig,
     tls: bool,
+    /// The TLS session gives a `tls-exporter` value (TLS 1.3), so -PLUS is offered.
+    channel_binding: bool,
     user: Option<String>,
     jid: Option<Jid>,
     sasl: Sasl,
@@ -96,6 +110,7 @@ impl Negotiation {
         Negotiation {
             config,
             tls: false,
+            channel_binding: false,
             user: None,
             jid: None,
             sasl: Sasl::Idle,
@@ -167,12 +182,23 @@ impl Negotiation {
         if self.tls_pending() || self.is_authenticated() {
             return Vec::new();
         }
-        let mut mechanisms = vec![Mechanism::ScramSha256, Mechanism::ScramSha1];
+        let mut mechanisms = Vec::with_capacity(5);
+        // Strongest first: clients pick the first they support.
+        if self.offers_channel_binding() {
+            mechanisms.extend([Mechanism::ScramSha256Plus, Mechanism::ScramSha1Plus]);
+        }
+        mechanisms.extend([Mechanism::ScramSha256, Mechanism::ScramSha1]);
         // PLAIN sends the password itself: only inside TLS (RFC 6120 §13.8).
         if self.tls {
             mechanisms.push(Mechanism::Plain);
         }
         mechanisms
+    }
+
+    /// Whether the SCRAM-*-PLUS mechanisms are offered now. A plain SCRAM exchange then
+    /// refuses a client that says it could bind (`y`): it was shown a list without them.
+    pub fn offers_channel_binding(&self) -> bool {
+        self.tls && self.channel_binding && !self.tls_pending() && !self.is_authenticated()
     }
 
     /// `<stream:features/>` for the current state.
@@ -199,6 +225,14 @@ impl Negotiation {
                 list.push_child(Element::new("mechanism", ns::SASL).with_text(m.name()));
             }
             features.push_child(list);
+            if self.offers_channel_binding() {
+                // XEP-0440: which binding types the -PLUS mechanisms accept.
+                features.push_child(
+                    Element::new("sasl-channel-binding", NS_SASL_CHANNEL_BINDING).with_child(
+                        Element::new("channel-binding", NS_SASL_CHANNEL_BINDING).with_attr("type", TLS_EXPORTER),
+                    ),
+                );
+            }
         }
         features
     }
@@ -305,8 +339,10 @@ impl Negotiation {
         Step::Stanza
     }
 
-    pub fn tls_established(&mut self) {
+    /// TLS is up; `channel_binding` when the session can export a `tls-exporter` value.
+    pub fn tls_established(&mut self, channel_binding: bool) {
         self.tls = true;
+        self.channel_binding = channel_binding;
     }
 
     pub fn sasl_started(&mut self, mechanism: Mechanism) {
@@ -444,7 +480,7 @@ mod tests {
     #[test]
     fn after_tls_all_mechanisms_and_no_second_starttls() {
         let mut n = Negotiation::new(config(true));
-        n.tls_established();
+        n.tls_established(false);
         let f = n.features();
         assert!(!f.has_child("starttls", ns::TLS));
         assert_eq!(mechanism_names(&f), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
@@ -463,9 +499,66 @@ mod tests {
     }
 
     #[test]
+    fn tls_with_an_exporter_offers_plus_first_and_announces_tls_exporter() {
+        let mut n = Negotiation::new(config(true));
+        n.tls_established(true);
+        assert!(n.offers_channel_binding());
+        let f = n.features();
+        assert_eq!(
+            mechanism_names(&f),
+            [
+                "SCRAM-SHA-256-PLUS",
+                "SCRAM-SHA-1-PLUS",
+                "SCRAM-SHA-256",
+                "SCRAM-SHA-1",
+                "PLAIN"
+            ]
+        );
+        let binding = f
+            .get_child("sasl-channel-binding", NS_SASL_CHANNEL_BINDING)
+            .expect("XEP-0440 element");
+        let types: Vec<_> = binding
+            .elements()
+            .filter(|e| e.is("channel-binding", NS_SASL_CHANNEL_BINDING))
+            .map(|e| e.attr("type").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(types, ["tls-exporter"]);
+        for (name, mechanism) in [
+            ("SCRAM-SHA-256-PLUS", Mechanism::ScramSha256Plus),
+            ("SCRAM-SHA-1-PLUS", Mechanism::ScramSha1Plus),
+        ] {
+            assert!(mechanism.is_plus());
+            assert_eq!(Mechanism::from_name(name), Some(mechanism));
+            assert!(matches!(n.classify(&auth(name)), Step::SaslStart { mechanism: m, .. } if m == mechanism));
+        }
+        n.sasl_succeeded("juliet".into());
+        assert!(!n.offers_channel_binding());
+        assert!(!n.features().has_child("sasl-channel-binding", NS_SASL_CHANNEL_BINDING));
+    }
+
+    #[test]
+    fn no_plus_without_tls_or_without_an_exporter() {
+        let plain = Negotiation::new(config(false));
+        assert!(!plain.offers_channel_binding());
+        assert_eq!(
+            plain.classify(&auth("SCRAM-SHA-256-PLUS")),
+            Step::SaslFailure(SaslError::InvalidMechanism)
+        );
+        let mut tls12 = Negotiation::new(config(true));
+        tls12.tls_established(false);
+        let f = tls12.features();
+        assert_eq!(mechanism_names(&f), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
+        assert!(!f.has_child("sasl-channel-binding", NS_SASL_CHANNEL_BINDING));
+        assert_eq!(
+            tls12.classify(&auth("SCRAM-SHA-1-PLUS")),
+            Step::SaslFailure(SaslError::InvalidMechanism)
+        );
+    }
+
+    #[test]
     fn sasl_exchange_steps_and_attempt_limit() {
         let mut n = Negotiation::new(config(true));
-        n.tls_established();
+        n.tls_established(false);
         n.sasl_started(Mechanism::ScramSha256);
         assert_eq!(
             n.classify(&Element::new("response", ns::SASL).with_text("abc")),
@@ -486,7 +579,7 @@ mod tests {
     #[test]
     fn bind_then_stanzas() {
         let mut n = Negotiation::new(config(true));
-        n.tls_established();
+        n.tls_established(false);
         n.sasl_succeeded("juliet".into());
         let f = n.features();
         assert!(f.has_child("bind", ns::BIND));

@@ -10,7 +10,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use sb_proto::sasl::{ScramClient, ScramHash, UserCredentials, decode_payload, encode_payload, random_nonce};
+use sb_proto::sasl::{
+    EXPORTER_LABEL, EXPORTER_LEN, ScramClient, ScramHash, UserCredentials, decode_payload, encode_payload, random_nonce,
+};
 use sb_proto::{Element, FramerConfig, StreamEvent, StreamFramer, StreamHeader, ns};
 use sb_store::testing::Changes;
 use sb_store::{Store, XmppConfig};
@@ -302,6 +304,8 @@ pub struct Client {
     /// How the connection ended: true for a clean end (TLS close_notify, or FIN on a plain
     /// stream), false for a reset or a TLS stream cut without close_notify.
     pub closed_cleanly: Option<bool>,
+    /// This side's `tls-exporter` channel binding value (RFC 9266), once TLS 1.3 is up.
+    pub tls_exporter: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -318,6 +322,7 @@ impl Client {
             raw: Vec::new(),
             record_raw: false,
             closed_cleanly: None,
+            tls_exporter: None,
         }
     }
 
@@ -464,6 +469,11 @@ impl Client {
         let session = tls.get_ref().1;
         let version = session.protocol_version().expect("negotiated version");
         let suite = session.negotiated_cipher_suite().expect("negotiated suite").suite();
+        self.tls_exporter = (version == rustls::ProtocolVersion::TLSv1_3).then(|| {
+            session
+                .export_keying_material(vec![0u8; EXPORTER_LEN], EXPORTER_LABEL, Some(&[]))
+                .expect("tls-exporter value")
+        });
         self.io = Some(Box::new(tls));
         self.framer.reset();
         (version, suite)
@@ -475,11 +485,16 @@ impl Client {
     }
 
     pub async fn authenticate_with(&mut self, hash: ScramHash, user: &str, password: &str) -> Result<(), String> {
-        let mut scram = ScramClient::new(hash, user, password, random_nonce().expect("nonce")).expect("scram client");
+        let scram = ScramClient::new(hash, user, password, random_nonce().expect("nonce")).expect("scram client");
+        self.authenticate_scram(hash.mechanism(), scram).await
+    }
+
+    /// Run `scram` as `mechanism` (e.g. a -PLUS client bound to some exporter value).
+    pub async fn authenticate_scram(&mut self, mechanism: &str, mut scram: ScramClient) -> Result<(), String> {
         let first = encode_payload(&scram.client_first());
         self.send(
             &Element::new("auth", ns::SASL)
-                .with_attr("mechanism", hash.mechanism())
+                .with_attr("mechanism", mechanism)
                 .with_text(first),
         )
         .await;
