@@ -13,7 +13,7 @@ use crate::board::Board;
 use crate::config::{self, NetworkConfig};
 use crate::control::{self, Request};
 use crate::pid1::{MMP, XMPP_DIR, hostname};
-use crate::{cmdline, logger, mounts, password};
+use crate::{cmdline, logger, mounts};
 
 const STARTED_MARKER: &str = "/run/switchboard/console-started";
 const LOGIN_DELAY: Duration = Duration::from_secs(2);
@@ -197,8 +197,11 @@ fn login(board: &Board) -> bool {
             return false;
         };
         let stored = std::fs::read_to_string(config::ADMIN).unwrap_or_default();
-        if user.trim() == "admin" && password::verify(&stored, &secret) {
+        if user.trim() == "admin" && sb_password::verify(&stored, &secret) {
             log::info!("admin logged in on the console");
+            if sb_password::needs_upgrade(&stored) {
+                upgrade_admin_hash(&secret);
+            }
             // Appliances set up before the marker existed get it at their next login.
             if !std::path::Path::new(config::ADMIN_WAS_SET).exists() {
                 let _ = config::write_atomic(config::ADMIN_WAS_SET, b"");
@@ -214,6 +217,21 @@ fn login(board: &Board) -> bool {
         }
         std::thread::sleep(LOGIN_DELAY);
         out("Login incorrect\n");
+    }
+}
+
+/// A hash from an earlier release (fewer PBKDF2 iterations) is replaced by one at today's
+/// count, now that the password is at hand. A failure keeps the old hash, which still works.
+fn upgrade_admin_hash(password: &str) {
+    match sb_password::hash(password) {
+        Ok(hash) => match config::write_atomic(config::ADMIN, hash.as_bytes()) {
+            Ok(()) => log::info!(
+                "admin password hash upgraded to {} PBKDF2 iterations",
+                sb_password::ITERATIONS
+            ),
+            Err(e) => log::warn!("upgrading the admin password hash: {e}"),
+        },
+        Err(e) => log::warn!("upgrading the admin password hash: {e}"),
     }
 }
 
@@ -233,7 +251,8 @@ fn set_admin_password() -> bool {
             out("Use at least 8 characters.\n");
             continue;
         }
-        match password::hash(&first)
+        match sb_password::hash(&first)
+            .map_err(|e| e.to_string())
             .and_then(|h| config::write_atomic(config::ADMIN, h.as_bytes()).map_err(|e| e.to_string()))
         {
             Ok(()) => {

@@ -14,7 +14,6 @@ mod kmod;
 mod logger;
 mod mounts;
 mod net;
-mod password;
 mod pid1;
 mod watchdog;
 

@@ -23,6 +23,7 @@ mod quota;
 mod roster;
 mod secret;
 mod settings;
+mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;
