@@ -6,6 +6,7 @@
 //! the running services ([`xmppd::reconciler`]), and shuts down cleanly on SIGTERM or SIGINT.
 
 mod federation_admin;
+mod startup;
 
 use sb_admin::{
     Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
@@ -400,6 +401,7 @@ async fn run(
     start_heartbeat();
     let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
     server.start().await?;
+    startup::save_last_good(&store, &options.dir);
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
     let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), Some(Arc::clone(&federation)));
@@ -425,17 +427,22 @@ async fn run(
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = startup::maintenance(&args) {
+        return code;
+    }
+    let options = match parse_args(args.into_iter()) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return ExitCode::from(startup::exit_code(&e));
         }
     };
     let log = init_logger(&options.log_level);
     raise_fd_limit();
+    startup::secure_data_dir(&options.dir);
     let started = (|| {
-        let store = Store::open(&options.dir)?;
+        let store = startup::open_store(&options.dir)?;
         // Single node: shared changes apply to the local store.
         let writer: Arc<dyn ConfigWriter> = Arc::new(LocalWriter::new(store.clone()));
         apply_defaults(&store, writer.as_ref(), &options.dir)?;
@@ -449,8 +456,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
+            // The last line init keeps as the reason; the code says whether to restart.
             eprintln!("xmppd: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(startup::exit_code(&e))
         }
     }
 }
