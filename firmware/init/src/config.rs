@@ -129,6 +129,19 @@ pub fn write_atomic(path: &str, contents: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// /data/appliance owner-only: releases before issue 13 wrote its files 0644, the admin
+/// password hash among them.
+pub fn restrict_settings() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = Path::new(ADMIN).parent() else { return };
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 pub fn remove_durably(path: &str) {
     if std::fs::remove_file(path).is_ok()
         && let Some(dir) = Path::new(path).parent()

@@ -15,6 +15,8 @@ mod logger;
 mod mounts;
 mod net;
 mod pid1;
+mod privileges;
+mod start_failure;
 mod watchdog;
 
 fn main() {
