@@ -12,8 +12,8 @@ use crate::{Admin, Family, Reply, SecretPrompt};
 use sb_store::{BoardInterface, Secret};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const NOT_ON_APPLIANCE: &str = "not running on the appliance";
@@ -897,7 +897,10 @@ mod tests {
         assert!(stored.starts_with("pbkdf2-sha256$600000$"), "{stored}");
         assert!(sb_password::verify(&stored, "correct horse"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(host.settings_dir.join("admin")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(host.settings_dir.join("admin"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         assert!(!stored.contains("correct horse"));
     }

@@ -181,10 +181,7 @@ async fn serve_connection(
         let mut limited = (&mut reader).take(limit);
         let reading = limited.read_until(b'\n', &mut line);
         let Ok(read) = tokio::time::timeout(limits.idle_timeout, reading).await else {
-            log::debug!(
-                "admin connection idle for {} s: closed",
-                limits.idle_timeout.as_secs()
-            );
+            log::debug!("admin connection idle for {} s: closed", limits.idle_timeout.as_secs());
             return Ok(());
         };
         if read? == 0 {

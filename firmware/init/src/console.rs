@@ -199,9 +199,8 @@ pub fn run() -> ! {
 /// messages do not land in the middle of it.
 fn wait_until_ready() {
     let deadline = Instant::now() + Duration::from_secs(180);
-    let settled = || {
-        std::path::Path::new(control::READY).exists() || std::path::Path::new(control::XMPPD_HELD).exists()
-    };
+    let settled =
+        || std::path::Path::new(control::READY).exists() || std::path::Path::new(control::XMPPD_HELD).exists();
     while Instant::now() < deadline && !settled() {
         if key_within(Duration::from_millis(500)) {
             break;
@@ -541,7 +540,10 @@ fn test_xmppd_credentials() -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let mut text = String::new();
     for line in status.lines() {
-        if ["Uid:", "Gid:", "CapEff:", "CapPrm:"].iter().any(|k| line.starts_with(k)) {
+        if ["Uid:", "Gid:", "CapEff:", "CapPrm:"]
+            .iter()
+            .any(|k| line.starts_with(k))
+        {
             text.push_str(&line.split_whitespace().collect::<Vec<_>>().join(" "));
             text.push('\n');
         }
@@ -549,14 +551,22 @@ fn test_xmppd_credentials() -> String {
     let mut wrong = Vec::new();
     let mut pending = vec![std::path::PathBuf::from(XMPP_DIR)];
     while let Some(path) = pending.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         let mode = meta.permissions().mode() & 0o7777;
         let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
         if mode != wanted || meta.uid() != crate::privileges::XMPPD_UID {
             wrong.push(format!("{} {mode:o} uid {}", path.display(), meta.uid()));
         }
         if meta.is_dir() && pending.len() < 10_000 {
-            pending.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
         }
     }
     if wrong.is_empty() {

@@ -74,7 +74,9 @@ mod tests {
     fn deterministic_exit_codes_hold_with_the_reason_and_the_rest_restart() {
         assert_eq!(
             classify_exit(Some(65), "xmppd: store: record config/service is corrupt: EOF\n"),
-            Some(Held::StoreDamaged("store: record config/service is corrupt: EOF".into()))
+            Some(Held::StoreDamaged(
+                "store: record config/service is corrupt: EOF".into()
+            ))
         );
         assert_eq!(
             classify_exit(Some(78), "xmppd: invalid domain 'a..b'").map(|h| h.to_string()),

@@ -57,4 +57,3 @@ mod tests {
         assert!(fresh.import(&unknown).is_err());
     }
 }
-

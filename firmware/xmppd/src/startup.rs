@@ -32,6 +32,8 @@ pub const EXIT_TRANSIENT: u8 = 1;
 
 /// The copy of every store tree taken after the last start that served.
 pub const LAST_GOOD: &str = "last-good.snapshot";
+/// The copy before that (see [`save_last_good`]).
+pub const PREVIOUS_GOOD: &str = "last-good.previous.snapshot";
 const MAGIC: &[u8] = b"switchboard-store-snapshot 1\n";
 
 /// The exit code for a start failure.
@@ -104,10 +106,18 @@ pub fn open_store(dir: &Path) -> Result<Store, StoreError> {
 /// Writes [`LAST_GOOD`] from the running store; called once the service started, so the copy
 /// is of a store that opened and served. A failure is logged and the previous copy stays.
 pub fn save_last_good(store: &Store, dir: &Path) {
+    // One generation back as well: a store that sled opened but silently lost records from
+    // would otherwise replace the only good copy at its first start.
+    let current = dir.join(LAST_GOOD);
+    if current.exists()
+        && let Err(e) = std::fs::rename(&current, dir.join(PREVIOUS_GOOD))
+    {
+        log::warn!("keeping the previous last-good copy: {e}");
+    }
     let written = store
         .export()
         .map_err(|e| e.to_string())
-        .and_then(|trees| write_atomic(&dir.join(LAST_GOOD), &encode(&trees)).map_err(|e| e.to_string()));
+        .and_then(|trees| write_atomic(&current, &encode(&trees)).map_err(|e| e.to_string()));
     match written {
         Ok(()) => log::info!("last-good copy of the store written to {LAST_GOOD}"),
         Err(e) => log::warn!("writing the last-good copy of the store: {e}"),
@@ -335,7 +345,10 @@ mod tests {
     fn snapshots_round_trip_and_truncation_is_refused() {
         let trees: Vec<ExportedTree> = vec![
             ("meta".into(), vec![(b"schema_version".to_vec(), vec![0, 0, 0, 2])]),
-            ("users".into(), vec![(b"alice".to_vec(), b"{}".to_vec()), (vec![], vec![])]),
+            (
+                "users".into(),
+                vec![(b"alice".to_vec(), b"{}".to_vec()), (vec![], vec![])],
+            ),
             ("offline".into(), vec![]),
         ];
         let encoded = encode(&trees);

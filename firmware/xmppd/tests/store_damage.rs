@@ -50,7 +50,11 @@ async fn a_damaged_store_is_reported_as_such_and_the_last_good_copy_restores_it(
     while !last_good.exists() && Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(last_good.exists(), "no last-good copy after the start:\n{}", daemon.log());
+    assert!(
+        last_good.exists(),
+        "no last-good copy after the start:\n{}",
+        daemon.log()
+    );
     // The harness made the data dir and the log file with the usual umask (0755/0644): the
     // daemon tightened them, and everything it made itself (store, certificate key, admin
     // socket, the copy) is owner-only.
