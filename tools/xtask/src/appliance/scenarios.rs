@@ -490,7 +490,19 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
             v.expect("recovery> ", COMMAND_TIMEOUT)?;
             v.send_line("6")?;
             v.expect(&prompt(&host), COMMAND_TIMEOUT)?;
-            // Until xmppd answers on its socket, mmp finds the store locked by the starting daemon.
+            // Wait on the XMPP port, not on mmp: an mmp that finds no daemon opens the store
+            // itself, and one doing so while xmppd starts takes the store's lock from it.
+            let port = v.ports.c2s;
+            let mut answered = stream_answer(port);
+            for _ in 0..60 {
+                if answered.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                answered = stream_answer(port);
+            }
+            answered.map_err(|e| format!("xmppd did not come back after the restore: {e}"))?;
+            // xmppd holds the store now: mmp either reaches its socket or finds the store locked.
             wait_for_output(v, &host, "user list", "alice")?;
             if domain_set {
                 command_expect(v, &host, "xmpp status", "example.test")?;
