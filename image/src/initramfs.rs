@@ -69,6 +69,23 @@ pub fn assemble(
             data: os_release(version).into_bytes(),
         },
     );
+    // xmppd runs as its own user (init drops to 100:100 before exec; issue 13). init uses the
+    // numbers; these files give them names for `ps`-style tools and ls.
+    archive.add(
+        "etc/passwd",
+        Entry::File {
+            mode: 0o644,
+            data: b"root:x:0:0:root:/root:/bin/false\nxmppd:x:100:100:Switchboard XMPP daemon:/data/xmpp:/bin/false\n"
+                .to_vec(),
+        },
+    );
+    archive.add(
+        "etc/group",
+        Entry::File {
+            mode: 0o644,
+            data: b"root:x:0:\nxmppd:x:100:\n".to_vec(),
+        },
+    );
     archive.add(
         "etc/hostname",
         Entry::File {

@@ -13,11 +13,11 @@ use sb_store::{BoardInterface, Secret};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const NOT_ON_APPLIANCE: &str = "not running on the appliance";
 const MIN_ADMIN_PASSWORD_CHARS: usize = 8;
-const PBKDF2_ITERATIONS: u32 = 100_000;
 
 /// Where the appliance's state lives; [`ApplianceHost::system`] on the appliance, a temporary
 /// dir in tests.
@@ -86,7 +86,13 @@ impl ApplianceHost {
         std::fs::create_dir_all(&self.settings_dir)?;
         let path = self.settings_dir.join(name);
         let tmp = self.settings_dir.join(format!(".{name}.tmp"));
-        let mut file = std::fs::File::create(&tmp)?;
+        // Owner-only from the first byte: the admin password hash is one of these settings.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -652,7 +658,7 @@ impl AdminPasswdCommand {
         if !host.on_appliance() {
             return Reply::failure(NOT_ON_APPLIANCE);
         }
-        let hash = match pbkdf2_hash(password.expose(), PBKDF2_ITERATIONS) {
+        let hash = match sb_password::hash(password.expose()) {
             Ok(hash) => hash,
             Err(reason) => return Reply::failure(reason),
         };
@@ -661,26 +667,6 @@ impl AdminPasswdCommand {
             Err(err) => Reply::failure(err),
         }
     }
-}
-
-/// `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`, the format init's login verifies.
-fn pbkdf2_hash(password: &str, iterations: u32) -> Result<String, &'static str> {
-    use ring::rand::SecureRandom;
-    let mut salt = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut salt)
-        .map_err(|_| "no randomness available")?;
-    let rounds = std::num::NonZeroU32::new(iterations).ok_or("zero iterations")?;
-    let mut out = [0u8; 32];
-    ring::pbkdf2::derive(
-        ring::pbkdf2::PBKDF2_HMAC_SHA256,
-        rounds,
-        &salt,
-        password.as_bytes(),
-        &mut out,
-    );
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    Ok(format!("pbkdf2-sha256${iterations}${}${}", hex(&salt), hex(&out)))
 }
 
 impl crate::Command {
@@ -908,7 +894,14 @@ mod tests {
         assert!(!format!("{good:?}").contains("correct horse"));
         assert_eq!(good.run(&host), Reply::success());
         let stored = std::fs::read_to_string(host.settings_dir.join("admin")).unwrap();
-        assert!(stored.starts_with("pbkdf2-sha256$100000$"), "{stored}");
+        assert!(stored.starts_with("pbkdf2-sha256$600000$"), "{stored}");
+        assert!(sb_password::verify(&stored, "correct horse"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(host.settings_dir.join("admin"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         assert!(!stored.contains("correct horse"));
     }
 }

@@ -1,6 +1,12 @@
 //! The admin socket: `DIR/mmp.sock`, mode 0600. One JSON [`Command`] per line in, one JSON
 //! [`Reply`] per line out, as many as the client likes on one connection.
 //!
+//! Who may talk to it: the socket is created owner-only (umask at bind, so there is no moment
+//! when it is wider), and every connection's `SO_PEERCRED` must be root or the daemon's own
+//! user, so a loosened file mode or directory still lets no one else in. A connection that
+//! sends no complete request for [`IDLE_TIMEOUT`] is closed, so forgotten or stalled clients
+//! cannot hold the [`MAX_CONNECTIONS`] slots.
+//!
 //! A streaming command ([`Command::is_streaming`], i.e. `syslog follow`) is answered instead by
 //! JSON [`StreamFrame`] lines: `{"line":"..."}` for each new log line, until the client closes
 //! the connection (or sends anything at all), or the daemon ends the stream with one
@@ -30,7 +36,12 @@ pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 16;
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long a connection may take to send its next request line. mmp's front ends send a
+/// command the moment they connect; an operator thinking at an interactive prompt is not
+/// connected (mmp connects per command).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Streams (`syslog follow`) served at once, so followers cannot take every connection slot.
 pub const MAX_STREAMS: usize = 4;
@@ -55,6 +66,20 @@ pub fn socket_path(dir: &Path) -> PathBuf {
     dir.join(SOCKET_NAME)
 }
 
+/// Limits of one served socket; [`SocketLimits::default`] in the daemon, shorter in tests.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketLimits {
+    pub idle_timeout: Duration,
+}
+
+impl Default for SocketLimits {
+    fn default() -> Self {
+        SocketLimits {
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// Bind `DIR/mmp.sock` with mode 0600, replacing a stale socket file left by a dead daemon.
 /// Refuses (`AddrInUse`) when another process still answers on it. Call inside the runtime.
 pub fn bind(dir: &Path) -> io::Result<UnixListener> {
@@ -68,13 +93,34 @@ pub fn bind(dir: &Path) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(&path)?;
     }
-    let listener = UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // bind(2) creates the file with 0777 minus the umask; a chmod afterwards would leave a
+    // window in which anyone may connect. The umask is process-wide, so other threads creating
+    // files meanwhile get modes at most this strict, never wider.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(&path);
+    nix::sys::stat::umask(previous);
+    let listener = bound?;
+    debug_assert_eq!(
+        std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).ok(),
+        Some(0o600)
+    );
     Ok(listener)
+}
+
+/// Root, or the user the daemon runs as (the appliance's `xmppd` user; the operator's own
+/// account off the appliance).
+pub fn peer_allowed(peer_uid: u32, daemon_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == daemon_uid
 }
 
 /// Serve admin requests until the task is dropped or aborted.
 pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
+    serve_with(listener, admin, SocketLimits::default()).await
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with(listener: UnixListener, admin: Arc<Admin>, limits: SocketLimits) {
+    let daemon_uid = nix::unistd::geteuid().as_raw();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let streams = Arc::new(Semaphore::new(MAX_STREAMS));
     loop {
@@ -83,10 +129,18 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
         };
         match listener.accept().await {
             Ok((stream, _)) => {
+                let peer = stream.peer_cred();
+                let peer_uid = peer.as_ref().map(|c| c.uid()).ok();
+                if !peer_uid.is_some_and(|uid| peer_allowed(uid, daemon_uid)) {
+                    let pid = peer.ok().and_then(|c| c.pid());
+                    log::warn!("admin socket: refused a connection from uid {peer_uid:?} (pid {pid:?})");
+                    tokio::spawn(refuse(stream, slot));
+                    continue;
+                }
                 let admin = Arc::clone(&admin);
                 let streams = Arc::clone(&streams);
                 tokio::spawn(async move {
-                    if let Err(err) = serve_connection(stream, admin, streams).await {
+                    if let Err(err) = serve_connection(stream, admin, streams, limits).await {
                         log::debug!("admin connection ended: {err}");
                     }
                     drop(slot);
@@ -101,15 +155,36 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
     }
 }
 
-async fn serve_connection(stream: UnixStream, admin: Arc<Admin>, streams: Arc<Semaphore>) -> io::Result<()> {
+/// One failure line for a peer that may not use the socket, then the connection closes.
+async fn refuse(mut stream: UnixStream, slot: tokio::sync::OwnedSemaphorePermit) {
+    let reply = Reply::failure("this user may not use the admin socket (root or the daemon's user only)");
+    if let Ok(mut out) = serde_json::to_vec(&reply) {
+        out.push(b'\n');
+        // Bounded: a peer that does not read must not keep the slot.
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+    }
+    drop(slot);
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    admin: Arc<Admin>,
+    streams: Arc<Semaphore>,
+    limits: SocketLimits,
+) -> io::Result<()> {
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = tokio::io::BufReader::new(read_half);
     let mut line = Vec::new();
     loop {
         line.clear();
         let limit = u64::try_from(MAX_REQUEST_BYTES).unwrap_or(u64::MAX) + 1;
-        let read = (&mut reader).take(limit).read_until(b'\n', &mut line).await?;
-        if read == 0 {
+        let mut limited = (&mut reader).take(limit);
+        let reading = limited.read_until(b'\n', &mut line);
+        let Ok(read) = tokio::time::timeout(limits.idle_timeout, reading).await else {
+            log::debug!("admin connection idle for {} s: closed", limits.idle_timeout.as_secs());
+            return Ok(());
+        };
+        if read? == 0 {
             return Ok(());
         }
         let too_long = !line.ends_with(b"\n") && line.len() > MAX_REQUEST_BYTES;

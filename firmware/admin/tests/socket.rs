@@ -289,3 +289,105 @@ async fn followers_are_limited_and_the_daemon_can_end_a_stream() {
     }
     server.abort();
 }
+
+/// Runs a one-request client as another user (python3, since a forked copy of this
+/// multi-threaded test process may not allocate) and returns the line it read.
+fn request_as(uid: u32, path: &std::path::Path, command: &Command) -> String {
+    let request = serde_json::to_string(command).unwrap();
+    let script = "import socket,sys\n\
+                  s=socket.socket(socket.AF_UNIX)\n\
+                  s.settimeout(30)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.sendall(sys.argv[2].encode()+b'\\n')\n\
+                  data=b''\n\
+                  while not data.endswith(b'\\n'):\n\
+                  \x20   chunk=s.recv(4096)\n\
+                  \x20   if not chunk: break\n\
+                  \x20   data+=chunk\n\
+                  print(data.decode().strip())\n";
+    use std::os::unix::process::CommandExt;
+    let output = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .arg(request)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "client as uid {uid}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_user_is_refused_even_with_loose_modes() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path().to_path_buf()).await;
+    let path = socket::socket_path(dir.path());
+    // As if someone had loosened the modes: only SO_PEERCRED stands in the way now.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let list = Command::User(UserCommand::List);
+    let answers = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || (request_as(65534, &path, &list), request_as(0, &path, &list))
+    })
+    .await
+    .unwrap();
+    let nobody: Reply = serde_json::from_str(&answers.0).unwrap();
+    assert!(!nobody.ok, "{nobody:?}");
+    assert!(nobody.text.contains("may not use the admin socket"), "{}", nobody.text);
+    let root: Reply = serde_json::from_str(&answers.1).unwrap();
+    assert_eq!(root, Reply::output("(no users)"));
+    server.abort();
+}
+
+#[test]
+fn only_root_and_the_daemons_user_are_allowed() {
+    assert!(socket::peer_allowed(0, 100));
+    assert!(socket::peer_allowed(100, 100));
+    assert!(!socket::peer_allowed(65534, 100));
+    assert!(!socket::peer_allowed(101, 100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_is_owner_only_whatever_the_umask_and_idle_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let admin = Arc::new(Admin::new(store, dir.path().to_path_buf(), None));
+    // A permissive umask at bind time: the file must still never be wider than 0600.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let listener = socket::bind(dir.path());
+    nix::sys::stat::umask(previous);
+    let listener = listener.unwrap();
+    let path = socket::socket_path(dir.path());
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let limits = socket::SocketLimits {
+        idle_timeout: std::time::Duration::from_millis(500),
+    };
+    let server = tokio::spawn(socket::serve_with(listener, admin, limits));
+    let (idle_closed, busy_served) = tokio::task::spawn_blocking(move || {
+        // Connects and says nothing: the daemon hangs up (read returns end of file).
+        let mut idle = UnixStream::connect(&path).unwrap();
+        idle.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 16];
+        let idle_closed = matches!(std::io::Read::read(&mut idle, &mut buf), Ok(0));
+        // A client that keeps asking is served.
+        let mut client = Client::connect(&path).unwrap();
+        let busy_served = (0..3).all(|_| client.request(&Command::User(UserCommand::List)).is_ok());
+        (idle_closed, busy_served)
+    })
+    .await
+    .unwrap();
+    assert!(idle_closed, "an idle connection was not closed");
+    assert!(busy_served);
+    server.abort();
+}

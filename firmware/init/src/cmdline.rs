@@ -14,7 +14,14 @@ pub struct Cmdline {
     pub debug: bool,
     /// `switchboard.board=<path>`: board file (default /etc/switchboard/board.toml).
     pub board: Option<FixedString<128>>,
+    /// `switchboard.console_idle=<s>`: a logged-in console session with no command for this
+    /// long is logged out (tests shorten it).
+    pub console_idle_s: u32,
 }
+
+/// An unattended serial console logged in as admin is an open door: 15 minutes, as the
+/// usual network-device default.
+pub const DEFAULT_CONSOLE_IDLE_S: u32 = 15 * 60;
 
 impl Default for Cmdline {
     fn default() -> Self {
@@ -24,6 +31,7 @@ impl Default for Cmdline {
             watchdog_timeout_s: None,
             debug: false,
             board: None,
+            console_idle_s: DEFAULT_CONSOLE_IDLE_S,
         }
     }
 }
@@ -72,6 +80,12 @@ pub fn parse(text: &str) -> Cmdline {
             }
             ("switchboard.debug", None | Some("1")) => cmdline.debug = true,
             ("switchboard.board", Some(v)) => cmdline.board = FixedString::try_from(v).ok(),
+            ("switchboard.console_idle", Some(v)) => {
+                // Never off: at least a few seconds, at most a day.
+                if let Ok(s) = v.parse::<u32>() {
+                    cmdline.console_idle_s = s.clamp(5, 24 * 60 * 60);
+                }
+            }
             _ => {}
         }
     }
@@ -93,6 +107,9 @@ mod tests {
         assert_eq!(c.watchdog_timeout_s, Some(10));
         assert_eq!(c.board.as_deref(), Some("/etc/b x.toml"));
         assert!(!c.debug);
+        assert_eq!(c.console_idle_s, DEFAULT_CONSOLE_IDLE_S);
+        assert_eq!(parse("switchboard.console_idle=30").console_idle_s, 30);
+        assert_eq!(parse("switchboard.console_idle=0").console_idle_s, 5);
     }
 
     #[test]

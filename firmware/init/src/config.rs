@@ -108,18 +108,38 @@ impl NetworkConfig {
 }
 
 /// Replaces `path` with `contents` so that a power cut leaves either the old or the new file.
+/// Owner-only (0600) from its creation: the admin password hash is one of these files.
 pub fn write_atomic(path: &str, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = Path::new(path);
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("tmp");
     {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(contents)?;
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// /data/appliance owner-only: releases before issue 13 wrote its files 0644, the admin
+/// password hash among them.
+pub fn restrict_settings() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = Path::new(ADMIN).parent() else { return };
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
 }
 
 pub fn remove_durably(path: &str) {
@@ -187,6 +207,8 @@ mod tests {
         write_atomic(path, b"one").unwrap();
         write_atomic(path, b"two").unwrap();
         assert_eq!(std::fs::read(path).unwrap(), b"two");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
         remove_durably(path);
         assert!(!Path::new(path).exists());
     }

@@ -4,7 +4,7 @@
 //! the console gives the same answers as every other front end.
 
 use std::io::{BufRead, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::termios::{self, BaudRate, LocalFlags, SetArg};
@@ -12,8 +12,8 @@ use nix::sys::termios::{self, BaudRate, LocalFlags, SetArg};
 use crate::board::Board;
 use crate::config::{self, NetworkConfig};
 use crate::control::{self, Request};
-use crate::pid1::{MMP, XMPP_DIR, hostname};
-use crate::{cmdline, logger, mounts, password};
+use crate::pid1::{MMP, XMPP_DIR, XMPPD, hostname};
+use crate::{cmdline, logger, mounts};
 
 const STARTED_MARKER: &str = "/run/switchboard/console-started";
 const LOGIN_DELAY: Duration = Duration::from_secs(2);
@@ -31,6 +31,43 @@ fn read_line() -> Option<String> {
     match std::io::stdin().lock().read_line(&mut line) {
         Ok(0) | Err(_) => None,
         Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
+    }
+}
+
+/// A line typed within the idle limit, the end of input, or nothing for too long.
+enum Input {
+    Line(String),
+    Closed,
+    Idle,
+}
+
+fn read_line_within(idle: Duration) -> Input {
+    if !wait_readable(std::io::stdin().as_fd(), idle) {
+        return Input::Idle;
+    }
+    match read_line() {
+        Some(line) => Input::Line(line),
+        None => Input::Closed,
+    }
+}
+
+/// Waits (bounded by `limit`) until `fd` has input: on the terminal in canonical mode that
+/// is a whole line, so typing without Enter still counts as idle. A hang-up counts as input
+/// (the read then sees the end).
+fn wait_readable(fd: BorrowedFd<'_>, limit: Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) | Err(_) => return true,
+        }
     }
 }
 
@@ -147,11 +184,12 @@ pub fn run() -> ! {
             wait_until_ready();
         }
     }
+    let idle = Duration::from_secs(u64::from(cmdline.console_idle_s));
     loop {
         if !login(&board) {
             std::process::exit(0);
         }
-        if !session() {
+        if !session(&board, idle) {
             std::process::exit(0);
         }
     }
@@ -161,7 +199,9 @@ pub fn run() -> ! {
 /// messages do not land in the middle of it.
 fn wait_until_ready() {
     let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline && !std::path::Path::new(control::READY).exists() {
+    let settled =
+        || std::path::Path::new(control::READY).exists() || std::path::Path::new(control::XMPPD_HELD).exists();
+    while Instant::now() < deadline && !settled() {
         if key_within(Duration::from_millis(500)) {
             break;
         }
@@ -197,8 +237,11 @@ fn login(board: &Board) -> bool {
             return false;
         };
         let stored = std::fs::read_to_string(config::ADMIN).unwrap_or_default();
-        if user.trim() == "admin" && password::verify(&stored, &secret) {
+        if user.trim() == "admin" && sb_password::verify(&stored, &secret) {
             log::info!("admin logged in on the console");
+            if sb_password::needs_upgrade(&stored) {
+                upgrade_admin_hash(&secret);
+            }
             // Appliances set up before the marker existed get it at their next login.
             if !std::path::Path::new(config::ADMIN_WAS_SET).exists() {
                 let _ = config::write_atomic(config::ADMIN_WAS_SET, b"");
@@ -214,6 +257,21 @@ fn login(board: &Board) -> bool {
         }
         std::thread::sleep(LOGIN_DELAY);
         out("Login incorrect\n");
+    }
+}
+
+/// A hash from an earlier release (fewer PBKDF2 iterations) is replaced by one at today's
+/// count, now that the password is at hand. A failure keeps the old hash, which still works.
+fn upgrade_admin_hash(password: &str) {
+    match sb_password::hash(password) {
+        Ok(hash) => match config::write_atomic(config::ADMIN, hash.as_bytes()) {
+            Ok(()) => log::info!(
+                "admin password hash upgraded to {} PBKDF2 iterations",
+                sb_password::ITERATIONS
+            ),
+            Err(e) => log::warn!("upgrading the admin password hash: {e}"),
+        },
+        Err(e) => log::warn!("upgrading the admin password hash: {e}"),
     }
 }
 
@@ -233,7 +291,8 @@ fn set_admin_password() -> bool {
             out("Use at least 8 characters.\n");
             continue;
         }
-        match password::hash(&first)
+        match sb_password::hash(&first)
+            .map_err(|e| e.to_string())
             .and_then(|h| config::write_atomic(config::ADMIN, h.as_bytes()).map_err(|e| e.to_string()))
         {
             Ok(()) => {
@@ -251,15 +310,42 @@ fn set_admin_password() -> bool {
     }
 }
 
-/// The MMP command line. Returns false when the terminal went away.
-fn session() -> bool {
+/// When PID 1 holds xmppd stopped (damaged store, missing binary): why, and where to go.
+fn show_held() {
+    if let Ok(reason) = std::fs::read_to_string(control::XMPPD_HELD) {
+        out(&format!(
+            "\nxmppd is stopped and will not be restarted: {}\n\
+             Type 'recovery' for the recovery menu (check, export or restore the store).\n",
+            reason.trim()
+        ));
+    }
+}
+
+/// The MMP command line, until logout, `idle` without a command, or the terminal going away
+/// (false).
+fn session(board: &Board, idle: Duration) -> bool {
+    show_held();
     loop {
         out(&format!("{}> ", hostname()));
-        let Some(line) = read_line() else { return false };
+        let line = match read_line_within(idle) {
+            Input::Line(line) => line,
+            Input::Closed => return false,
+            Input::Idle => {
+                log::info!("console session idle for {} s: logged out", idle.as_secs());
+                out(&format!("\nLogged out after {} s without a command.\n", idle.as_secs()));
+                return true;
+            }
+        };
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             [] => {}
             ["exit" | "logout" | "quit"] => return true,
+            // Logged in at the console is physical access already, which the menu trusts.
+            ["recovery"] => recovery(board),
+            #[cfg(feature = "test-hooks")]
+            ["test", "corrupt-store"] => out(&test_corrupt_store()),
+            #[cfg(feature = "test-hooks")]
+            ["test", "xmppd-credentials"] => out(&test_xmppd_credentials()),
             #[cfg(feature = "test-hooks")]
             ["test", "watchdog-stop"] => out(&request(Request::TestStopPetting)),
             #[cfg(feature = "test-hooks")]
@@ -309,6 +395,9 @@ fn save_network(config: &NetworkConfig) -> String {
 fn recovery(board: &Board) {
     let _ = control::send(Request::RecoveryEnter);
     loop {
+        if let Ok(reason) = std::fs::read_to_string(control::XMPPD_HELD) {
+            out(&format!("\nxmppd was held: {}\n", reason.trim()));
+        }
         out("\n=== Switchboard recovery (xmppd is stopped) ===\n\
              1) factory reset (wipe /data)\n\
              2) reset the admin password\n\
@@ -316,6 +405,9 @@ fn recovery(board: &Board) {
              4) set the network\n\
              5) reboot\n\
              6) leave recovery and start the service\n\
+             7) check the XMPP store (open it and read every record)\n\
+             8) export the XMPP data folder (a copy under /data/export)\n\
+             9) restore the XMPP store from its last-good copy\n\
              recovery> ");
         let Some(choice) = read_line() else { return };
         match choice.trim() {
@@ -339,9 +431,150 @@ fn recovery(board: &Board) {
                 out(&request(Request::RecoveryLeave));
                 return;
             }
+            "7" => run_xmppd_maintenance("--check-store"),
+            "8" => out(&export_data_folder()),
+            "9" => {
+                out("The current store is kept aside (store.damaged-<time>), not erased.\n");
+                run_xmppd_maintenance("--restore-last-good");
+            }
             other => out(&format!("unknown choice {other:?}\n")),
         }
     }
+}
+
+/// `xmppd -d /data/xmpp --check-store` or `--restore-last-good`, its output on the terminal.
+/// xmppd is stopped in recovery, so it has the store to itself.
+fn run_xmppd_maintenance(flag: &str) {
+    match std::process::Command::new(XMPPD)
+        .args(["-d", XMPP_DIR, flag])
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(status) if status.success() => {
+            out("SUCCESS: choose 6 to start the service with it.\n");
+        }
+        Ok(status) => out(&format!("FAILURE: xmppd {flag} ended with {status}\n")),
+        Err(e) => out(&format!("FAILURE: {XMPPD}: {e}\n")),
+    }
+}
+
+/// A copy of the whole data folder (store, certificates, the last-good copy) under
+/// /data/export, before anything is restored over it.
+fn export_data_folder() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let to = std::path::PathBuf::from(format!("{}/export/xmpp-{now}", mounts::DATA));
+    match copy_tree(std::path::Path::new(XMPP_DIR), &to, 0) {
+        Ok(bytes) => {
+            nix::unistd::sync();
+            format!("SUCCESS: {} ({} KiB)\n", to.display(), bytes.div_ceil(1024))
+        }
+        Err(e) => failure(format!("copying {XMPP_DIR} to {}: {e}", to.display())),
+    }
+}
+
+/// Copies regular files and directories (owner-only), skipping sockets and links; bounded depth.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path, depth: usize) -> std::io::Result<u64> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(to)?;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() && depth < 16 {
+            bytes += copy_tree(&entry.path(), &target, depth + 1)?;
+        } else if kind.is_file() {
+            bytes += std::fs::copy(entry.path(), &target)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Test hook: garbage over every file of sled's, then the service started on it, as a
+/// damaged disk would leave it.
+#[cfg(feature = "test-hooks")]
+fn test_corrupt_store() -> String {
+    if let Err(e) = control::send(Request::RecoveryEnter) {
+        return failure(e);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !xmppd_stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let store = std::path::Path::new(XMPP_DIR).join("store");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&store).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0).max(64);
+            if std::fs::write(&path, vec![0xA5u8; len as usize]).is_ok() {
+                damaged += 1;
+            }
+        }
+    }
+    nix::unistd::sync();
+    let _ = control::send(Request::RecoveryLeave);
+    format!("SUCCESS: {damaged} store files overwritten\n")
+}
+
+/// Test hook: xmppd's credentials from /proc and any data-folder entry that is not owner-only
+/// or not owned by the xmppd user.
+#[cfg(feature = "test-hooks")]
+fn test_xmppd_credentials() -> String {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let pid = control::read_health()
+        .into_iter()
+        .find(|(k, _)| k == "xmppd")
+        .and_then(|(_, v)| {
+            let (_, rest) = v.split_once("(pid ")?;
+            rest.trim_end_matches(')').parse::<u32>().ok()
+        });
+    let Some(pid) = pid else {
+        return failure("xmppd is not running");
+    };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mut text = String::new();
+    for line in status.lines() {
+        if ["Uid:", "Gid:", "CapEff:", "CapPrm:"]
+            .iter()
+            .any(|k| line.starts_with(k))
+        {
+            text.push_str(&line.split_whitespace().collect::<Vec<_>>().join(" "));
+            text.push('\n');
+        }
+    }
+    let mut wrong = Vec::new();
+    let mut pending = vec![std::path::PathBuf::from(XMPP_DIR)];
+    while let Some(path) = pending.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        let wanted = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode != wanted || meta.uid() != crate::privileges::XMPPD_UID {
+            wrong.push(format!("{} {mode:o} uid {}", path.display(), meta.uid()));
+        }
+        if meta.is_dir() && pending.len() < 10_000 {
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    if wrong.is_empty() {
+        text.push_str("data folder: owner-only, owned by the xmppd user\n");
+    } else {
+        text.push_str(&format!("data folder entries not owner-only: {}\n", wrong.join(", ")));
+    }
+    text
 }
 
 fn factory_reset(board: &Board) {
@@ -424,4 +657,20 @@ fn recovery_network(board: &Board) {
         return;
     };
     out(&result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_for_input_gives_up_after_the_limit_and_sees_a_line_or_a_hang_up() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        assert!(!wait_readable(reader.as_fd(), Duration::from_millis(50)));
+        nix::unistd::write(&writer, b"health\n").unwrap();
+        assert!(wait_readable(reader.as_fd(), Duration::from_secs(30)));
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(writer);
+        assert!(wait_readable(reader.as_fd(), Duration::from_secs(30)));
+    }
 }

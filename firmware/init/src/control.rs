@@ -8,6 +8,9 @@ pub const HEALTH: &str = "/run/switchboard/health";
 pub const READY: &str = "/run/switchboard/ready";
 /// Why /data could not be mounted, written by PID 1 at boot; absent when it is mounted.
 pub const DATA_ERROR: &str = "/run/switchboard/data-error";
+/// Why PID 1 holds xmppd stopped instead of restarting it (damaged store, missing binary);
+/// absent otherwise. The console shows it and offers the recovery menu.
+pub const XMPPD_HELD: &str = "/run/switchboard/xmppd-held";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {

@@ -14,8 +14,9 @@ mod kmod;
 mod logger;
 mod mounts;
 mod net;
-mod password;
 mod pid1;
+mod privileges;
+mod start_failure;
 mod watchdog;
 
 fn main() {

@@ -23,8 +23,9 @@ use crate::board::Board;
 use crate::cmdline::{self, Cmdline};
 use crate::config::{self, NetworkConfig};
 use crate::control::{self, Request};
+use crate::start_failure::{self, Held};
 use crate::watchdog::{WDIOF_CARDRESET, Watchdog};
-use crate::{kmod, logger, mounts, net};
+use crate::{kmod, logger, mounts, net, privileges};
 
 const BOARD_FILE: &str = "/etc/switchboard/board.toml";
 pub const XMPPD: &str = "/bin/xmppd";
@@ -67,6 +68,11 @@ struct Xmppd {
     kill_at: Option<Instant>,
     /// Kept stopped: recovery menu, missing /data, or shutting down.
     held: bool,
+    /// Kept stopped because starting again cannot help (damaged store, missing binary) until
+    /// the operator repairs it in the recovery menu; the watchdog is still petted.
+    held_for: Option<Held>,
+    /// xmppd's last output line: the reason of a start failure.
+    last_line: heapless::String<256>,
     gave_up: bool,
 }
 
@@ -216,6 +222,7 @@ pub fn run() -> ! {
         Ok(device) => {
             log::info!("{device} mounted on /data");
             let _ = std::fs::remove_file(control::DATA_ERROR);
+            config::restrict_settings();
             true
         }
         Err(e) => {
@@ -256,6 +263,8 @@ pub fn run() -> ! {
             ),
             kill_at: None,
             held: !data_ok,
+            held_for: None,
+            last_line: heapless::String::new(),
             gave_up: false,
         },
         console: Helper {
@@ -436,7 +445,7 @@ impl Pid1 {
     /// On the first boot, give xmppd's store the appliance defaults (listen on every
     /// interface, not just loopback) through mmp, then start xmppd.
     fn start_xmppd_or_setup(&mut self) {
-        if self.xmppd.held || self.xmppd.pid.is_some() || self.setup_pid.is_some() {
+        if self.xmppd_kept_stopped() || self.xmppd.pid.is_some() || self.setup_pid.is_some() {
             return;
         }
         let _ = std::fs::create_dir_all(XMPP_DIR);
@@ -457,7 +466,27 @@ impl Pid1 {
         self.spawn_xmppd();
     }
 
+    fn xmppd_kept_stopped(&self) -> bool {
+        self.xmppd.held || self.xmppd.held_for.is_some()
+    }
+
+    /// Stops restarting xmppd (issue 13): the reason goes to the log, `health` and the console.
+    fn hold_xmppd(&mut self, held: Held) {
+        log::error!("xmppd held stopped, not restarted: {held}. The recovery menu can check, export or restore it");
+        let _ = std::fs::write(control::XMPPD_HELD, held.to_string());
+        self.xmppd.held_for = Some(held);
+        self.xmppd.restart_at = None;
+        self.write_health();
+    }
+
     fn spawn_xmppd(&mut self) {
+        // Root-run tools (mmp on a stopped daemon, first-boot setup, a recovery restore) may
+        // have left files xmppd's user could not open.
+        let _ = std::fs::create_dir_all(XMPP_DIR);
+        let failures = privileges::hand_over_data_dir(std::path::Path::new(XMPP_DIR));
+        if failures > 0 {
+            log::warn!("{failures} entries of {XMPP_DIR} could not be given to the xmppd user");
+        }
         let Some((hb_read, hb_write)) = pipe() else {
             return self.schedule_xmppd_restart("no pipe");
         };
@@ -477,8 +506,8 @@ impl Pid1 {
             .stdout(Stdio::from(out_write))
             .stderr(Stdio::from(out_write2));
         unblock_signals_in_child(&mut command);
-        // SAFETY: only async-signal-safe calls (setsid, setrlimit, dup2, fcntl) between fork
-        // and exec.
+        // SAFETY: only async-signal-safe calls (setsid, setrlimit, dup2, fcntl, and the
+        // credential calls of become_xmppd) between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 libc::setsid();
@@ -496,7 +525,8 @@ impl Pid1 {
                 } else if libc::dup2(hb_raw, HEARTBEAT_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                // Last: the limit above needs root; from here on only the bind capability.
+                privileges::become_xmppd()
             });
         }
         match command.spawn() {
@@ -515,7 +545,10 @@ impl Pid1 {
                 log::error!("starting xmppd: {e}");
                 self.xmppd.last_exit.clear();
                 let _ = std::fmt::write(&mut self.xmppd.last_exit, format_args!("could not start: {e}"));
-                self.on_xmppd_failure(Duration::ZERO);
+                match start_failure::classify_spawn_error(&e) {
+                    Some(held) => self.hold_xmppd(held),
+                    None => self.on_xmppd_failure(Duration::ZERO),
+                }
             }
         }
         drop(hb_write);
@@ -554,7 +587,14 @@ impl Pid1 {
             return;
         }
         log::warn!("xmppd {}", self.xmppd.last_exit);
-        self.on_xmppd_failure(ran);
+        let code = match status {
+            WaitStatus::Exited(_, code) => Some(code),
+            _ => None,
+        };
+        match start_failure::classify_exit(code, &self.xmppd.last_line) {
+            Some(held) => self.hold_xmppd(held),
+            None => self.on_xmppd_failure(ran),
+        }
     }
 
     fn on_xmppd_failure(&mut self, ran: Duration) {
@@ -629,6 +669,12 @@ impl Pid1 {
         let _ = out.extend_from_slice(b"xmppd: ");
         let _ = out.extend_from_slice(&self.xmppd.line);
         let _ = out.push(b'\n');
+        self.xmppd.last_line.clear();
+        for c in String::from_utf8_lossy(&self.xmppd.line).chars() {
+            if self.xmppd.last_line.push(c).is_err() {
+                break;
+            }
+        }
         self.xmppd.line.clear();
         logger::append_to_file(&out);
         if !self.ready || self.cmdline.debug {
@@ -678,7 +724,7 @@ impl Pid1 {
                             }
                             other => log::warn!("first-boot mmp setup ended with {other:?}; starting xmppd anyway"),
                         }
-                        if self.shutdown.is_none() && !self.xmppd.held {
+                        if self.shutdown.is_none() && !self.xmppd_kept_stopped() {
                             self.spawn_xmppd();
                         }
                     } else if Some(pid) == self.console.pid {
@@ -712,6 +758,11 @@ impl Pid1 {
             Request::RecoveryLeave => {
                 self.xmppd.held = !self.data_ok;
                 self.xmppd.gave_up = false;
+                // The operator repaired or restored what held it: try again (and hold again
+                // if it was not enough).
+                if self.xmppd.held_for.take().is_some() {
+                    let _ = std::fs::remove_file(control::XMPPD_HELD);
+                }
                 self.start_xmppd_or_setup();
             }
             Request::NetworkReload => self.apply_network(),
@@ -837,6 +888,7 @@ impl Pid1 {
         };
         let xmppd = match (self.xmppd.pid, self.xmppd.held, self.xmppd.gave_up) {
             (None, _, _) if self.setup_pid.is_some() => "starting (first-boot setup)".into(),
+            (None, _, _) if let Some(held) = &self.xmppd.held_for => format!("stopped (held: {held})"),
             (Some(pid), _, _) if self.ready => format!("running (pid {pid})"),
             (Some(pid), _, _) => format!("starting (pid {pid})"),
             (None, true, _) => "stopped (held)".into(),
@@ -903,7 +955,7 @@ impl Pid1 {
             let _ = kill(pid, Signal::SIGKILL);
             self.xmppd.kill_at = None;
         }
-        if self.xmppd.restart_at.is_some_and(|t| now >= t) && self.shutdown.is_none() && !self.xmppd.held {
+        if self.xmppd.restart_at.is_some_and(|t| now >= t) && self.shutdown.is_none() && !self.xmppd_kept_stopped() {
             self.xmppd.restart_at = None;
             self.xmppd.restarts += 1;
             self.spawn_xmppd();

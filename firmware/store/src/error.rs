@@ -38,6 +38,19 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// The stored data itself is unusable (unreadable by sled, a record that no longer decodes,
+    /// a schema from a newer build): opening again will fail the same way until someone
+    /// repairs or restores it. Locks and I/O errors may pass and are not damage.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            StoreError::Sled(err) => !matches!(err, sled::Error::Io(_)),
+            StoreError::Corrupt { .. } | StoreError::SchemaTooNew { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Unwrap sled's transaction error: our own aborts come back as themselves.
 impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
     fn from(err: sled::transaction::TransactionError<StoreError>) -> Self {

@@ -24,6 +24,7 @@ mod replica;
 mod roster;
 mod secret;
 mod settings;
+mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod users;

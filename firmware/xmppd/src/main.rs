@@ -6,6 +6,7 @@
 //! the running services ([`xmppd::reconciler`]), and shuts down cleanly on SIGTERM or SIGINT.
 
 mod federation_admin;
+mod startup;
 
 use sb_admin::{
     Admin, CallBridgeConnection, ComponentAuthFailure, ComponentAuthFailureReason, ListenerStatus, LiveNode,
@@ -423,6 +424,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
     cluster.attach_server(Arc::clone(server.core()));
     server.start().await?;
+    startup::save_last_good(&store, &options.dir);
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;
     let (reconciled, reconciler) = xmppd::reconciler::spawn(
@@ -455,17 +457,22 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = startup::maintenance(&args) {
+        return code;
+    }
+    let options = match parse_args(args.into_iter()) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return ExitCode::from(startup::exit_code(&e));
         }
     };
     let log = init_logger(&options.log_level);
     raise_fd_limit();
+    startup::secure_data_dir(&options.dir);
     let started = (|| {
-        let store = Store::open(&options.dir)?;
+        let store = startup::open_store(&options.dir)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -476,8 +483,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
+            // The last line init keeps as the reason; the code says whether to restart.
             eprintln!("xmppd: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(startup::exit_code(&e))
         }
     }
 }

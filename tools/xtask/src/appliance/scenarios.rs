@@ -21,6 +21,8 @@ pub(super) const USER_PASSWORD: &str = "alice-pw-1234";
 const LOGIN_SCRIPT: &str = include_str!("xmpp_login.py");
 /// Short watchdog timeout so the reset test takes seconds, not a minute.
 pub(super) const FAST_CMDLINE: &str = "switchboard.watchdog_timeout=10";
+/// Console idle logout for the VM that tests it (the default is 15 minutes).
+const CONSOLE_IDLE_S: u32 = 15;
 
 #[derive(Default)]
 pub(super) struct Report {
@@ -434,6 +436,84 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
         }
         command_expect(need(&mut vm)?, &host, "xmpp status", "example.test").map(|_| ())
     });
+    report.check(
+        &mut ok,
+        "fast: xmppd runs as its own user with only CAP_NET_BIND_SERVICE; data folder owner-only",
+        |_| {
+            let v = need(&mut vm)?;
+            let out = v.command("test xmppd-credentials", &prompt(&host), COMMAND_TIMEOUT)?;
+            for want in [
+                "Uid: 100 100 100 100",
+                "Gid: 100 100 100 100",
+                "CapEff: 0000000000000400",
+                "CapPrm: 0000000000000400",
+                "data folder: owner-only, owned by the xmppd user",
+            ] {
+                if !out.contains(want) {
+                    return Err(format!("expected {want:?} in {out:?}"));
+                }
+            }
+            Ok(())
+        },
+    );
+    report.step(
+        &mut ok,
+        "fast: a damaged store holds xmppd (no restart loop, no reset); recovery restores the last-good copy",
+        |r| {
+            let v = need(&mut vm)?;
+            command_expect(v, &host, "test corrupt-store", "SUCCESS")?;
+            let held = wait_for_output(v, &host, "health", "held: store damaged")?;
+            let restarts = health_value(&held, "xmppd restarts").unwrap_or_default();
+            // Longer than the old way took to give up (5 quick failures) plus the 10 s watchdog.
+            let waited = Duration::from_secs(30);
+            std::thread::sleep(waited);
+            let health = v.command("health", &prompt(&host), COMMAND_TIMEOUT)?;
+            let state = health_value(&health, "xmppd ").unwrap_or_default();
+            let watchdog = health_value(&health, "Watchdog").unwrap_or_default();
+            if !state.contains("held: store damaged") || !watchdog.starts_with("petting") {
+                return Err(format!("after {} s: {health:?}", waited.as_secs()));
+            }
+            if health_value(&health, "xmppd restarts").unwrap_or_default() != restarts {
+                return Err(format!("xmppd was restarted while held: {health:?}"));
+            }
+            r.figure(format!(
+                "damaged store: xmppd held with {state:?}, 0 restarts and the watchdog petted over {} s",
+                waited.as_secs()
+            ));
+            v.send_line("recovery")?;
+            v.expect("xmppd was held: store damaged", COMMAND_TIMEOUT)?;
+            v.expect("recovery> ", COMMAND_TIMEOUT)?;
+            v.send_line("7")?;
+            v.expect("FAILURE: xmppd --check-store", COMMAND_TIMEOUT)?;
+            v.expect("recovery> ", COMMAND_TIMEOUT)?;
+            v.send_line("8")?;
+            v.expect("SUCCESS: /data/export/xmpp-", COMMAND_TIMEOUT)?;
+            v.expect("recovery> ", COMMAND_TIMEOUT)?;
+            v.send_line("9")?;
+            v.expect("restored the last-good copy", COMMAND_TIMEOUT)?;
+            v.expect("recovery> ", COMMAND_TIMEOUT)?;
+            v.send_line("6")?;
+            v.expect(&prompt(&host), COMMAND_TIMEOUT)?;
+            // Wait on the XMPP port, not on mmp: an mmp that finds no daemon opens the store
+            // itself, and one doing so while xmppd starts takes the store's lock from it.
+            let port = v.ports.c2s;
+            let mut answered = stream_answer(port);
+            for _ in 0..60 {
+                if answered.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                answered = stream_answer(port);
+            }
+            answered.map_err(|e| format!("xmppd did not come back after the restore: {e}"))?;
+            // xmppd holds the store now: mmp either reaches its socket or finds the store locked.
+            wait_for_output(v, &host, "user list", "alice")?;
+            if domain_set {
+                command_expect(v, &host, "xmpp status", "example.test")?;
+            }
+            Ok(())
+        },
+    );
     report.step(
         &mut ok,
         "fast: stopped xmppd (SIGSTOP, test hook) is killed and restarted",
@@ -569,7 +649,8 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
             let mut v = vm.take().ok_or("no VM")?;
             power_off(&mut v)?;
             data_damage::tear_primary_superblock(&disk)?;
-            let mut v = Vm::start("fast-torn", manifest, BootPath::Fast, &disk, work, FAST_CMDLINE)?;
+            let cmdline = format!("{FAST_CMDLINE} switchboard.console_idle={CONSOLE_IDLE_S}");
+            let mut v = Vm::start("fast-torn", manifest, BootPath::Fast, &disk, work, &cmdline)?;
             v.expect("trying the backup superblock", BOOT_TIMEOUT)?;
             wait_ready(&mut v)?;
             login(&mut v, &host)?;
@@ -578,6 +659,14 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
             kept.map(|_| ())
         },
     );
+    report.step(&mut ok, "fast: an idle console session is logged out", |_| {
+        let v = need(&mut vm)?;
+        v.expect(
+            &format!("Logged out after {CONSOLE_IDLE_S} s without a command"),
+            COMMAND_TIMEOUT,
+        )?;
+        login(v, &host)
+    });
     report.step(
         &mut ok,
         "fast: an unrecognisable /data is not formatted; the console says why and opens recovery",
