@@ -237,6 +237,10 @@ fn interop_tier(_: &[String]) -> TaskResult {
             "tools/interop/cluster_formation.py",
             "cluster formation and failure tests",
         ),
+        (
+            "tools/interop/cluster_federation.py",
+            "federation from a cluster (dialback verified by another node)",
+        ),
         ("tools/interop/cluster_routing.py", "cluster routing tests"),
     ] {
         run_status(
