@@ -12,12 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from interop_common import wait_listening  # noqa: E402
-from run import DOMAIN, USERS, CheckFailed, free_port  # noqa: E402,F401 - re-exported
+from run import DOMAIN, USERS, CheckFailed, Xmppd  # noqa: E402,F401 - re-exported
 
 CLUSTER_PORT = 5270
 # One certificate for the service on every node, and the same file as the cluster trust
@@ -25,18 +24,9 @@ CLUSTER_PORT = 5270
 CERT_BASENAME = "cluster"
 
 
-class Node:
-    """One xmppd with its data directory; `mmp` reaches it through its admin socket."""
-
-    def __init__(self, xmppd, mmp, address, keep):
-        self.xmppd = xmppd
-        self.mmp = mmp
-        self.address = address
-        self.port = free_port(address)
-        self.keep = keep
-        self.dir = tempfile.mkdtemp(prefix="switchboard-cluster-")
-        self.process = None
-        self.log_path = os.path.join(self.dir, "xmppd.log")
+class Node(Xmppd):
+    """One xmppd with its data directory (run.py's Xmppd); `mmp` reaches it through its admin
+    socket once it runs."""
 
     @property
     def cluster_address(self):
@@ -95,30 +85,8 @@ class Node:
         except FileNotFoundError:
             pass
 
-    def terminate(self, timeout=20):
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-
     def alive(self):
         return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines=40):
-        try:
-            with open(self.log_path, "r", errors="replace") as log:
-                return "".join(log.readlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def cleanup(self):
-        self.terminate()
-        if not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
     # -------------------------------------------------------------- cluster status, parsed
 

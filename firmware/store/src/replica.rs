@@ -16,17 +16,21 @@ use serde::{Deserialize, Serialize};
 /// Where the index of the last applied entry is kept (the `meta` tree, never exported).
 const APPLIED_KEY: &[u8] = b"replica_applied";
 
-/// Trees whose whole content is shared. `config` is shared too, except its node record.
-const SHARED_TREES: &[&str] = &[
-    "users",
-    "roster",
-    "roster_versions",
-    "offline",
-    "offline_counts",
-    "offline_next",
-    "settings",
-    "usage",
-];
+/// The tree whose node record stays on this node; its other records are shared.
+const CONFIG_TREE: &str = "config";
+
+/// Every tree of the schema but the schema marker is shared; `config` last, as it is partly.
+fn shared_trees() -> impl Iterator<Item = &'static str> {
+    crate::migrations::TREES
+        .iter()
+        .copied()
+        .filter(|name| *name != crate::migrations::META_TREE && *name != CONFIG_TREE)
+        .chain([CONFIG_TREE])
+}
+
+fn is_shared_tree(name: &str) -> bool {
+    shared_trees().any(|shared| shared == name)
+}
 
 /// One entry of the replicated log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -234,12 +238,12 @@ impl Store {
 
     fn shared_state_locked(&self) -> Result<SharedState> {
         let mut trees = Vec::new();
-        for name in SHARED_TREES.iter().copied().chain(["config"]) {
+        for name in shared_trees() {
             let tree = self.inner.db.open_tree(name)?;
             let mut entries = Vec::new();
             for entry in tree.iter() {
                 let (key, value) = entry?;
-                if name == "config" && key.as_ref() == crate::config::NODE_KEY {
+                if name == CONFIG_TREE && key.as_ref() == crate::config::NODE_KEY {
                     continue;
                 }
                 entries.push((key.to_vec(), value.to_vec()));
@@ -253,23 +257,23 @@ impl Store {
     /// and writes `state`'s entries. Not atomic across trees; the caller flushes after, and a
     /// crash part-way leaves the index unwritten, so the same entry or snapshot comes again.
     fn replace_shared(&self, state: &SharedState) -> Result<()> {
-        for name in SHARED_TREES.iter().copied().chain(["config"]) {
+        for name in shared_trees() {
             let tree = self.inner.db.open_tree(name)?;
             for key in tree.iter().keys() {
                 let key = key?;
-                if name == "config" && key.as_ref() == crate::config::NODE_KEY {
+                if name == CONFIG_TREE && key.as_ref() == crate::config::NODE_KEY {
                     continue;
                 }
                 tree.remove(key)?;
             }
         }
         for (name, entries) in &state.trees {
-            if !SHARED_TREES.contains(&name.as_str()) && name != "config" {
+            if !is_shared_tree(name) {
                 return Err(StoreError::Rejected(format!("snapshot names an unknown tree '{name}'")));
             }
             let tree = self.inner.db.open_tree(name)?;
             for (key, value) in entries {
-                if name == "config" && key.as_slice() == crate::config::NODE_KEY {
+                if name == CONFIG_TREE && key.as_slice() == crate::config::NODE_KEY {
                     continue;
                 }
                 tree.insert(key.as_slice(), value.as_slice())?;
