@@ -54,7 +54,7 @@ class Node(Xmppd):
     def start(self):
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [self.xmppd, "-d", self.dir, "--log-level", "info"],
+            [self.xmppd, "-d", self.dir, "--log-level", os.environ.get("SB_LOG_LEVEL", "info")],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
