@@ -12,25 +12,32 @@ import argparse
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_common import USERS, form, leader_of, make_nodes, wait_until  # noqa: E402
-from interop_common import login  # noqa: E402
+from interop_common import CheckFailed, login  # noqa: E402
 from run import DOMAIN  # noqa: E402
 
-BODY = re.compile(rb"<body>m(\d+)</body>")
+def body_pattern(tag):
+    """Bodies of this round only: messages stored offline in an earlier round reach bob at his
+    next login and must not count as delivered now."""
+    return re.compile(rb"<body>" + tag.encode() + rb"m(\d+)</body>")
+
+
+def bounce_pattern(tag):
+    """A bounce carries the message's id (the body may or may not come back with it)."""
+    return re.compile(rb"<message(?=[^>]*type=['\"]error['\"])[^>]*id=['\"]" + tag.encode() + rb"m(\d+)['\"]")
 WRITTEN = re.compile(rb"<iq[^>]*id=['\"]w(\d+)['\"][^>]*type=['\"]result['\"]|<iq[^>]*type=['\"]result['\"][^>]*id=['\"]w(\d+)['\"]")
-# A bounce carries the message's id (the body may or may not come back with it).
-BOUNCE = re.compile(rb"<message(?=[^>]*type=['\"]error['\"])[^>]*id=['\"]m(\d+)['\"]")
 
 
 class Receiver(threading.Thread):
     """Reads bob's stream and records when each numbered message arrived."""
 
-    def __init__(self, raw, pattern=BODY, second=None):
+    def __init__(self, raw, pattern, second=None):
         super().__init__(daemon=True)
         self.raw = raw
         self.pattern = pattern
@@ -61,16 +68,16 @@ class Receiver(threading.Thread):
             buffer = buffer[-2000:]
 
 
-def one_round(nodes, interval):
+def one_round(nodes, interval, tag):
     leader = leader_of(nodes)
     followers = [n for n in nodes if n is not leader]
     for node in followers:
         node.wait_serving()
     alice = login(followers[0].address, followers[0].port, "alice", "failover")
     bob = login(followers[1].address, followers[1].port, "bob", "failover")
-    receiver = Receiver(bob)
+    receiver = Receiver(bob, body_pattern(tag))
     # Bounces come back to alice: answered with an error is not lost.
-    bounces = Receiver(alice, BOUNCE, WRITTEN)
+    bounces = Receiver(alice, bounce_pattern(tag), WRITTEN)
     sent = {}
     seq = 0
     killed_at = first_after = None
@@ -83,14 +90,14 @@ def one_round(nodes, interval):
             nonlocal seq
             seq += 1
             sent[seq] = time.monotonic()
-            alice.send(("<message to='bob@%s' id='m%d' type='chat'><body>m%d</body></message>" % (DOMAIN, seq, seq)).encode())
+            alice.send(("<message to='bob@%s' id='%sm%d' type='chat'><body>%sm%d</body></message>" % (DOMAIN, tag, seq, tag, seq)).encode())
 
         # Wait until alice's node knows bob's session (the directory update crosses nodes; a
         # message before that would be stored offline): warm-up messages, not counted.
         warmup = iter(range(10**6, 10**6 + 1000))
 
         def warm():
-            alice.send(("<message to='bob@%s' type='chat'><body>m%d</body></message>" % (DOMAIN, next(warmup))).encode())
+            alice.send(("<message to='bob@%s' type='chat'><body>%sm%d</body></message>" % (DOMAIN, tag, next(warmup))).encode())
             return any(key >= 10**6 for key in receiver.arrived)
 
         wait_until("a first message arrives", warm, timeout=20, pause=0.1)
@@ -100,24 +107,29 @@ def one_round(nodes, interval):
         killed_at = time.monotonic()
         leader.kill9()
         deadline = killed_at + 30
-        writes = {}
-        while time.monotonic() < deadline:
+        writes = 0
+        while time.monotonic() < deadline and (first_after is None or not bounces.second_arrived):
             send_one()
-            # A replicated write (a roster set) every few messages, to time the new leader.
-            if seq % 4 == 0 and not bounces.second_arrived:
-                writes[seq] = time.monotonic()
-                alice.send(("<iq type='set' id='w%d'><query xmlns='jabber:iq:roster'><item jid='c%d@example.org'/></query></iq>" % (seq, seq)).encode())
+            # A replicated write (a roster set) at the kill and every few messages after it
+            # until one is answered, to time the new leader.
+            if seq % 4 == 1 and not bounces.second_arrived and writes < 100:
+                writes += 1
+                alice.send(("<iq type='set' id='w%d'><query xmlns='jabber:iq:roster'><item jid='c%d@example.org'/></query></iq>" % (seq, writes % 20)).encode())
             time.sleep(interval)
-            after = [s for s, t in sent.items() if t >= killed_at and s in receiver.arrived]
-            if after:
-                first_after = min(receiver.arrived[s] for s in after)
-                break
+            if first_after is None:
+                after = [s for s, t in sent.items() if t >= killed_at and s in receiver.arrived]
+                if after:
+                    first_after = min(receiver.arrived[s] for s in after)
         # Keep going a little, then let everything in flight land.
         for _ in range(20):
             send_one()
             time.sleep(interval)
         settle = time.monotonic() + 5
-        while (len(receiver.arrived) < len(sent) or not bounces.second_arrived) and time.monotonic() < settle:
+        def answered():
+            # Warm-up messages are in `arrived` too: count the numbered ones only.
+            return sum(1 for s in sent if s in receiver.arrived or s in bounces.arrived)
+
+        while (answered() < len(sent) or not bounces.second_arrived) and time.monotonic() < settle:
             time.sleep(0.05)
     finally:
         receiver.stop = True
@@ -128,7 +140,7 @@ def one_round(nodes, interval):
     if missing:
         # Stored offline is not lost either: bob logs in again and collects them.
         again = login(followers[1].address, followers[1].port, "bob", "collect")
-        collector = Receiver(again)
+        collector = Receiver(again, body_pattern(tag))
         collector.start()
         again.send(b"<presence/>")
         time.sleep(3)
@@ -144,6 +156,22 @@ def one_round(nodes, interval):
     gap = None if first_after is None else first_after - killed_at
     written = min(bounces.second_arrived.values()) - killed_at if bounces.second_arrived else None
     return leader, gap, lost, len(sent), written
+
+
+def dump_stacks(nodes):
+    """Every thread's stack of every running node (SB_STACKS=1): what a node that stopped
+    answering is stuck on."""
+    for node in nodes:
+        if node.process is None or node.process.poll() is not None:
+            continue
+        result = subprocess.run(
+            ["gdb", "-p", str(node.process.pid), "-batch", "-ex", "thread apply all bt 30"],
+            capture_output=True, text=True, timeout=120,
+        )
+        path = os.path.join(node.dir, "stacks.txt")
+        with open(path, "w") as out:
+            out.write(result.stdout + result.stderr)
+        print("stacks of %s in %s" % (node.address, path), flush=True)
 
 
 def percentile(values, fraction):
@@ -166,7 +194,12 @@ def main():
             nodes[0].mmp_run("user", "add", user, stdin="%s\n%s\n" % (USERS[user], USERS[user]))
         form(nodes)
         for kill in range(args.kills):
-            leader, gap, lost, sent, written = one_round(nodes, args.interval_ms / 1000.0)
+            try:
+                leader, gap, lost, sent, written = one_round(nodes, args.interval_ms / 1000.0, "r%d" % kill)
+            except CheckFailed:
+                if os.environ.get("SB_STACKS"):
+                    dump_stacks(nodes)
+                raise
             if written is not None:
                 write_gaps.append(written * 1000.0)
             lost_total += lost

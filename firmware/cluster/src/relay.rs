@@ -9,11 +9,17 @@
 //! ([`RelayHandler::undeliverable`]) or is refused at once by [`crate::Cluster::relay`]:
 //! nothing is dropped without the sender hearing of it.
 //!
-//! Peer liveness follows the probes that feed the status display: a voter that has not
-//! answered for `unreachable_after` is down, and up again when it answers.
+//! Peer liveness follows the probes that feed the status display and the relay traffic
+//! itself: a voter that has neither answered a probe nor sent a batch for `unreachable_after`
+//! is down, and up again as soon as either happens. Hearing a peer's batch counts because
+//! the two directions of a pair are probed independently: a node that just restarted hears
+//! its peers' snapshots before its own probes of them succeed, and must not refuse to answer
+//! them meanwhile.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Instant;
 
 use openraft::RaftMetrics;
 use serde::{Deserialize, Serialize};
@@ -80,6 +86,8 @@ struct Peer {
     addr: Arc<Mutex<String>>,
     queue: mpsc::Sender<Vec<u8>>,
     up: bool,
+    /// When the peer's last relay batch arrived.
+    heard: Option<Instant>,
     sender: JoinHandle<()>,
 }
 
@@ -138,8 +146,10 @@ impl Relay {
         self.handler.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Queue `payload` for `to` without waiting.
-    pub fn send(&self, to: NodeId, payload: Vec<u8>) -> Result<(), RelayError> {
+    /// Queue `payload` for `to` without waiting. A member not (yet) seen up is tried all the
+    /// same: the sender's attempt decides, and a failed one comes back through
+    /// [`RelayHandler::undeliverable`].
+    pub fn send(self: &Arc<Self>, to: NodeId, payload: Vec<u8>) -> Result<(), RelayError> {
         let max = self.max_payload();
         if payload.len() > max {
             return Err(RelayError::TooLarge {
@@ -147,15 +157,27 @@ impl Relay {
                 max,
             });
         }
-        let peers = lock(&self.peers);
-        let peer = peers.get(&to).ok_or(RelayError::UnknownPeer(to))?;
-        if !peer.up {
-            return Err(RelayError::PeerDown(to));
+        if to == self.me {
+            return Err(RelayError::UnknownPeer(to));
         }
+        let mut peers = lock(&self.peers);
+        let peer = self.peer_of(&mut peers, to).ok_or(RelayError::UnknownPeer(to))?;
         peer.queue.try_send(payload).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => RelayError::QueueFull(to),
             mpsc::error::TrySendError::Closed(_) => RelayError::PeerDown(to),
         })
+    }
+
+    /// The peer entry of member `id`, its sender started now if it joined since the last
+    /// refresh (the monitor reports it up: never from here, where callers hold their locks).
+    fn peer_of<'a>(self: &Arc<Self>, peers: &'a mut HashMap<NodeId, Peer>, id: NodeId) -> Option<&'a mut Peer> {
+        match peers.entry(id) {
+            Entry::Occupied(peer) => Some(peer.into_mut()),
+            Entry::Vacant(slot) => {
+                let addr = self.members().into_iter().find(|m| m.id == id && !m.me)?.addr;
+                Some(slot.insert(self.start_peer(id, addr)))
+            }
+        }
     }
 
     /// Voters with their reachability.
@@ -179,7 +201,7 @@ impl Relay {
     }
 
     /// Payloads that arrived from `from`, handed over in order.
-    pub fn receive(&self, from: NodeId, batch: Vec<RelayPayload>) -> Response {
+    pub fn receive(self: &Arc<Self>, from: NodeId, batch: Vec<RelayPayload>) -> Response {
         let is_member = self
             .metrics
             .borrow()
@@ -193,10 +215,28 @@ impl Relay {
         let Some(handler) = self.handler() else {
             return Response::RelayRefused("no relay handler on this node".to_owned());
         };
+        self.heard_from(from, &handler);
         for RelayPayload(payload) in batch {
             handler.received(from, payload);
         }
         Response::Relayed
+    }
+
+    /// A batch from `from` arrived: it is up, whatever our probes of it said so far. (Called
+    /// from the cluster port's handler, where no lock of the layer above is held.)
+    fn heard_from(self: &Arc<Self>, from: NodeId, handler: &Arc<dyn RelayHandler>) {
+        let mut peers = lock(&self.peers);
+        let Some(peer) = self.peer_of(&mut peers, from) else {
+            return;
+        };
+        peer.heard = Some(Instant::now());
+        if peer.up {
+            return;
+        }
+        peer.up = true;
+        drop(peers);
+        log::info!("cluster relay: node {from:016x} up (heard from it)");
+        handler.peer_up(from);
     }
 
     /// Follow membership and health: start a sender for every voter, report up and down
@@ -208,6 +248,7 @@ impl Relay {
             .filter(|m| !m.me)
             .map(|m| (m.id, (m.addr, m.reachable)))
             .collect();
+        let fresh = self.timing.unreachable_after;
         let mut events = Vec::new();
         let mut peers = lock(&self.peers);
         peers.retain(|id, peer| {
@@ -223,6 +264,7 @@ impl Relay {
         for (id, (addr, reachable)) in members {
             let peer = peers.entry(id).or_insert_with(|| self.start_peer(id, addr.clone()));
             *lock(&peer.addr) = addr;
+            let reachable = reachable || peer.heard.is_some_and(|at| at.elapsed() <= fresh);
             if peer.up != reachable {
                 peer.up = reachable;
                 events.push((id, reachable));
@@ -253,6 +295,7 @@ impl Relay {
             addr,
             queue,
             up: false,
+            heard: None,
             sender,
         }
     }
