@@ -3,6 +3,8 @@ through mmp with the CMS command sequence (cluster_common.py), then:
   * users added on node 1 log in on node 3;
   * messages between a session on node 1 and one on node 3, both ways;
   * a subscription made across nodes, and presence seen across them;
+  * one roster item changed on two nodes at once (alice renames bob on node 1 while bob's
+    `unsubscribed` changes her subscription on node 3), eight times: both changes stay;
   * a Call Bridge (raw XEP-0114 component) on node 1 and a user on node 3, both ways;
   * kill -9 of the node holding bob's session: alice (node 1) sees him go unavailable, and a
     message sent to him right after the kill and one sent once he is gone are each either
@@ -127,6 +129,57 @@ def main():
             wait_for(bob, from_alice, "bob did not see alice available")
 
         checks.check("subscription and presence across nodes", presence)
+
+        def bob_in_roster(alice, tag):
+            """(name, subscription) of bob in alice's roster, as node 1 answers it."""
+            alice.received = b""
+            alice.send(("<iq type='get' id='%s'><query xmlns='jabber:iq:roster'/></iq>" % tag).encode())
+            result = ("<iq[^>]*id=['\"]%s['\"].*?</iq>" % tag).encode()
+            wait_for(alice, result, "alice's roster get was not answered")
+            answer = re.search(result, alice.received, re.S).group(0)
+            item = re.search(("<item[^>]*jid=['\"]bob@%s['\"][^>]*>" % DOMAIN).encode(), answer)
+            expect(item, "bob is not in alice's roster: %r" % answer)
+            name = re.search(rb"name=['\"]([^'\"]*)['\"]", item.group(0))
+            subscription = re.search(rb"subscription=['\"]([^'\"]*)['\"]", item.group(0))
+            return (name.group(1).decode() if name else None, subscription.group(1).decode() if subscription else "none")
+
+        def roster_says(alice, tag, expected):
+            got = bob_in_roster(alice, tag)
+            if got != expected:
+                raise CheckFailed("alice's roster says %r" % (got,))
+            return True
+
+        def concurrent_roster_changes():
+            alice, bob = sessions["alice"], sessions["bob"]
+            for n in range(8):
+                name = "bob-%d" % n
+                alice.received = bob.received = b""
+                # Both at once: each node reads alice's item for bob, changes its part and
+                # writes it back through the log; the later write must not undo the earlier.
+                alice.send(("<iq type='set' id='ren%d'><query xmlns='jabber:iq:roster'><item jid='bob@%s' name='%s'/></query></iq>" % (n, DOMAIN, name)).encode())
+                bob.send(("<presence type='unsubscribed' to='alice@%s'/>" % DOMAIN).encode())
+                wait_for(alice, ("<iq[^>]*id=['\"]ren%d['\"]" % n).encode(), "alice's roster set was not answered")
+                expected = (name, "from")
+
+                cluster.wait_until(
+                    "round %d: alice's item for bob is %r" % (n, (expected,)),
+                    lambda: roster_says(alice, "get%d" % n, expected),
+                    timeout=10,
+                    pause=0.2,
+                )
+                # Subscribe again for the next round (one step at a time, as above).
+                alice.received = bob.received = b""
+                alice.send(("<presence type='subscribe' to='bob@%s'/>" % DOMAIN).encode())
+                wait_for(bob, rb"type=['\"]subscribe['\"]", "bob did not get alice's subscription request")
+                bob.send(("<presence type='subscribed' to='alice@%s'/>" % DOMAIN).encode())
+                cluster.wait_until(
+                    "round %d: alice subscribed to bob again" % n,
+                    lambda: roster_says(alice, "again%d" % n, (name, "both")),
+                    timeout=10,
+                    pause=0.2,
+                )
+
+        checks.check("one roster item changed on two nodes at once: both changes stay", concurrent_roster_changes)
 
         def bridge():
             bob = sessions["bob"]

@@ -59,6 +59,7 @@ pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
             C::AddUser { .. }
             | C::PutRosterItem { .. }
             | C::RemoveRosterItem { .. }
+            | C::SwapRosterItem { .. }
             | C::PushOffline { .. }
             | C::TakeOffline { .. }
             | C::AckOffline { .. }

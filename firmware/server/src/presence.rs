@@ -624,16 +624,7 @@ async fn subscription_to_user(core: &Core, mut stanza: Element, user: &str, kind
 /// A subscription stanza whose roster change failed: the sender hears why (a quota is
 /// `<resource-constraint/>`), never silence.
 async fn refuse_subscription(core: &Core, stanza: &Element, user: &str, error: StorageError) {
-    let error = match error {
-        StorageError::Quota(quota) => {
-            log::debug!("presence: roster of {user}: {quota}");
-            StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string())
-        }
-        other => {
-            log::error!("presence: roster update for {user}: {other}");
-            StanzaError::new(StanzaErrorCondition::InternalServerError)
-        }
-    };
+    let error = error.to_stanza_error(&format!("presence: roster of {user}"));
     core.bounce(stanza, error).await;
 }
 

@@ -41,11 +41,7 @@ pub struct Requester<'a> {
 }
 
 fn internal(e: StorageError) -> StanzaError {
-    if let StorageError::Quota(quota) = e {
-        return StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string());
-    }
-    log::error!("roster: {e}");
-    StanzaError::new(StanzaErrorCondition::InternalServerError)
+    e.to_stanza_error("roster")
 }
 
 /// One lock per account's roster, created on demand and forgotten when nobody holds or
@@ -210,18 +206,30 @@ async fn set(core: &Core, requester: Requester<'_>, iq: &Element, query: &Elemen
     let own = Jid::from_parts(Some(requester.user), &domain, None)
         .map_err(|_| StanzaError::new(StanzaErrorCondition::InternalServerError))?;
     let (contact_jid, name, groups, remove) = parse_set_item(query, &own)?;
-    let _guard = core.roster_locks.lock(requester.user).await;
-    let existing = core.storage.contact(requester.user, &contact_jid).map_err(internal)?;
+    let mut not_found = false;
+    let written = swap_contact(core, requester.user, &contact_jid, |existing| {
+        if remove {
+            let visible = existing.is_some_and(|c| c.listed || c.subscription != SubscriptionState::None);
+            not_found = !visible;
+            return visible.then_some(None);
+        }
+        let mut contact = existing
+            .cloned()
+            .unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
+        contact.name = name.clone();
+        contact.groups = groups.clone();
+        contact.listed = true;
+        Some(Some(contact))
+    })
+    .await
+    .map_err(internal)?;
+    let Some(Swapped { before, after, version }) = written.filter(|_| !not_found) else {
+        return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
+    };
     if remove {
-        let Some(existing) = existing.filter(|c| c.listed || c.subscription != SubscriptionState::None) else {
+        let Some(existing) = before else {
             return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
         };
-        let version = core
-            .storage
-            .remove_contact(requester.user, &existing.jid)
-            .await
-            .map_err(internal)?;
-        drop(_guard);
         // RFC 6121 §2.5.2: cancel both directions on the contact's side.
         let cancel_theirs = existing.subscription.has_from() || existing.pending_in;
         let cancel_ours = existing.subscription.has_to() || existing.ask_out;
@@ -243,18 +251,54 @@ async fn set(core: &Core, requester: Requester<'_>, iq: &Element, query: &Elemen
         push(core, requester.user, &existing, true, &version).await;
         return Ok(result_for(iq));
     }
-    let mut contact = existing.unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
-    contact.name = name;
-    contact.groups = groups;
-    contact.listed = true;
-    let version = core
-        .storage
-        .save_contact(requester.user, contact.clone())
-        .await
-        .map_err(internal)?;
-    drop(_guard);
-    push(core, requester.user, &contact, false, &version).await;
+    if let Some(contact) = after {
+        push(core, requester.user, &contact, false, &version).await;
+    }
     Ok(result_for(iq))
+}
+
+/// Attempts at a compare-and-set of one roster item: each failed one means another node of
+/// the cluster changed the item in between, so more than a few in a row is pathological.
+const SWAP_ATTEMPTS: usize = 8;
+
+/// A roster item written: as it was read, as it was written (`None`: removed), and the
+/// roster version after.
+pub struct Swapped {
+    pub before: Option<Contact>,
+    pub after: Option<Contact>,
+    pub version: String,
+}
+
+/// Change one contact under the account's roster lock: `decide` gets the item as stored and
+/// returns `None` to leave it, `Some(None)` to remove it or `Some(Some(item))` to write it.
+/// The write is a compare-and-set against what `decide` saw; when another node changed the
+/// item meanwhile, `decide` runs again on the item as it is now. `Ok(None)`: nothing written.
+pub async fn swap_contact(
+    core: &Core,
+    user: &str,
+    contact_jid: &Jid,
+    mut decide: impl FnMut(Option<&Contact>) -> Option<Option<Contact>>,
+) -> Result<Option<Swapped>, StorageError> {
+    let _guard = core.roster_locks.lock(user).await;
+    let jid = contact_jid.to_string();
+    for _ in 0..SWAP_ATTEMPTS {
+        let before = core.storage.contact(user, contact_jid)?;
+        let Some(after) = decide(before.as_ref()) else {
+            return Ok(None);
+        };
+        match core
+            .storage
+            .swap_contact(user, &jid, before.as_ref(), after.as_ref())
+            .await
+        {
+            Ok(version) => return Ok(Some(Swapped { before, after, version })),
+            Err(StorageError::RosterItemChanged) => {
+                log::debug!("roster: {user}'s item for {jid} changed meanwhile; redoing the change");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StorageError::RosterItemChanged)
 }
 
 /// Send a roster push for `contact` to every interested resource of `user`
@@ -284,20 +328,30 @@ pub async fn push(core: &Core, user: &str, contact: &Contact, remove: bool, vers
 
 /// Change one contact under the roster lock, persist it and push it when visible.
 /// `change` returns false when nothing changed (then nothing is written or pushed).
+/// `change` may run more than once (see [`swap_contact`]): it must only change the contact.
 pub async fn update_contact(
     core: &Core,
     user: &str,
     contact_jid: &Jid,
-    change: impl FnOnce(&mut Contact) -> bool,
+    mut change: impl FnMut(&mut Contact) -> bool,
 ) -> Result<Contact, StorageError> {
-    let _guard = core.roster_locks.lock(user).await;
-    let before = core.storage.contact(user, contact_jid)?;
-    let mut contact = before.clone().unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
-    if !change(&mut contact) {
-        return Ok(contact);
-    }
-    let version = core.storage.save_contact(user, contact.clone()).await?;
-    drop(_guard);
+    let mut unchanged = None;
+    let written = swap_contact(core, user, contact_jid, |before| {
+        let mut contact = before
+            .cloned()
+            .unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
+        if change(&mut contact) {
+            Some(Some(contact))
+        } else {
+            unchanged = Some(contact);
+            None
+        }
+    })
+    .await?;
+    let Some(Swapped { before, after, version }) = written else {
+        return Ok(unchanged.unwrap_or_else(|| Contact::new(&contact_jid.to_string())));
+    };
+    let contact = after.unwrap_or_else(|| Contact::new(&contact_jid.to_string()));
     let was_listed = before.as_ref().is_some_and(|c| c.listed);
     if contact.listed && contact.is_worth_keeping() {
         push(core, user, &contact, false, &version).await;

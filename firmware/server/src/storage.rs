@@ -1,14 +1,14 @@
 //! The server's view of the store: the few calls it makes, in the shapes it needs.
 //!
 //! Reads go to the store (served from sled's cache, called directly). Writes (rosters,
-//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: today the local
-//! store (there is no cluster yet), later the replicated log. A write is flushed (an fsync)
+//! offline messages) are [`ConfigChange`]s handed to a [`ConfigWriter`]: the local store on a
+//! single node, the replicated log on a cluster member. A write is flushed (an fsync)
 //! and may later wait for a quorum, so writes run on tokio's blocking pool and never stall a
 //! runtime worker. Keeping every store call in this file also keeps the rest of the crate
 //! independent of the store's exact types.
 
-use sb_proto::Jid;
 use sb_proto::sasl::UserCredentials;
+use sb_proto::{Jid, StanzaError, StanzaErrorCondition};
 use sb_store::{Applied, ConfigChange, ConfigWriter, LocalWriter, RosterItem, Store, Subscription, WriteError};
 use std::sync::Arc;
 
@@ -28,6 +28,35 @@ pub enum StorageError {
     NoQuorum { unreachable: Vec<String> },
     #[error("a blocking store task failed: {0}")]
     Task(String),
+    /// A roster item changed between reading it and writing it back (another node of the
+    /// cluster changed it): read it again and redo the change.
+    #[error("the roster item changed meanwhile")]
+    RosterItemChanged,
+}
+
+impl StorageError {
+    /// The stanza error a client hears for a roster change that failed: what it can act on
+    /// (a quota, a cluster without quorum: both worth retrying later) with its reason; a fault
+    /// of this node is logged and answered `<internal-server-error/>`.
+    pub fn to_stanza_error(&self, what: &str) -> StanzaError {
+        match self {
+            StorageError::Quota(quota) => {
+                log::debug!("{what}: {quota}");
+                StanzaError::with_text(StanzaErrorCondition::ResourceConstraint, quota.to_string())
+            }
+            StorageError::NoQuorum { .. } => {
+                log::warn!("{what}: {self}");
+                StanzaError::with_text(
+                    StanzaErrorCondition::ResourceConstraint,
+                    format!("{self}: the change cannot be stored now; try again later"),
+                )
+            }
+            _ => {
+                log::error!("{what}: {self}");
+                StanzaError::new(StanzaErrorCondition::InternalServerError)
+            }
+        }
+    }
 }
 
 /// RFC 6121 subscription states of a roster item, with the pending flags.
@@ -187,6 +216,7 @@ impl Storage {
             .map_err(|e| match e {
                 WriteError::Store(sb_store::StoreError::OfflineQueueFull { .. }) => StorageError::OfflineQueueFull,
                 WriteError::Store(sb_store::StoreError::QuotaExceeded(quota)) => StorageError::Quota(quota),
+                WriteError::Store(sb_store::StoreError::RosterItemChanged { .. }) => StorageError::RosterItemChanged,
                 WriteError::NoQuorum { unreachable } | WriteError::Unconfirmed { unreachable } => {
                     StorageError::NoQuorum { unreachable }
                 }
@@ -246,24 +276,38 @@ impl Storage {
         Ok(self.store.roster_version(user).map_err(store_err)?.to_string())
     }
 
-    /// Write a contact (or delete it when it no longer means anything); returns the new
-    /// roster version.
-    pub async fn save_contact(&self, user: &str, contact: Contact) -> Result<String, StorageError> {
-        if contact.is_worth_keeping() {
-            let change = ConfigChange::PutRosterItem {
-                user: user.to_owned(),
-                item: to_store(&contact),
-            };
-            roster_version(self.write(change).await?)
-        } else {
-            self.remove_contact(user, &contact.jid).await
-        }
-    }
-
-    pub async fn remove_contact(&self, user: &str, jid: &str) -> Result<String, StorageError> {
-        let change = ConfigChange::RemoveRosterItem {
+    /// Write `after` in place of `before`, the contact as it was read (deleting it when it no
+    /// longer means anything, or when `after` is `None`); returns the new roster version.
+    /// [`StorageError::RosterItemChanged`] when the stored item is no longer `before`.
+    pub async fn swap_contact(
+        &self,
+        user: &str,
+        jid: &str,
+        before: Option<&Contact>,
+        after: Option<&Contact>,
+    ) -> Result<String, StorageError> {
+        let change = ConfigChange::SwapRosterItem {
             user: user.to_owned(),
             contact: jid.to_owned(),
+            before: before.map(to_store),
+            after: after.filter(|c| c.is_worth_keeping()).map(to_store),
+        };
+        roster_version(self.write(change).await?)
+    }
+
+    /// Write a contact whatever is stored (setup of tests and imports; the roster logic uses
+    /// [`Storage::swap_contact`]).
+    pub async fn save_contact(&self, user: &str, contact: Contact) -> Result<String, StorageError> {
+        let change = if contact.is_worth_keeping() {
+            ConfigChange::PutRosterItem {
+                user: user.to_owned(),
+                item: to_store(&contact),
+            }
+        } else {
+            ConfigChange::RemoveRosterItem {
+                user: user.to_owned(),
+                contact: contact.jid.clone(),
+            }
         };
         roster_version(self.write(change).await?)
     }

@@ -41,6 +41,19 @@ pub enum ConfigChange {
         user: String,
         contact: String,
     },
+    /// Replace the item for `contact` (remove it when `after` is `None`) only if it is still
+    /// `before`. The subscription state machine reads an item, changes it and writes it back
+    /// on whichever node the user is on; in a cluster two nodes may do that to one item at
+    /// once (a contact's approval arriving on one node while the user renames the item on
+    /// another). A compare-and-set makes the later of the two fail with
+    /// [`StoreError::RosterItemChanged`] and be redone from the item as it is, instead of
+    /// overwriting the other's change unseen.
+    SwapRosterItem {
+        user: String,
+        contact: String,
+        before: Option<RosterItem>,
+        after: Option<RosterItem>,
+    },
     /// Queue a message for an offline user, refused once `limit` are queued.
     PushOffline {
         user: String,
@@ -235,6 +248,12 @@ impl Store {
                     version: self.roster_version(user)?,
                 }
             }
+            C::SwapRosterItem {
+                user,
+                contact,
+                before,
+                after,
+            } => Applied::RosterVersion(self.do_swap_roster_item(user, contact, before.as_ref(), after.as_ref())?),
             C::PushOffline { user, stanza, limit } => {
                 self.do_push_offline(user, stanza, *limit)?;
                 Applied::Done

@@ -23,6 +23,10 @@ pub enum StoreError {
     CallBridgeExists(String),
     #[error("no such callbridge '{0}'")]
     CallBridgeNotFound(String),
+    /// A compare-and-set of a roster item found it changed meanwhile (by another node of the
+    /// cluster): read it again and redo the change.
+    #[error("roster item '{contact}' of '{user}' changed meanwhile")]
+    RosterItemChanged { user: String, contact: String },
     #[error("offline message queue of '{user}' is full ({limit} messages)")]
     OfflineQueueFull { user: String, limit: u32 },
     /// A per-account quota or the global store budget (see `quota.rs`).

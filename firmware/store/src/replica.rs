@@ -68,6 +68,7 @@ pub enum Refusal {
     OfflineQueueFull { user: String, limit: u32 },
     QuotaExceeded(Quota),
     Rejected(String),
+    RosterItemChanged { user: String, contact: String },
 }
 
 impl Refusal {
@@ -85,6 +86,10 @@ impl Refusal {
             },
             StoreError::QuotaExceeded(quota) => Refusal::QuotaExceeded(*quota),
             StoreError::Rejected(text) => Refusal::Rejected(text.clone()),
+            StoreError::RosterItemChanged { user, contact } => Refusal::RosterItemChanged {
+                user: user.clone(),
+                contact: contact.clone(),
+            },
             StoreError::Sled(_)
             | StoreError::Corrupt { .. }
             | StoreError::SchemaTooNew { .. }
@@ -102,6 +107,7 @@ impl Refusal {
             Refusal::OfflineQueueFull { user, limit } => StoreError::OfflineQueueFull { user, limit },
             Refusal::QuotaExceeded(quota) => StoreError::QuotaExceeded(quota),
             Refusal::Rejected(text) => StoreError::Rejected(text),
+            Refusal::RosterItemChanged { user, contact } => StoreError::RosterItemChanged { user, contact },
         }
     }
 }

@@ -114,6 +114,40 @@ impl Store {
         Ok(version)
     }
 
+    /// Compare-and-set of one item (see [`crate::ConfigChange::SwapRosterItem`]). Changes are
+    /// applied one at a time (the local writer's caller holds the user's roster lock, the
+    /// replicated log applies in order), so the comparison and the write need no common
+    /// transaction.
+    pub(crate) fn do_swap_roster_item(
+        &self,
+        user: &str,
+        contact: &str,
+        before: Option<&RosterItem>,
+        after: Option<&RosterItem>,
+    ) -> Result<u64> {
+        if let Some(item) = after
+            && item.jid != contact
+        {
+            return Err(StoreError::Rejected(format!(
+                "roster item for '{}' stored under '{contact}'",
+                item.jid
+            )));
+        }
+        if self.roster_item(user, contact)?.as_ref() != before {
+            return Err(StoreError::RosterItemChanged {
+                user: user.to_owned(),
+                contact: contact.to_owned(),
+            });
+        }
+        match after {
+            Some(item) => self.do_put_roster_item(user, item),
+            None => {
+                self.do_remove_roster_item(user, contact)?;
+                self.roster_version(user)
+            }
+        }
+    }
+
     /// Remove the item; returns it if there was one (and only then bumps the version).
     pub(crate) fn do_remove_roster_item(&self, user: &str, contact: &str) -> Result<Option<RosterItem>> {
         let key = user_subkey(user, contact.as_bytes());

@@ -2,7 +2,7 @@
 
 mod common;
 use common::Changes;
-use sb_store::{RosterItem, Store, StoreError, Subscription, TlsIdentity, UserCredentials, XmppConfig};
+use sb_store::{ConfigChange, RosterItem, Store, StoreError, Subscription, TlsIdentity, UserCredentials, XmppConfig};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -168,6 +168,85 @@ fn roster_round_trip_with_versions() {
     let store = reopen(dir.path(), store);
     assert_eq!(store.roster_version("alice").unwrap(), 4);
     assert_eq!(store.roster("alice").unwrap(), vec![changed]);
+}
+
+/// The compare-and-set two cluster nodes rely on when they change one roster item at once.
+#[test]
+fn a_roster_swap_applies_only_over_the_item_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.add_user("alice", &creds("alice-pw")).unwrap();
+    let swap = |before: Option<&RosterItem>, after: Option<&RosterItem>| {
+        store.apply(&ConfigChange::SwapRosterItem {
+            user: "alice".into(),
+            contact: "romeo@example.net".into(),
+            before: before.cloned(),
+            after: after.cloned(),
+        })
+    };
+    let read = RosterItem {
+        subscription: Subscription::To,
+        listed: true,
+        ..RosterItem::new("romeo@example.net")
+    };
+    swap(None, Some(&read)).unwrap();
+
+    // Another node changed it after this one read it: refused, nothing written.
+    let theirs = RosterItem {
+        subscription: Subscription::Both,
+        ..read.clone()
+    };
+    swap(Some(&read), Some(&theirs)).unwrap();
+    let ours = RosterItem {
+        name: Some("Romeo".into()),
+        ..read.clone()
+    };
+    let version = store.roster_version("alice").unwrap();
+    assert!(matches!(
+        swap(Some(&read), Some(&ours)),
+        Err(StoreError::RosterItemChanged { user, contact }) if user == "alice" && contact == "romeo@example.net"
+    ));
+    assert!(matches!(
+        swap(None, Some(&ours)),
+        Err(StoreError::RosterItemChanged { .. })
+    ));
+    assert_eq!(
+        store.roster_item("alice", "romeo@example.net").unwrap(),
+        Some(theirs.clone())
+    );
+    assert_eq!(store.roster_version("alice").unwrap(), version);
+
+    // Redone over what is stored: both changes stay.
+    let both = RosterItem {
+        name: Some("Romeo".into()),
+        ..theirs.clone()
+    };
+    swap(Some(&theirs), Some(&both)).unwrap();
+    let store_after = reopen(dir.path(), store);
+    assert_eq!(
+        store_after.roster_item("alice", "romeo@example.net").unwrap(),
+        Some(both.clone())
+    );
+
+    // A removal is a swap to nothing; an item filed under another contact is refused.
+    let swap = |before: Option<&RosterItem>, after: Option<&RosterItem>| {
+        store_after.apply(&ConfigChange::SwapRosterItem {
+            user: "alice".into(),
+            contact: "romeo@example.net".into(),
+            before: before.cloned(),
+            after: after.cloned(),
+        })
+    };
+    assert!(matches!(
+        swap(Some(&both), Some(&RosterItem::new("juliet@example.net"))),
+        Err(StoreError::Rejected(_))
+    ));
+    swap(Some(&both), None).unwrap();
+    assert_eq!(store_after.roster_item("alice", "romeo@example.net").unwrap(), None);
+    assert!(matches!(
+        swap(Some(&both), None),
+        Err(StoreError::RosterItemChanged { .. })
+    ));
 }
 
 #[test]
