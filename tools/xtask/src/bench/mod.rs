@@ -5,6 +5,7 @@
 //! Servers run one after the other (never concurrently), each on its own loopback address,
 //! so they do not compete for the two cores while being measured.
 
+mod cluster;
 mod servers;
 
 use crate::deps;
@@ -41,7 +42,11 @@ then --rate msg/s (half each way, both at once) for the latency p50/p99 per dire
   --no-component            skip the Call Bridge scenario
   --component-plain         the Call Bridge over plain TCP (`xmpp callbridge plain on`) instead of TLS
   --debug                   use debug builds instead of release
-  --keep                    keep the temporary directories (configs, logs, data)";
+  --keep                    keep the temporary directories (configs, logs, data)
+  --cluster                 instead: the cluster's figures (routing and logins against a single
+                            node, one replicated write, failover over --kills N kills, default 20);
+                            --clients sets the routing clients (default 200 there)
+  --kills N                 leader kills of the failover benchmark (with --cluster)";
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -112,6 +117,9 @@ pub const CALLBRIDGE_SECRET: &str = "bench-callbridge-secret";
 
 pub fn bench(args: &[String]) -> TaskResult {
     let mut options = BenchOptions::default();
+    let mut clustered = false;
+    let mut clients_given = false;
+    let mut kills = 20;
     let mut args = Args::new(args);
     while let Some(flag) = args.next_flag() {
         match flag.as_str() {
@@ -130,7 +138,12 @@ pub fn bench(args: &[String]) -> TaskResult {
                 }
                 options.peers = vec![Peer::Prosody, Peer::Ejabberd];
             }
-            "--clients" => options.clients = args.number("--clients")?,
+            "--clients" => {
+                options.clients = args.number("--clients")?;
+                clients_given = true;
+            }
+            "--cluster" => clustered = true,
+            "--kills" => kills = args.number("--kills")?,
             "--idle" => options.idle = args.number("--idle")?,
             "--rate" => options.rate = args.number("--rate")?,
             "--duration" => options.duration_secs = args.number("--duration")?,
@@ -149,6 +162,14 @@ pub fn bench(args: &[String]) -> TaskResult {
             }
             other => return Err(format!("unknown option '{other}'\n{HELP}")),
         }
+    }
+    if clustered {
+        return cluster::run(&cluster::ClusterBench {
+            clients: if clients_given { options.clients } else { 200 },
+            kills,
+            writes: 300,
+            release: options.release,
+        });
     }
     if options.clients < 2 || options.clients % 2 != 0 {
         return Err("--clients must be an even number of at least 2 (clients talk in pairs)".into());
