@@ -46,6 +46,14 @@ class Receiver(threading.Thread):
         self.second_arrived = {}
         self.stop = False
 
+    def finish(self):
+        """Stop reading and wait for the thread, before the socket is closed: a reader still in
+        recv() on a closed SSL socket would read from (and send alerts on) whatever connection
+        reuses the descriptor next, such as the next round's login."""
+        self.stop = True
+        if self.is_alive():
+            self.join(timeout=5)
+
     def run(self):
         buffer = b""
         self.raw.sock.settimeout(0.2)
@@ -132,8 +140,8 @@ def one_round(nodes, interval, tag):
         while (answered() < len(sent) or not bounces.second_arrived) and time.monotonic() < settle:
             time.sleep(0.05)
     finally:
-        receiver.stop = True
-        bounces.stop = True
+        receiver.finish()
+        bounces.finish()
         alice.close()
         bob.close()
     missing = [s for s in sent if s not in receiver.arrived and s not in bounces.arrived]
@@ -144,7 +152,7 @@ def one_round(nodes, interval, tag):
         collector.start()
         again.send(b"<presence/>")
         time.sleep(3)
-        collector.stop = True
+        collector.finish()
         again.close()
         stored = [s for s in missing if s in collector.arrived]
         print("     %d not delivered live: %d bounced, %d stored offline, %d missing" % (

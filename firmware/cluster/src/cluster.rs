@@ -51,6 +51,8 @@ struct Inner {
     db: std::sync::Weak<RaftDb>,
     /// Payloads beside the log (session directory, routed stanzas).
     relay: Arc<Relay>,
+    /// Told when a leader's append-entries first reaches this node (see `allow_elections`).
+    leader_heard: Arc<tokio::sync::Notify>,
 }
 
 fn node_state(state: ServerState) -> NodeState {
@@ -102,6 +104,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let initial = node_state(raft.metrics().borrow().state);
+        let timing_quiet = timing.startup_quiet;
         let relay = Arc::new(Relay::new(id, Arc::clone(&transport), raft.metrics(), timing.clone()));
         let inner = Arc::new(Inner {
             id,
@@ -114,6 +117,7 @@ impl Cluster {
             tasks: Mutex::new(Vec::new()),
             db: Arc::downgrade(&db),
             relay: Arc::clone(&relay),
+            leader_heard: Arc::new(tokio::sync::Notify::new()),
         });
         let tasks = vec![
             tokio::spawn(transport::serve(
@@ -127,6 +131,12 @@ impl Cluster {
             tokio::spawn(watch_state(inner.raft.metrics(), Arc::clone(&inner.last_state_change))),
             tokio::spawn(probe_members(Arc::downgrade(&inner))),
             tokio::spawn(relay::monitor(Arc::downgrade(&relay))),
+            tokio::spawn(allow_elections(
+                inner.raft.clone(),
+                id,
+                timing_quiet,
+                Arc::clone(&inner.leader_heard),
+            )),
         ];
         *inner.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         log::info!("cluster: node {id:016x} listening on {}", options.listen);
@@ -678,7 +688,11 @@ impl Inner {
             return Response::WrongNode { actual: self.id };
         }
         match envelope.request {
-            Request::AppendEntries(rpc) => Response::AppendEntries(self.raft.append_entries(rpc).await),
+            Request::AppendEntries(rpc) => {
+                // A permit is kept until `allow_elections` takes it; later calls are no-ops.
+                self.leader_heard.notify_one();
+                Response::AppendEntries(self.raft.append_entries(rpc).await)
+            }
             Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
             Request::InstallSnapshot(rpc) => Response::InstallSnapshot(self.raft.install_snapshot(rpc).await),
             Request::Forward(entry) => {
@@ -707,6 +721,27 @@ impl Inner {
             Request::Relay(batch) => self.relay.receive(envelope.from, batch),
         }
     }
+}
+
+/// Let this node call elections once a leader's append-entries reached it, or after `quiet`
+/// without one (a whole cluster starting, or the leader being the node that is down), or at
+/// once when it is the only voter. (The leader known from the vote on disk does not count:
+/// it may be the one that is gone.)
+async fn allow_elections(raft: Raft<TypeConfig>, me: NodeId, quiet: Duration, heard: Arc<tokio::sync::Notify>) {
+    let alone = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .all(|id| id == me);
+    if !alone && tokio::time::timeout(quiet, heard.notified()).await.is_err() {
+        log::info!(
+            "cluster: no leader heard within {} ms of the start; elections allowed",
+            quiet.as_millis()
+        );
+    }
+    raft.runtime_config().elect(true);
 }
 
 /// Record when this node's role changes, for the status display.

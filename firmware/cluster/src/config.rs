@@ -48,6 +48,11 @@ pub struct Timing {
     /// A member neither probed nor heard from successfully for this long is unreachable.
     /// Default 1 s.
     pub unreachable_after: Duration,
+    /// A node that starts calls no election until it has heard from a leader or this long has
+    /// passed. Raft without pre-vote lets a restarted member depose a healthy leader: the
+    /// leader's replication to it is still backing off, so the newcomer's election timer
+    /// fires first and its higher term makes the leader step down. Default 1 s.
+    pub startup_quiet: Duration,
     /// Build a snapshot after this many applied entries since the last one. Default 5000.
     pub snapshot_every: u64,
     /// Entries kept in the log behind a snapshot, so briefly absent nodes catch up from the
@@ -70,6 +75,7 @@ impl Default for Timing {
             join_timeout: Duration::from_secs(20),
             probe_interval: Duration::from_millis(200),
             unreachable_after: Duration::from_secs(1),
+            startup_quiet: Duration::from_secs(1),
             snapshot_every: 5000,
             logs_kept_after_snapshot: 1000,
             max_frame: 16 * 1024 * 1024,
@@ -91,6 +97,9 @@ impl Timing {
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             // A JSON-encoded chunk grows up to four times; keep it well inside one frame.
             snapshot_max_chunk_size: (self.max_frame / 8).max(1024) as u64,
+            // Turned on by the cluster once the start is quiet (see `startup_quiet`);
+            // `initialize` elects regardless.
+            enable_elect: false,
             ..Default::default()
         };
         config.validate().map_err(|e| e.to_string())

@@ -404,3 +404,35 @@ async fn a_partition_leaves_writes_to_the_majority_and_heals() {
     assert!(!all.contains(&entry("minority-side")), "{all:?}");
     h.shutdown_all().await;
 }
+
+/// A member that starts while no leader answers it stays quiet for `startup_quiet`: it does
+/// not raise the term (which would depose a healthy leader whose heartbeats had not reached
+/// it yet). Nodes that heard from a leader elect as usual: the failover tests above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starting_member_calls_no_election_before_it_could_hear_a_leader() {
+    let timing = Timing {
+        startup_quiet: std::time::Duration::from_secs(60),
+        ..Timing::default()
+    };
+    let mut h = Harness::with_timing(41, 3, timing.clone());
+    h.form().await;
+    let leader = h.wait_leader().await;
+    let term_before = h.cluster(leader).status().term;
+    for i in 0..3 {
+        h.stop(i).await;
+    }
+    // A former follower (a former leader resumes its own term from disk, calling no election).
+    let follower = (leader + 1) % 3;
+    h.start(follower).await;
+    // Many election timeouts (150-300 ms) pass; a slower machine only makes the wait longer.
+    tokio::time::sleep(timing.election_max * 8).await;
+    let status = h.cluster(follower).status();
+    assert_eq!(status.state, NodeState::Follower, "a quiet start stays a follower");
+    assert!(
+        status.term <= term_before,
+        "no election was called: term {} after {}",
+        status.term,
+        term_before
+    );
+    h.shutdown_all().await;
+}
