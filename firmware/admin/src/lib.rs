@@ -274,7 +274,9 @@ pub(crate) mod testing {
                 for reaction in crate::reconcile::reactions(&published.event) {
                     match reaction {
                         crate::reconcile::Reaction::ReloadServer => *self.config_changes.lock().unwrap() += 1,
-                        crate::reconcile::Reaction::ReloadFederation | crate::reconcile::Reaction::ReloadCluster => {}
+                        crate::reconcile::Reaction::ReloadFederation
+                        | crate::reconcile::Reaction::ReloadCluster
+                        | crate::reconcile::Reaction::EndSessionsWithoutAccount => {}
                         crate::reconcile::Reaction::EndSessionsOf(user) => {
                             self.users_changed.lock().unwrap().push(user)
                         }

@@ -16,6 +16,9 @@ pub enum Reaction {
     ReloadCluster,
     /// An account was deleted or its password changed: end that user's sessions.
     EndSessionsOf(String),
+    /// The shared state was replaced whole (a replica snapshot, a restore) or events were
+    /// missed: end the sessions of accounts that no longer exist.
+    EndSessionsWithoutAccount,
     /// A Call Bridge was added, deleted or re-keyed: a deleted or re-keyed bridge's
     /// connection must end (secrets are read from the store at each handshake).
     CallBridgeChanged(String),
@@ -69,11 +72,16 @@ pub fn reactions(event: &FeedEvent) -> Vec<Reaction> {
     }
 }
 
-/// After a subscriber lagged (it missed events, so it cannot know which): reload everything
-/// that can be reloaded. Sessions of users whose password changed in the gap are not found
-/// this way; a lag needs over a thousand changes queued, far beyond an admin's pace.
+/// After the shared state was replaced whole, or a subscriber lagged (it missed events, so it
+/// cannot know which): reload everything that can be reloaded, and end the sessions of
+/// accounts that are gone (a cluster node cut off while a user was deleted catches up by
+/// snapshot). Sessions of users whose password changed in the gap are not found this way.
 pub fn full_resync() -> Vec<Reaction> {
-    vec![Reaction::ReloadServer, Reaction::ReloadFederation]
+    vec![
+        Reaction::ReloadServer,
+        Reaction::ReloadFederation,
+        Reaction::EndSessionsWithoutAccount,
+    ]
 }
 
 #[cfg(test)]

@@ -636,6 +636,15 @@ impl Router {
         handles.len()
     }
 
+    /// Users with at least one session on this node.
+    pub fn local_users(&self) -> Vec<String> {
+        locked(&self.users)
+            .iter()
+            .filter(|(_, entries)| entries.iter().any(|e| e.handle.is_local()))
+            .map(|(user, _)| user.clone())
+            .collect()
+    }
+
     /// Ask every session of this node to close (sessions on other nodes stay: this node
     /// going down is not theirs).
     pub fn close_all(&self, error: &StreamError) {

@@ -377,6 +377,19 @@ impl Server {
         )
     }
 
+    /// End this node's sessions of accounts the store no longer has (see
+    /// `Reaction::EndSessionsWithoutAccount`). A store that cannot answer ends nothing.
+    pub fn kick_users_without_account(&self) -> usize {
+        let store = self.core.storage.store();
+        self.core
+            .router
+            .local_users()
+            .into_iter()
+            .filter(|user| matches!(store.user_exists(user), Ok(false)))
+            .map(|user| self.kick_user(&user))
+            .sum()
+    }
+
     /// Stop accepting, close every stream with `<system-shutdown/>` and wait (bounded by
     /// `ServerTuning::shutdown_timeout`) for the connections to finish their goodbyes.
     pub async fn shutdown(&self) {

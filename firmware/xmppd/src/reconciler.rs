@@ -108,6 +108,12 @@ async fn react(
                 log::info!("account {user} changed: closing {closed} session(s)");
             }
         }
+        Reaction::EndSessionsWithoutAccount => {
+            let closed = server.kick_users_without_account();
+            if closed > 0 {
+                log::info!("closed {closed} session(s) of accounts that no longer exist");
+            }
+        }
         // Secrets are read from the store at each handshake, so an added bridge needs
         // nothing; a deleted or re-keyed one loses its connection.
         Reaction::CallBridgeChanged(name) => {

@@ -127,3 +127,68 @@ async fn changes_written_to_the_store_reach_the_running_server() {
     reconciler.abort();
     server.shutdown().await;
 }
+
+/// A node cut off while an account was deleted catches up by installing a replica snapshot:
+/// no DeleteUser event reaches it, yet the deleted user's session must end (the others stay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_snapshot_without_an_account_ends_its_sessions() {
+    let service = ServiceConfig {
+        domain: DOMAIN.to_owned(),
+        starttls_required: false,
+        ..ServiceConfig::default()
+    };
+    let add = |name: &str| ConfigChange::AddUser {
+        name: name.into(),
+        credentials: UserCredentials::new(PASSWORD).expect("credentials"),
+    };
+    // The cluster's state after the deletion: bob only.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let other = Store::open(elsewhere.path()).expect("open other store");
+    other
+        .apply(&ConfigChange::SetService(service.clone()))
+        .expect("service");
+    other.apply(&add("bob")).expect("bob");
+    let snapshot = other.replica_snapshot().expect("snapshot");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open store");
+    let writer = Arc::new(LocalWriter::new(store.clone()));
+    let addr = free_addr();
+    write(&writer, ConfigChange::SetService(service)).await;
+    write(&writer, add("alice")).await;
+    write(&writer, add("bob")).await;
+    store
+        .set_node_config(&NodeConfig {
+            enabled: true,
+            listen: vec![addr.to_string()],
+            component_port: 0,
+            ..NodeConfig::default()
+        })
+        .expect("node config");
+    let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
+    server.start().await.expect("start");
+    let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None, None);
+    let mut sessions = Vec::new();
+    for user in ["alice", "bob"] {
+        let mut client = Client::connect(addr).await;
+        client.open_stream(DOMAIN).await;
+        client.authenticate(user, PASSWORD).await.expect("login");
+        client.restart_stream();
+        client.open_stream(DOMAIN).await;
+        client.bind(Some("phone")).await;
+        sessions.push(client);
+    }
+    assert_eq!(server.status().sessions.len(), 2);
+
+    store.install_replica_snapshot(&snapshot).expect("install");
+    assert!(reconciled.wait_for(store.last_seq(), WAIT).await);
+    let mut alice = sessions.remove(0);
+    tokio::time::timeout(WAIT, alice.expect_stream_error("not-authorized"))
+        .await
+        .expect("the session of the account the snapshot no longer has must close");
+    let users: Vec<String> = server.status().sessions.iter().map(|s| s.jid.clone()).collect();
+    assert_eq!(users.len(), 1, "bob's session stays: {users:?}");
+    assert!(users[0].starts_with("bob@"), "{users:?}");
+    reconciler.abort();
+    server.shutdown().await;
+}
