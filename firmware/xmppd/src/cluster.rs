@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long a write waits for this node's replica to apply its own entry (a follower applies
 /// after the leader answered).
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(10);
-/// Pause between looks at the local replica while waiting.
-const APPLY_POLL: Duration = Duration::from_millis(2);
+/// Pause between looks at a joining replica while it catches up with the log.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 /// Bound on one admin call into the cluster beyond its own timeouts.
 const ADMIN_CALL_LIMIT: Duration = Duration::from_secs(60);
 
@@ -341,26 +341,6 @@ impl ClusterNode {
             .map_err(|_| format!("no answer within {} s", ADMIN_CALL_LIMIT.as_secs()))
     }
 
-    /// Wait until this node's replica has applied entry `index`.
-    fn wait_applied(&self, index: u64, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self
-                .store
-                .applied_index()
-                .ok()
-                .flatten()
-                .is_some_and(|applied| applied >= index)
-            {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(APPLY_POLL);
-        }
-    }
-
     /// Propose `entry` and wait for this node to apply it; the outcome as a local write's.
     fn propose(&self, cluster: &Cluster, entry: &LogEntry) -> Result<Written, WriteError> {
         let bytes = entry.encode()?;
@@ -370,7 +350,11 @@ impl ClusterNode {
             other => WriteError::Rejected(other.to_string()),
         })?;
         let answer = Answer::decode(&answer)?;
-        if !self.wait_applied(answer.index, LOCAL_APPLY_WAIT) {
+        // Read-your-writes: the caller reads this node's replica next.
+        if !self
+            .runtime
+            .block_on(cluster.wait_applied(answer.index, LOCAL_APPLY_WAIT))
+        {
             log::warn!(
                 "cluster: entry {} committed but not applied here within {} s",
                 answer.index,
@@ -489,7 +473,7 @@ impl ClusterLive for ClusterNode {
             if status.last_log_index.is_some() && status.last_applied_index >= status.last_log_index {
                 break;
             }
-            std::thread::sleep(APPLY_POLL * 5);
+            std::thread::sleep(CATCH_UP_POLL);
         }
         notes.extend(self.describe_join_changes(&before, &old));
         Ok(notes)
