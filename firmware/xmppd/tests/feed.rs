@@ -25,6 +25,16 @@ async fn write(writer: &Arc<LocalWriter>, change: ConfigChange) -> Written {
         .expect("write")
 }
 
+/// This node's settings: the service on or off, clients on `listen`, no Call Bridge port.
+fn serving(listen: SocketAddr, enabled: bool) -> NodeConfig {
+    NodeConfig {
+        enabled,
+        listen: vec![listen.to_string()],
+        component_port: 0,
+        ..NodeConfig::default()
+    }
+}
+
 fn listening_on(server: &Server) -> Vec<SocketAddr> {
     server.status().listeners.iter().filter_map(|l| l.bound).collect()
 }
@@ -44,14 +54,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
         }),
     )
     .await;
-    store
-        .set_node_config(&NodeConfig {
-            enabled: true,
-            listen: vec![first.to_string()],
-            component_port: 0,
-            ..NodeConfig::default()
-        })
-        .expect("node config");
+    store.set_node_config(&serving(first, true)).expect("node config");
     write(
         &writer,
         ConfigChange::AddUser {
@@ -86,14 +89,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
 
     // A node-local change (not a ConfigChange) moves the listener.
     let second = free_addr();
-    let seq = store
-        .set_node_config(&NodeConfig {
-            enabled: true,
-            listen: vec![second.to_string()],
-            component_port: 0,
-            ..NodeConfig::default()
-        })
-        .expect("move listener");
+    let seq = store.set_node_config(&serving(second, true)).expect("move listener");
     assert!(reconciled.wait_for(seq, WAIT).await);
     assert_eq!(listening_on(&server), vec![second]);
     Client::connect(second).await.open_stream(DOMAIN).await;
@@ -112,14 +108,7 @@ async fn changes_written_to_the_store_reach_the_running_server() {
     assert_eq!(server.status().domain, "renamed.example");
 
     // A node-local change: the service is disabled on this node.
-    let seq = store
-        .set_node_config(&NodeConfig {
-            enabled: false,
-            listen: vec![second.to_string()],
-            component_port: 0,
-            ..NodeConfig::default()
-        })
-        .expect("disable");
+    let seq = store.set_node_config(&serving(second, false)).expect("disable");
     assert!(reconciled.wait_for(seq, WAIT).await);
     assert!(!server.status().enabled);
     assert_eq!(listening_on(&server), Vec::<SocketAddr>::new());
@@ -157,14 +146,7 @@ async fn a_replica_snapshot_without_an_account_ends_its_sessions() {
     write(&writer, ConfigChange::SetService(service)).await;
     write(&writer, add("alice")).await;
     write(&writer, add("bob")).await;
-    store
-        .set_node_config(&NodeConfig {
-            enabled: true,
-            listen: vec![addr.to_string()],
-            component_port: 0,
-            ..NodeConfig::default()
-        })
-        .expect("node config");
+    store.set_node_config(&serving(addr, true)).expect("node config");
     let server = Server::new(store.clone(), dir.path(), ServerTuning::default());
     server.start().await.expect("start");
     let (reconciled, reconciler) = xmppd::reconciler::spawn(&store, Arc::clone(&server), None, None);
