@@ -307,14 +307,38 @@ impl Directory {
     fn forget_node(&self, from: sb_cluster::NodeId, keep: &HashSet<(String, String, SessionId)>) {
         let node = router_node(from);
         let router = &self.core.router;
+        let mut gone = Vec::new();
         for (user, resource, id) in router.node_sessions(&node) {
             if keep.contains(&(user.clone(), resource.clone(), id)) {
                 continue;
             }
-            if let Some(unbound) = router.unbind_remote(&user, &resource, &node, id) {
-                self.announce_gone(user, resource, unbound.presence);
+            if let Some(unbound) = router.unbind_remote(&user, &resource, &node, id)
+                && unbound.presence.is_some()
+            {
+                gone.push((user, resource));
             }
         }
+        if gone.is_empty() {
+            return;
+        }
+        // Contacts on other domains hear it from one node: the lowest-numbered one still up.
+        let remote_domains = self
+            .cluster
+            .members()
+            .iter()
+            .filter(|m| m.reachable && m.id != from)
+            .map(|m| m.id)
+            .min()
+            == Some(self.me);
+        let domain = self.domain();
+        let core = Arc::clone(&self.core);
+        tokio::spawn(async move {
+            for (user, resource) in gone {
+                if let Ok(full) = Jid::parse(&format!("{user}@{domain}/{resource}")) {
+                    sb_server::presence::remote_session_gone(&core, &user, &full, remote_domains).await;
+                }
+            }
+        });
     }
 
     fn forget_components(&self, from: sb_cluster::NodeId, keep: &BTreeSet<String>) {

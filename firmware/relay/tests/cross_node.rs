@@ -213,6 +213,7 @@ async fn messages_and_presence_cross_nodes_and_a_stopped_node_leaves_routing() {
 
     // Node b stops: its session leaves a's and c's routers, and romeo (a contact on a)
     // sees juliet go unavailable.
+    let b_id = h.cluster(1).node_id();
     h.stop(1).await;
     let juliet_gone = |n: &XmppNode| n.core.router.resources("juliet").is_empty();
     wait("juliet's session gone from a and c", || {
@@ -224,6 +225,16 @@ async fn messages_and_presence_cross_nodes_and_a_stopped_node_leaves_routing() {
         unavailable.contains("from='juliet@example.com/balcony'"),
         "{unavailable}"
     );
+    // Once: node c saw b go too, but tells only its own sessions.
+    wait("c saw b go", || {
+        h.cluster(2).members().iter().any(|m| m.id == b_id && !m.reachable)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(item) = romeo.rx.try_recv() {
+        let again = text(item);
+        assert!(!again.contains("type='unavailable'"), "a second unavailable: {again}");
+    }
     // A chat to her now is stored offline on a (a replicated write in the real cluster).
     a.core
         .route(chat("romeo@example.com/orchard", "juliet@example.com/balcony", "later"))

@@ -462,6 +462,40 @@ pub async fn session_replaced(core: &Core, user: &str, full: &Jid, old_presence:
     }
 }
 
+/// A session of another cluster node is gone without this node having seen it end (that node
+/// died, or this node missed its end): tell this node's side only. Every surviving node does
+/// the same for its own sessions, so each contact hears it once: the contacts' and the
+/// user's own available resources on this node, and the contacts on other domains when
+/// `remote_domains` (one node is chosen for those).
+pub async fn remote_session_gone(core: &Core, user: &str, full: &Jid, remote_domains: bool) {
+    let from = full.to_string();
+    let domain = core.domain();
+    let roster = core.storage.roster(user).unwrap_or_default();
+    for contact in roster.iter().filter(|c| c.subscription.has_from()) {
+        let Ok(jid) = Jid::parse(&contact.jid) else {
+            continue;
+        };
+        match jid.node() {
+            Some(name) if jid.domain() == domain => {
+                for resource in core.router.available_resources(name) {
+                    if resource.handle.is_local() {
+                        core.send_to_session(&resource.handle, unavailable(&from, &contact.jid))
+                            .await;
+                    }
+                }
+            }
+            _ if remote_domains => core.route(unavailable(&from, &contact.jid)).await,
+            _ => {}
+        }
+    }
+    let bare = bare_jid(core, user);
+    for other in core.router.available_resources(user) {
+        if other.handle.is_local() {
+            core.send_to_session(&other.handle, unavailable(&from, &bare)).await;
+        }
+    }
+}
+
 /// Unavailable presence from every available resource of `user` to `contact` (after the
 /// contact lost its subscription to the user).
 pub async fn send_unavailable_from_all(core: &Core, user: &str, contact: &Jid) {
