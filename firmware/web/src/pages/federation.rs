@@ -59,12 +59,26 @@ pub async fn change(
     render(&state, &session, Some(reply)).await
 }
 
-fn select(name: &str, id: &str, options: &[&str]) -> String {
+/// A choice with `current` selected.
+fn select(name: &str, id: &str, options: &[&str], current: &str) -> String {
     let options: String = options
         .iter()
-        .map(|o| format!("<option value=\"{o}\">{o}</option>"))
+        .map(|o| {
+            let selected = if *o == current { " selected" } else { "" };
+            format!("<option value=\"{o}\"{selected}>{o}</option>")
+        })
         .collect();
     format!("<select name=\"{name}\" id=\"{id}\">{options}</select>")
+}
+
+/// The first word of a `Name   : value` line of `federation status`: the setting in force.
+fn current<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find(|line| line.split(':').next().is_some_and(|key| key.trim() == name))
+        .and_then(|line| line.split_once(':'))
+        .and_then(|(_, value)| value.split_whitespace().next())
+        .unwrap_or("")
 }
 
 async fn render(state: &Arc<AppState>, session: &LoggedIn, reply: Option<Reply>) -> Response {
@@ -87,36 +101,53 @@ async fn render(state: &Arc<AppState>, session: &LoggedIn, reply: Option<Reply>)
             "danger"
         ),
     ));
-    let setting = |action: &str, title: &str, options: &[&str]| {
+    let setting = |action: &str, title: &str, options: &[&str], now: &str| {
         format!(
             "<form method=\"post\" action=\"/federation\" class=\"card\" id=\"form-{action}\">{c}\
              <h3>{title}</h3><input type=\"hidden\" name=\"action\" value=\"{action}\">\
              <label>Value {}</label><button type=\"submit\" id=\"set-{action}\">Set</button></form>",
-            select("value", &format!("{action}-value"), options)
+            select("value", &format!("{action}-value"), options, now)
         )
     };
-    body.push_str(&setting("security", "TLS", &["tls-required", "tls-optional", "no-tls"]));
-    body.push_str(&setting(
-        "client-certs",
-        "Client certificates (SASL EXTERNAL)",
-        &["on", "off"],
-    ));
-    body.push_str(&setting("verify", "Verify peers' certificate chains", &["on", "off"]));
-    body.push_str(&setting("privacy", "Privacy mode", &["off", "allow", "deny"]));
+    let text = status.text.as_str();
+    let settings: [(&str, &str, &[&str], &str); 4] = [
+        (
+            "security",
+            "TLS",
+            &["tls-required", "tls-optional", "no-tls"],
+            "Security",
+        ),
+        (
+            "client-certs",
+            "Client certificates (SASL EXTERNAL)",
+            &["on", "off"],
+            "Client certs",
+        ),
+        (
+            "verify",
+            "Verify peers' certificate chains",
+            &["on", "off"],
+            "Verify outgoing",
+        ),
+        ("privacy", "Privacy mode", &["off", "allow", "deny"], "Privacy"),
+    ];
+    for (action, title, options, shown_as) in settings {
+        body.push_str(&setting(action, title, options, current(text, shown_as)));
+    }
     body.push_str(&format!(
         "<form method=\"post\" action=\"/federation\" class=\"card\" id=\"form-list\">{c}\
          <h3>Allow and deny lists</h3><input type=\"hidden\" name=\"action\" value=\"list\">\
          <label>List {}</label><label>Change {}</label>\
          <label>Domain <input name=\"domain\" required></label><button type=\"submit\">Apply</button></form>",
-        select("list", "list-name", &["allow", "deny"]),
-        select("op", "list-op", &["add", "del"]),
+        select("list", "list-name", &["allow", "deny"], ""),
+        select("op", "list-op", &["add", "del"], ""),
     ));
     body.push_str(&format!(
         "<form method=\"post\" action=\"/federation\" class=\"card\" id=\"form-route\">{c}\
          <h3>Static routes</h3><input type=\"hidden\" name=\"action\" value=\"route\">\
          <label>Change {}</label><label>Domain <input name=\"domain\" required></label>\
          <label>Host[:port] <input name=\"target\" required></label><button type=\"submit\">Apply</button></form>",
-        select("op", "route-op", &["add", "del"]),
+        select("op", "route-op", &["add", "del"], ""),
     ));
     body.push_str(&format!(
         "<form method=\"post\" action=\"/federation\" class=\"card\" id=\"form-dialback\">{c}\
@@ -125,4 +156,19 @@ async fn render(state: &Arc<AppState>, session: &LoggedIn, reply: Option<Reply>)
          <button type=\"submit\">Set</button></form>"
     ));
     html(frame("Federation", "/federation", csrf, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_in_force_is_read_from_the_status_text() {
+        let status =
+            "Federation        : disabled\nSecurity          : tls-optional\nVerify outgoing   : on (system roots)";
+        assert_eq!(current(status, "Security"), "tls-optional");
+        assert_eq!(current(status, "Verify outgoing"), "on");
+        assert_eq!(current(status, "Privacy"), "");
+        assert!(select("v", "i", &["a", "b"], "b").contains("<option value=\"b\" selected>"));
+    }
 }

@@ -33,10 +33,11 @@ pub async fn form(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(
 /// The form with a fresh login token (and its cookie).
 fn login_page(status: StatusCode, notice: &str) -> Response {
     let token = auth::random_token();
+    let class = if status.is_success() { "notice" } else { "notice error" };
     let notice = if notice.is_empty() {
         String::new()
     } else {
-        format!("<p class=\"notice\" id=\"notice\">{}</p>", escape(notice))
+        format!("<p class=\"{class}\" id=\"notice\">{}</p>", escape(notice))
     };
     let body = format!(
         "<h1>Switchboard</h1>{notice}\

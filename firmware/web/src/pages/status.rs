@@ -32,6 +32,7 @@ fn collect(state: &AppState) -> Value {
             "enabled": config.enabled,
             "running": live_or_default.running,
             "domain": config.domain,
+            "component_port": config.component_port,
             "listeners": live_or_default.listeners,
         },
         "daemon_running": live.is_some(),
@@ -104,9 +105,24 @@ pub async fn page(session: LoggedIn, State(state): State<Arc<AppState>>) -> Resp
         .as_array()
         .map(|l| {
             l.iter()
-                .map(|l| match l["error"].as_str() {
-                    Some(error) => format!("{} (NOT listening: {})", text(&l["address"]), escape(error)),
-                    None => text(&l["address"]),
+                .map(|l| {
+                    let address = l["address"].as_str().unwrap_or_default();
+                    let port = xmpp["component_port"].as_u64().unwrap_or(0);
+                    let service = if port != 0
+                        && address
+                            .split(' ')
+                            .next()
+                            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+                    {
+                        "Call Bridges"
+                    } else {
+                        "clients"
+                    };
+                    let service = format!("<span class=\"service\">{service}</span>");
+                    match l["error"].as_str() {
+                        Some(error) => format!("{} {service} (NOT listening: {})", escape(address), escape(error)),
+                        None => format!("{} {service}", escape(address)),
+                    }
                 })
                 .collect()
         })
