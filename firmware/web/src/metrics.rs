@@ -107,6 +107,28 @@ pub fn render(state: &AppState) -> String {
         "Refused Call Bridge handshakes the daemon still remembers (bounded, newest kept).",
         failures as f64,
     );
+    let counters = sb_server::counters::snapshot();
+    out.family(
+        "switchboard_logins_total",
+        "counter",
+        "Client logins (SASL) by result.",
+        &[
+            ("result=\"success\"", counters.logins as f64),
+            ("result=\"failure\"", counters.login_failures as f64),
+        ],
+    );
+    out.one(
+        "switchboard_stanzas_routed_total",
+        "counter",
+        "Stanzas that went through the router.",
+        counters.stanzas_routed as f64,
+    );
+    out.one(
+        "switchboard_queue_drops_total",
+        "counter",
+        "Stanzas refused because the receiving session's queue or memory budget was full.",
+        counters.queue_drops as f64,
+    );
     let federation = state.admin.federation_status().unwrap_or_default();
     let links = |direction: &str| federation.links.iter().filter(|l| l.direction == direction).count() as f64;
     out.family(
@@ -118,7 +140,7 @@ pub fn render(state: &AppState) -> String {
             ("direction=\"outgoing\"", links("outgoing")),
         ],
     );
-    let counters = &state.counters;
+    let web = &state.counters;
     out.family(
         "switchboard_web_logins_total",
         "counter",
@@ -126,16 +148,10 @@ pub fn render(state: &AppState) -> String {
         &[
             (
                 "result=\"accepted\"",
-                counters.logins_accepted.load(Ordering::Relaxed) as f64,
+                web.logins_accepted.load(Ordering::Relaxed) as f64,
             ),
-            (
-                "result=\"refused\"",
-                counters.logins_refused.load(Ordering::Relaxed) as f64,
-            ),
-            (
-                "result=\"limited\"",
-                counters.logins_limited.load(Ordering::Relaxed) as f64,
-            ),
+            ("result=\"refused\"", web.logins_refused.load(Ordering::Relaxed) as f64),
+            ("result=\"limited\"", web.logins_limited.load(Ordering::Relaxed) as f64),
         ],
     );
     out.one(
