@@ -94,20 +94,6 @@ impl AppState {
         .await;
         ran.unwrap_or_else(|err| Reply::failure(format!("the command did not finish: {err}")))
     }
-
-    /// Parse and run a console line.
-    pub async fn execute_line(self: &Arc<Self>, line: &str) -> Reply {
-        match sb_admin::parse(line) {
-            Ok(command) if command.is_streaming() => {
-                Reply::failure("this command streams its output: use the Logs page or mmp")
-            }
-            Ok(command) if command.secret_request().is_some() => {
-                Reply::failure("this command asks for a secret: use its form (Users, Call Bridges, Federation) or mmp")
-            }
-            Ok(command) => self.execute(command).await,
-            Err(err) => Reply::from(err),
-        }
-    }
 }
 
 /// Every route: pages, the API, metrics, with the security headers and body limits.
