@@ -53,6 +53,8 @@ pub struct LiveStatus {
     pub cluster: Option<crate::xmpp::ClusterView>,
     /// Why cluster mode is on but not running.
     pub cluster_error: Option<String>,
+    /// The web admin's listeners (`webadmin status`).
+    pub web: Vec<ListenerStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +214,24 @@ impl Admin {
 
     pub(crate) fn live(&self) -> Option<&dyn LiveNode> {
         self.live.as_deref()
+    }
+
+    /// The running daemon's state, for read-only front ends (web status page, metrics);
+    /// `None` without a daemon.
+    pub fn live_status(&self) -> Option<LiveStatus> {
+        self.live().map(LiveNode::status)
+    }
+
+    /// Federation's links and listeners now; `None` without a daemon or federation.
+    pub fn federation_status(&self) -> Option<crate::FederationLiveStatus> {
+        self.live()
+            .and_then(LiveNode::federation)
+            .map(|federation| federation.status())
+    }
+
+    /// The daemon's log, for the web admin's live log.
+    pub fn log_handle(&self) -> Option<sb_logging::LogHandle> {
+        self.live().and_then(LiveNode::log_handle)
     }
 
     /// Write a shared change, then wait for the daemon to have reacted to it.

@@ -631,8 +631,8 @@ impl Family for AdminPasswdCommand {
         Ok(AdminPasswdCommand { password: None })
     }
 
-    fn apply(self, _admin: &Admin) -> Reply {
-        self.run(&ApplianceHost::system())
+    fn apply(self, admin: &Admin) -> Reply {
+        self.run_at(&crate::admin_password::password_file(admin.appliance(), admin.dir()))
     }
 
     fn secret_prompt(&self) -> Option<SecretPrompt> {
@@ -648,21 +648,23 @@ impl Family for AdminPasswdCommand {
 }
 
 impl AdminPasswdCommand {
+    /// On the appliance, without a data folder to fall back on.
     pub fn run(self, host: &ApplianceHost) -> Reply {
+        if !host.on_appliance() {
+            return Reply::failure(NOT_ON_APPLIANCE);
+        }
+        self.run_at(&host.settings_dir.join("admin"))
+    }
+
+    /// Store the password's hash in `file` (see [`crate::admin_password::password_file`]).
+    pub fn run_at(self, file: &Path) -> Reply {
         let Some(password) = self.password else {
             return Reply::failure("admin passwd: no password given");
         };
         if password.expose().chars().count() < MIN_ADMIN_PASSWORD_CHARS {
             return Reply::failure(format!("use at least {MIN_ADMIN_PASSWORD_CHARS} characters"));
         }
-        if !host.on_appliance() {
-            return Reply::failure(NOT_ON_APPLIANCE);
-        }
-        let hash = match sb_password::hash(password.expose()) {
-            Ok(hash) => hash,
-            Err(reason) => return Reply::failure(reason),
-        };
-        match host.write_setting("admin", &hash) {
+        match sb_password::file::set(file, password.expose()) {
             Ok(()) => Reply::success(),
             Err(err) => Reply::failure(err),
         }
@@ -694,6 +696,19 @@ impl crate::Command {
 /// without the daemon or the store; any other command is refused.
 pub fn execute_in_front_end(command: crate::Command) -> Reply {
     execute_on(&ApplianceHost::system(), command)
+}
+
+/// [`execute_in_front_end`] for a front end working on the data folder `data_dir` (`mmp -d`):
+/// off the appliance, `admin passwd` keeps the hash there.
+pub fn execute_in_front_end_in(data_dir: &Path, command: crate::Command) -> Reply {
+    let host = ApplianceHost::system();
+    match command {
+        crate::Command::AdminPasswd(c) => {
+            log::info!("appliance command: {c:?}");
+            c.run_at(&crate::admin_password::password_file(&host, data_dir))
+        }
+        other => execute_on(&host, other),
+    }
 }
 
 /// [`execute_in_front_end`] against the given appliance state.

@@ -10,6 +10,7 @@
 //! family touches that family's file only; adding a family is a new file plus one table line.
 
 mod admin;
+pub mod admin_password;
 pub mod appliance;
 pub mod command;
 mod dns;
@@ -21,6 +22,7 @@ pub mod pki;
 pub mod reconcile;
 pub mod socket;
 mod user;
+mod webadmin;
 pub mod xmpp;
 
 pub(crate) use admin::write_failure;
@@ -45,6 +47,7 @@ pub use pki::PkiCommand;
 /// A secret typed by the operator (password, component secret); it never prints.
 pub use sb_store::Secret;
 pub use user::UserCommand;
+pub use webadmin::WebadminCommand;
 pub use xmpp::{CallbridgeCommand, ClusterCommand, ClusterLive, ClusterView, PeerHealth, PeerView, XmppCommand};
 
 use serde::{Deserialize, Serialize};
@@ -194,6 +197,8 @@ command_families! {
     Shutdown(ShutdownCommand),
     /// `admin passwd`: the console admin password.
     AdminPasswd(AdminPasswdCommand),
+    /// `webadmin ...`: the HTTPS web admin and API of this node.
+    Webadmin(WebadminCommand),
     /// `help`: one line per command.
     Help(HelpCommand),
 }

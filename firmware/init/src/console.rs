@@ -236,12 +236,11 @@ fn login(board: &Board) -> bool {
         let Some(secret) = read_secret("Password: ") else {
             return false;
         };
-        let stored = std::fs::read_to_string(config::ADMIN).unwrap_or_default();
-        if user.trim() == "admin" && sb_password::verify(&stored, &secret) {
+        // The same check (and upgrade of an old hash) as `admin passwd` and the web admin use.
+        // The hash is computed for any user name, so a wrong one takes as long.
+        let password_ok = sb_password::file::verify(std::path::Path::new(config::ADMIN), &secret);
+        if user.trim() == "admin" && password_ok {
             log::info!("admin logged in on the console");
-            if sb_password::needs_upgrade(&stored) {
-                upgrade_admin_hash(&secret);
-            }
             // Appliances set up before the marker existed get it at their next login.
             if !std::path::Path::new(config::ADMIN_WAS_SET).exists() {
                 let _ = config::write_atomic(config::ADMIN_WAS_SET, b"");
@@ -257,21 +256,6 @@ fn login(board: &Board) -> bool {
         }
         std::thread::sleep(LOGIN_DELAY);
         out("Login incorrect\n");
-    }
-}
-
-/// A hash from an earlier release (fewer PBKDF2 iterations) is replaced by one at today's
-/// count, now that the password is at hand. A failure keeps the old hash, which still works.
-fn upgrade_admin_hash(password: &str) {
-    match sb_password::hash(password) {
-        Ok(hash) => match config::write_atomic(config::ADMIN, hash.as_bytes()) {
-            Ok(()) => log::info!(
-                "admin password hash upgraded to {} PBKDF2 iterations",
-                sb_password::ITERATIONS
-            ),
-            Err(e) => log::warn!("upgrading the admin password hash: {e}"),
-        },
-        Err(e) => log::warn!("upgrading the admin password hash: {e}"),
     }
 }
 
@@ -291,10 +275,7 @@ fn set_admin_password() -> bool {
             out("Use at least 8 characters.\n");
             continue;
         }
-        match sb_password::hash(&first)
-            .map_err(|e| e.to_string())
-            .and_then(|h| config::write_atomic(config::ADMIN, h.as_bytes()).map_err(|e| e.to_string()))
-        {
+        match sb_password::file::set(std::path::Path::new(config::ADMIN), &first) {
             Ok(()) => {
                 if let Err(e) = config::write_atomic(config::ADMIN_WAS_SET, b"") {
                     log::warn!("writing the admin-password marker: {e}");

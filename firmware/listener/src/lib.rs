@@ -1,7 +1,7 @@
 //! Where the daemon listens: one module for every service's sockets.
 //!
 //! Each owner (the XMPP server for clients and Call Bridges, federation for servers; later
-//! cluster, web, ssh) describes what it wants as [`ListenSpec`]s — a service, a listen entry
+//! cluster, ssh; the web admin) describes what it wants as [`ListenSpec`]s — a service, a listen entry
 //! parsed once ([`ListenEntry`]), a port and a [`TlsMode`] — and hands them with the current
 //! interface addresses to [`resolve`]; a [`ListenerSet`] then makes its sockets match
 //! ([`ListenerSet::reconcile`]): listeners no longer wanted close first, the ones still wanted

@@ -12,6 +12,8 @@ pub enum Service {
     Component,
     /// Other servers (RFC 6120 s2s, STARTTLS).
     Server,
+    /// The HTTPS web admin and API (TLS on the socket).
+    Web,
 }
 
 impl std::fmt::Display for Service {
@@ -20,6 +22,7 @@ impl std::fmt::Display for Service {
             Service::Client => "c2s",
             Service::Component => "component",
             Service::Server => "s2s",
+            Service::Web => "web",
         })
     }
 }

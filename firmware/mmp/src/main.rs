@@ -120,7 +120,7 @@ fn one_shot(invocation: &Invocation) -> ExitCode {
     // Appliance commands need neither the daemon nor the store: do not open the store (and
     // hold its lock against an xmppd restarting) for them.
     if command.runs_in_front_end() {
-        let reply = run_in_front_end(command, &mut input);
+        let reply = run_in_front_end(&invocation.dir, command, &mut input);
         print_reply(&reply);
         return exit_code(reply.ok);
     }
@@ -131,16 +131,16 @@ fn one_shot(invocation: &Invocation) -> ExitCode {
             return exit_code(false);
         }
     };
-    let reply = run(&mut backend, command, &mut input);
+    let reply = run(&invocation.dir, &mut backend, command, &mut input);
     print_reply(&reply);
     exit_code(reply.ok)
 }
 
 /// Fill in the secret a command needs, then execute it. A streaming command (`syslog follow`)
 /// prints its lines as they come, until interrupted (Ctrl-C) or stdout closes.
-fn run(backend: &mut Backend, command: Command, input: &mut SecretInput<'_>) -> Reply {
+fn run(dir: &std::path::Path, backend: &mut Backend, command: Command, input: &mut SecretInput<'_>) -> Reply {
     if command.runs_in_front_end() {
-        return run_in_front_end(command, input);
+        return run_in_front_end(dir, command, input);
     }
     let command = match with_secret(command, input) {
         Ok(command) => command,
@@ -166,9 +166,9 @@ fn with_secret(command: Command, input: &mut SecretInput<'_>) -> Result<Command,
 }
 
 /// An appliance command, on this machine (see [`Command::runs_in_front_end`]).
-fn run_in_front_end(command: Command, input: &mut SecretInput<'_>) -> Reply {
+fn run_in_front_end(dir: &std::path::Path, command: Command, input: &mut SecretInput<'_>) -> Reply {
     match with_secret(command, input) {
-        Ok(command) => sb_admin::appliance::execute_in_front_end(command),
+        Ok(command) => sb_admin::appliance::execute_in_front_end_in(dir, command),
         Err(reply) => reply,
     }
 }
@@ -199,7 +199,12 @@ fn batch(invocation: &Invocation) -> ExitCode {
             continue;
         }
         let reply = match sb_admin::parse(line) {
-            Ok(command) => run(&mut backend, command, &mut SecretInput::Lines(Box::new(&mut lines))),
+            Ok(command) => run(
+                &invocation.dir,
+                &mut backend,
+                command,
+                &mut SecretInput::Lines(Box::new(&mut lines)),
+            ),
             Err(err) => Reply::from(err),
         };
         all_ok &= reply.ok;
@@ -243,9 +248,11 @@ fn interactive(invocation: &Invocation) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         let reply = match sb_admin::parse(line) {
-            Ok(command) if command.runs_in_front_end() => run_in_front_end(command, &mut SecretInput::Terminal),
+            Ok(command) if command.runs_in_front_end() => {
+                run_in_front_end(&invocation.dir, command, &mut SecretInput::Terminal)
+            }
             Ok(command) => match Backend::connect(&invocation.dir) {
-                Ok(mut backend) => run(&mut backend, command, &mut SecretInput::Terminal),
+                Ok(mut backend) => run(&invocation.dir, &mut backend, command, &mut SecretInput::Terminal),
                 Err(reply) => reply,
             },
             Err(err) => Reply::from(err),

@@ -7,6 +7,8 @@
 //! sb-proto is the XMPP protocol, not appliance settings; the only dependency is ring,
 //! which both users already link.
 
+pub mod file;
+
 use std::num::NonZeroU32;
 
 use ring::rand::SecureRandom;

@@ -45,6 +45,7 @@ impl Core {
     /// Deliver `stanza` according to its `to` (which must be set).
     pub fn route(&self, stanza: Element) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
+            crate::counters::record(crate::counters::Event::StanzaRouted);
             let to = match stanza.attr("to").map(Jid::parse) {
                 Some(Ok(to)) => to,
                 Some(Err(_)) => {

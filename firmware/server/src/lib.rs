@@ -13,6 +13,7 @@ pub mod budget;
 pub mod c2s;
 pub mod component;
 pub mod core;
+pub mod counters;
 pub mod delivery;
 pub mod disco;
 pub mod iq;

@@ -187,6 +187,7 @@ impl SessionHandle {
             SessionHandle::Local { queue, control, .. } => {
                 let bytes = crate::budget::outbound_bytes(&item);
                 if let Err(over) = control.budget.charge(bytes) {
+                    crate::counters::record(crate::counters::Event::QueueDrop);
                     crate::budget::close_slow_reader(control, over);
                     return Err(DeliveryError::QueueFull);
                 }
@@ -194,6 +195,7 @@ impl SessionHandle {
                     control.budget.release(bytes);
                     match e {
                         mpsc::error::TrySendError::Full(_) => {
+                            crate::counters::record(crate::counters::Event::QueueDrop);
                             crate::budget::close_slow_reader(control, crate::budget::Overdrawn::Queue);
                             DeliveryError::QueueFull
                         }

@@ -466,7 +466,9 @@ fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr, service: Service, p
         Service::Component => {
             tokio::spawn(component::serve(Arc::clone(core), tcp, peer, !plain, slot, tracked));
         }
-        Service::Server => log::error!("{service}: {peer} accepted by the XMPP server, which serves no servers"),
+        Service::Server | Service::Web => {
+            log::error!("{service}: {peer} accepted by the XMPP server, which serves clients and Call Bridges only")
+        }
     }
 }
 

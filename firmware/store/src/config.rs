@@ -75,6 +75,35 @@ pub struct NodeConfig {
     pub component_plain: bool,
     /// `xmpp cluster ...`: this node's part in a cluster.
     pub cluster: ClusterNodeConfig,
+    /// `webadmin ...`: this node's HTTPS web admin and API.
+    pub web: WebAdminConfig,
+}
+
+/// This node's web admin (`webadmin ...`): node-local, like every listen setting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebAdminConfig {
+    /// `webadmin enable` / `webadmin disable`.
+    pub enabled: bool,
+    /// A listen entry in stored form (`127.0.0.1`, `a`); its own port, if any, is ignored.
+    pub listen: String,
+    pub port: u16,
+    /// `webadmin certs`; `None` serves the XMPP identity (`xmpp certs`, else the self-signed one).
+    pub tls: Option<TlsIdentity>,
+}
+
+/// The web admin port when the administrator names none.
+pub const DEFAULT_WEB_PORT: u16 = 8443;
+
+impl Default for WebAdminConfig {
+    fn default() -> Self {
+        WebAdminConfig {
+            enabled: false,
+            listen: "127.0.0.1".to_owned(),
+            port: DEFAULT_WEB_PORT,
+            tls: None,
+        }
+    }
 }
 
 /// This node's cluster settings. What the cluster shares lives in the replicated state; these
@@ -113,6 +142,7 @@ impl Default for NodeConfig {
             component_port: 5223,
             component_plain: false,
             cluster: ClusterNodeConfig::default(),
+            web: WebAdminConfig::default(),
         }
     }
 }
@@ -142,6 +172,7 @@ pub struct XmppConfig {
     /// Bridge on the same host, or tests). Listeners on other addresses always use TLS.
     pub component_plain: bool,
     pub cluster: ClusterNodeConfig,
+    pub web: WebAdminConfig,
 }
 
 impl Default for XmppConfig {
@@ -168,6 +199,7 @@ impl XmppConfig {
             component_port: node.component_port,
             component_plain: node.component_plain,
             cluster: node.cluster,
+            web: node.web,
         }
     }
 
@@ -191,6 +223,7 @@ impl XmppConfig {
             component_port: self.component_port,
             component_plain: self.component_plain,
             cluster: self.cluster.clone(),
+            web: self.web.clone(),
         }
     }
 }

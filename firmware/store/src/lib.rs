@@ -32,7 +32,10 @@ mod writer;
 
 pub use callbridge::CallBridge;
 pub use change::{Applied, ConfigChange, ExportedTree, FeedEvent, PrivacyList, Published};
-pub use config::{ClusterNodeConfig, DEFAULT_CLUSTER_PORT, NodeConfig, ServiceConfig, TlsIdentity, XmppConfig};
+pub use config::{
+    ClusterNodeConfig, DEFAULT_CLUSTER_PORT, DEFAULT_WEB_PORT, NodeConfig, ServiceConfig, TlsIdentity, WebAdminConfig,
+    XmppConfig,
+};
 pub use error::{Result, StoreError};
 pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};
 pub use listen::{

@@ -61,6 +61,12 @@ fn xmpp_config_round_trip() {
             trust: Some("cluster-trust.pem".into()),
             port: 15270,
         },
+        web: sb_store::WebAdminConfig {
+            enabled: true,
+            listen: "a".into(),
+            port: 18443,
+            tls: None,
+        },
     };
     store.set_xmpp_config(&config).unwrap();
     let store = reopen(dir.path(), store);

@@ -216,6 +216,7 @@ struct LiveServer {
     reconciled: xmppd::reconciler::Reconciled,
     runtime: tokio::runtime::Handle,
     log: Option<sb_logging::LogHandle>,
+    web: sb_web::WebHandle,
 }
 
 fn failure_reason(reason: AuthFailureReason) -> ComponentAuthFailureReason {
@@ -232,19 +233,7 @@ impl LiveNode for LiveServer {
         LiveStatus {
             running: status.running,
             started_at_unix: status.started_at_unix,
-            listeners: status
-                .listeners
-                .into_iter()
-                .map(|l| ListenerStatus {
-                    address: match (l.bound, &l.interface) {
-                        (Some(bound), Some(interface)) => format!("{bound} on {interface}"),
-                        (Some(bound), None) => bound.to_string(),
-                        (None, _) => l.configured,
-                    },
-                    error: l.error.map(|e| e.to_string()),
-                    waiting: l.waiting.map(|w| w.to_string()),
-                })
-                .collect(),
+            listeners: status.listeners.into_iter().map(listener_status).collect(),
             sessions: status
                 .sessions
                 .into_iter()
@@ -278,16 +267,17 @@ impl LiveNode for LiveServer {
                 .collect(),
             cluster: self.cluster.view(),
             cluster_error: self.cluster.start_error(),
+            web: self.web.status().into_iter().map(listener_status).collect(),
         }
     }
 
     /// Runs on the admin layer's blocking thread: wait (bounded) for the reconciler, so a
     /// command that follows (`xmpp status`) already sees its effect.
     fn wait_reconciled(&self, seq: u64) {
-        let reconciled = self.reconciled.clone();
-        let done = self
-            .runtime
-            .block_on(async move { reconciled.wait_for(seq, RECONCILE_WAIT).await });
+        let (reconciled, web) = (self.reconciled.clone(), self.web.clone());
+        let done = self.runtime.block_on(async move {
+            reconciled.wait_for(seq, RECONCILE_WAIT).await && web.wait_for(seq, RECONCILE_WAIT).await
+        });
         if !done {
             log::error!(
                 "configuration change {seq} not applied to the running services within {} s",
@@ -306,6 +296,18 @@ impl LiveNode for LiveServer {
 
     fn log_handle(&self) -> Option<sb_logging::LogHandle> {
         self.log.clone()
+    }
+}
+
+fn listener_status(l: sb_listener::ListenerStatus) -> ListenerStatus {
+    ListenerStatus {
+        address: match (l.bound, &l.interface) {
+            (Some(bound), Some(interface)) => format!("{bound} on {interface}"),
+            (Some(bound), None) => bound.to_string(),
+            (None, _) => l.configured,
+        },
+        error: l.error.map(|e| e.to_string()),
+        waiting: l.waiting.map(|w| w.to_string()),
     }
 }
 
@@ -345,7 +347,7 @@ fn start_heartbeat() {
     });
 }
 
-fn print_banner(server: &Server, dir: &Path) {
+fn print_banner(server: &Server, web: &sb_web::WebHandle, dir: &Path) {
     let status = server.status();
     println!(
         "Switchboard xmppd {}: XMPP domain '{}'",
@@ -358,6 +360,7 @@ fn print_banner(server: &Server, dir: &Path) {
             (Service::Component, false) => "Call Bridges (TLS)",
             (Service::Component, true) => "Call Bridges (plain TCP)",
             (Service::Server, _) => "servers",
+            (Service::Web, _) => "web admin",
         };
         match (&listener.bound, &listener.error, &listener.waiting) {
             (Some(addr), _, _) => println!("  {what}: listening on {addr}"),
@@ -368,6 +371,13 @@ fn print_banner(server: &Server, dir: &Path) {
     }
     if !status.enabled {
         println!("  the XMPP service is disabled (mmp -d {} xmpp enable)", dir.display());
+    }
+    match web.bound().first() {
+        Some(addr) => println!(
+            "Web admin and API: https://{addr}/ (user admin; set its password with: mmp -d {} admin passwd)",
+            dir.display()
+        ),
+        None => println!("Web admin: not listening (mmp -d {} webadmin status)", dir.display()),
     }
     println!("Add a user:  mmp -d {} user add <name>", dir.display());
     if let Some(addr) = status
@@ -433,6 +443,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
         Some(Arc::clone(&federation)),
         Some(Arc::clone(&cluster)),
     );
+    let web = sb_web::WebHandle::new();
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
         cluster: Arc::clone(&cluster),
@@ -440,17 +451,26 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
         reconciled,
         runtime: tokio::runtime::Handle::current(),
         log,
+        web: web.clone(),
     });
-    let admin = Arc::new(Admin::new(store, options.dir.clone(), Some(live)).with_writer(writer));
+    let admin = Arc::new(Admin::new(store.clone(), options.dir.clone(), Some(live)).with_writer(writer));
+    let web_task = sb_web::start(
+        web.clone(),
+        sb_web::AppState::new(Arc::clone(&admin), sb_web::WebTuning::default()),
+        store,
+        server.core().interfaces.subscribe(),
+    );
     let admin_listener = sb_admin::socket::bind(&options.dir).map_err(StartError::AdminSocket)?;
     let admin_task = tokio::spawn(sb_admin::socket::serve(admin_listener, admin));
-    print_banner(&server, &options.dir);
+    web.wait_for(0, RECONCILE_WAIT).await;
+    print_banner(&server, &web, &options.dir);
     wait_for_signal().await;
     reconciler.abort();
     federation.shutdown().await;
     server.shutdown().await;
     cluster.shutdown().await;
     admin_task.abort();
+    web_task.abort();
     let _ = std::fs::remove_file(sb_admin::socket::socket_path(&options.dir));
     log::info!("stopped");
     Ok(())

@@ -34,6 +34,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     "xz-utils",
     // ip netns for the federation tier.
     "iproute2",
+    // The browser tier: headless Chromium driven by Selenium.
+    "chromium",
+    "chromium-driver",
+    "python3-selenium",
 ];
 
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";

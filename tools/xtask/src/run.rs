@@ -34,12 +34,22 @@ pub fn run(args: &[String]) -> TaskResult {
     let bin = cargo_build(&["xmppd"], release)?;
     let root = workspace_root();
     let var = root.join("var");
+    let fresh = std::fs::read_dir(&var)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(true);
     std::fs::create_dir_all(&var).map_err(|err| format!("cannot create {}: {err}", var.display()))?;
+    if fresh {
+        enable_web_admin(&bin, &root)?;
+    }
     let profile = if release { " --release" } else { "" };
     println!(
         "Switchboard: starting xmppd with its data in {dir}\n\
          Add a user (in another terminal, from {root}):\n    \
          cargo run -q{profile} -p mmp -- -d var user add alice\n\
+         Web admin: set the admin password first:\n    \
+         cargo run -q{profile} -p mmp -- -d var admin passwd\n\
+         then open the https:// address xmppd prints below and log in as admin\n\
+         (the certificate is self-signed: accept it in the browser).\n\
          Other settings: cargo run -q{profile} -p mmp -- -d var help\n",
         dir = var.display(),
         root = root.display(),
@@ -53,4 +63,32 @@ pub fn run(args: &[String]) -> TaskResult {
         .args(&xmppd_args)
         .exec();
     Err(format!("cannot start {}: {err}", bin.join("xmppd").display()))
+}
+
+/// The web admin port a fresh ./var gets, when free.
+const WEB_PORT: u16 = 8443;
+
+/// A fresh ./var gets the web admin on 127.0.0.1: port 8443, or any free port when that is
+/// taken (xmppd prints the address). Later runs keep whatever was configured since.
+fn enable_web_admin(bin: &std::path::Path, root: &std::path::Path) -> TaskResult {
+    let port = match std::net::TcpListener::bind(("127.0.0.1", WEB_PORT)) {
+        Ok(_) => WEB_PORT,
+        Err(_) => 0,
+    };
+    for line in [
+        format!("webadmin listen 127.0.0.1 {port}"),
+        "webadmin enable".to_owned(),
+    ] {
+        let status = Command::new(bin.join("mmp"))
+            .current_dir(root)
+            .args(["-d", "var"])
+            .args(line.split(' '))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|err| format!("cannot run mmp: {err}"))?;
+        if !status.success() {
+            return Err(format!("mmp -d var {line} failed"));
+        }
+    }
+    Ok(())
 }

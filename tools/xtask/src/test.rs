@@ -17,6 +17,8 @@ Tiers, in order (--tier may repeat; default: all):
   fuzz       every cargo-fuzz target for 20 s (nightly; skipped with the reason without it)
   interop    slixmpp clients, components and raw-socket attacks against a real xmppd (tools/interop)
   federation s2s with Prosody and ejabberd in a network namespace (tools/interop-federation)
+  browser    the web admin in headless Chromium through Selenium (tools/browser); screenshots
+             in target/test-output/browser
   bench      load generator smoke run against xmppd: clients in pairs and a Call Bridge,
              tiny numbers (no thresholds)
   appliance  the image booted in QEMU (tools/xtask/src/appliance)
@@ -61,6 +63,11 @@ const TIERS: &[Tier] = &[
         name: "federation",
         what: "s2s interop with Prosody and ejabberd in a network namespace",
         run: federation_tier,
+    },
+    Tier {
+        name: "browser",
+        what: "the web admin in headless Chromium (Selenium)",
+        run: browser_tier,
     },
     Tier {
         name: "bench",
@@ -264,6 +271,26 @@ fn federation_tier(_: &[String]) -> TaskResult {
     )
 }
 
+/// Where the browser tier leaves its screenshots and the daemon's log.
+const BROWSER_OUTPUT: &str = "target/test-output/browser";
+
+/// `tools/browser/webadmin.py` against a real xmppd: every page, a screenshot of each.
+fn browser_tier(_: &[String]) -> TaskResult {
+    let bin = cargo_build(&["xmppd", "mmp"], false)?;
+    let out = workspace_root().join(BROWSER_OUTPUT);
+    run_status(
+        Command::new(python())
+            .arg(workspace_root().join("tools/browser/webadmin.py"))
+            .arg("--xmppd")
+            .arg(bin.join("xmppd"))
+            .arg("--mmp")
+            .arg(bin.join("mmp"))
+            .arg("--out")
+            .arg(&out),
+        "web admin browser tests",
+    )
+}
+
 fn bench_tier(_: &[String]) -> TaskResult {
     bench::smoke()
 }
@@ -292,6 +319,7 @@ mod tests {
                 "fuzz",
                 "interop",
                 "federation",
+                "browser",
                 "bench",
                 "appliance"
             ]

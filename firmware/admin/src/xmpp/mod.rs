@@ -193,7 +193,7 @@ fn reset(admin: &Admin) -> Reply {
     }
 }
 
-fn update_node(admin: &Admin, command: &str, change: impl FnOnce(&mut sb_store::NodeConfig)) -> Reply {
+pub(crate) fn update_node(admin: &Admin, command: &str, change: impl FnOnce(&mut sb_store::NodeConfig)) -> Reply {
     let mut node = match admin.store().node_config() {
         Ok(node) => node,
         Err(err) => return Reply::failure(format!("{command}: {err}")),
@@ -271,7 +271,7 @@ fn check_interfaces(admin: &Admin, entries: &[ListenTarget]) -> Result<Vec<Strin
 }
 
 /// Refuse an identity the daemon could not serve, with the reason.
-fn check_identity(admin: &Admin, key: &str, cert: &str, bundle: Option<&str>) -> Result<(), PkiError> {
+pub(crate) fn check_identity(admin: &Admin, key: &str, cert: &str, bundle: Option<&str>) -> Result<(), PkiError> {
     let dir = admin.certs_dir();
     let key_path = pki::cert_file(&dir, key)?;
     let cert_path = pki::cert_file(&dir, cert)?;

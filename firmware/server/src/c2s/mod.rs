@@ -456,6 +456,7 @@ impl Connection {
                     success = success.with_text(encode_payload(&additional));
                 }
                 self.write_element(&success);
+                crate::counters::record(crate::counters::Event::Login);
                 log::info!(
                     "c2s: {user} authenticated from {} with {}",
                     self.io.peer,
@@ -479,6 +480,7 @@ impl Connection {
         self.sasl = None;
         self.write_element(&failure.error.to_failure_element());
         if failure.bad_credentials {
+            crate::counters::record(crate::counters::Event::LoginFailure);
             let tuning = &self.core.tuning;
             self.core
                 .auth_failures
