@@ -130,7 +130,7 @@ pub fn write_atomic(path: &str, contents: &[u8]) -> std::io::Result<()> {
 }
 
 /// /data/appliance owner-only: releases before issue 13 wrote its files 0644, the admin
-/// password hash among them.
+/// password hash among them. Then the hash alone is shared with xmppd ([`share_admin_hash`]).
 pub fn restrict_settings() {
     use std::os::unix::fs::PermissionsExt;
     let Some(dir) = Path::new(ADMIN).parent() else { return };
@@ -138,6 +138,28 @@ pub fn restrict_settings() {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    share_admin_hash();
+}
+
+/// The xmppd group may read the admin password hash (root:xmppd 0640, the folder root:xmppd
+/// 0710, so nothing else in it is listed or read): the web admin and API in xmppd check the
+/// same password as the console. Writing it stays PID 1's and the console's.
+pub fn share_admin_hash() {
+    use std::os::unix::fs::PermissionsExt;
+    let gid = Some(crate::privileges::XMPPD_GID);
+    let Some(dir) = Path::new(ADMIN).parent() else { return };
+    let shared = std::os::unix::fs::chown(dir, Some(0), gid)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710)));
+    if let Err(e) = shared {
+        log::warn!("sharing {} with xmppd: {e}", dir.display());
+    }
+    if Path::new(ADMIN).is_file() {
+        let shared = std::os::unix::fs::chown(ADMIN, Some(0), gid)
+            .and_then(|()| std::fs::set_permissions(ADMIN, std::fs::Permissions::from_mode(0o640)));
+        if let Err(e) = shared {
+            log::warn!("sharing the admin password hash with xmppd: {e}");
         }
     }
 }

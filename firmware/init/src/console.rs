@@ -277,6 +277,7 @@ fn set_admin_password() -> bool {
         }
         match sb_password::file::set(std::path::Path::new(config::ADMIN), &first) {
             Ok(()) => {
+                config::share_admin_hash();
                 if let Err(e) = config::write_atomic(config::ADMIN_WAS_SET, b"") {
                     log::warn!("writing the admin-password marker: {e}");
                 }

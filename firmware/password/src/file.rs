@@ -53,6 +53,15 @@ fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
+    // A replaced file keeps its group and group read: on the appliance PID 1 lets the xmppd
+    // group read the hash (the web admin checks it), and a new password must not undo that.
+    if let Ok(previous) = std::fs::metadata(path) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if previous.mode() & 0o040 != 0 {
+            std::os::unix::fs::fchown(&file, None, Some(previous.gid()))?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+        }
+    }
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -86,5 +95,18 @@ mod tests {
         assert!(verify(&path, "correct horse"));
         let stored = std::fs::read_to_string(&path).unwrap();
         assert!(!crate::needs_upgrade(&stored), "{stored}");
+    }
+
+    /// PID 1 shares the hash with the xmppd group (0640); a new password keeps that.
+    #[test]
+    fn a_new_password_keeps_the_group_read_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin");
+        set(&path, "first password").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        set(&path, "second password").unwrap();
+        assert!(verify(&path, "second password"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
     }
 }

@@ -81,6 +81,7 @@ pub fn qemu(args: &[String]) -> TaskResult {
         c2s: 15222,
         component: 15223,
         s2s: 15269,
+        web: 15443,
     };
     let mut extra = String::new();
     while let Some(flag) = args.next_flag() {
@@ -91,10 +92,11 @@ pub fn qemu(args: &[String]) -> TaskResult {
             "--port" => ports.c2s = args.number("--port")?,
             "--component-port" => ports.component = args.number("--component-port")?,
             "--s2s-port" => ports.s2s = args.number("--s2s-port")?,
+            "--web-port" => ports.web = args.number("--web-port")?,
             "--append" => extra = args.value("--append")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo xtask qemu [--fast] [--fresh] [--port N] [--component-port N] [--s2s-port N]\n\
+                    "usage: cargo xtask qemu [--fast] [--fresh] [--port N] [--component-port N] [--s2s-port N] [--web-port N]\n\
                      \x20                       [--append 'KERNEL ARGS'] [--board qemu-q35]\n  \
                      builds the image and boots it in QEMU (software emulation) with the serial console here.\n  \
                      --fast: -kernel/-initrd (PVH) instead of OVMF firmware + UKI; --fresh: start from the\n  \

@@ -19,6 +19,7 @@ pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const ADMIN_PASSWORD: &str = "appliance-test-pw";
 pub(super) const USER_PASSWORD: &str = "alice-pw-1234";
 const LOGIN_SCRIPT: &str = include_str!("xmpp_login.py");
+const WEB_API_SCRIPT: &str = include_str!("web_api.py");
 /// Short watchdog timeout so the reset test takes seconds, not a minute.
 pub(super) const FAST_CMDLINE: &str = "switchboard.watchdog_timeout=10";
 /// Console idle logout for the VM that tests it (the default is 15 minutes).
@@ -292,6 +293,26 @@ pub(super) fn slixmpp_login(port: u16, jid: &str, password: &str) -> TaskResult 
     }
 }
 
+/// The web API through the forwarded port (see web_api.py).
+fn web_api(port: u16, admin_password: &str, expected_user: &str) -> TaskResult {
+    let output = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(WEB_API_SCRIPT)
+        .args([&port.to_string(), admin_password, expected_user])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if output.status.success() && stdout.contains("WEB API OK") {
+        Ok(())
+    } else {
+        Err(format!(
+            "web API through port {port}: {} {}",
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// Repeats `line` (bounded) until its output contains `want`.
 pub(super) fn wait_for_output(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult<String> {
     let mut last = String::new();
@@ -394,6 +415,17 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
         add_user(v, &host, "alice", USER_PASSWORD)?;
         slixmpp_login(v.ports.c2s, "alice@localhost", USER_PASSWORD)
     });
+    report.check(
+        &mut ok,
+        "fast: the web admin's API answers through a forwarded port",
+        |_| {
+            let v = need(&mut vm)?;
+            command_expect(v, &host, "webadmin listen a 443", "SUCCESS")?;
+            command_expect(v, &host, "webadmin enable", "SUCCESS")?;
+            wait_for_output(v, &host, "webadmin status", "https://")?;
+            web_api(v.ports.web, ADMIN_PASSWORD, "alice")
+        },
+    );
     // Left on `a` for the rest of the chain: after the reboots below, xmppd starts before the
     // DHCP lease and must bind once it arrives (init's ready probe needs that).
     report.check(

@@ -29,6 +29,8 @@ pub struct Ports {
     pub c2s: u16,
     pub component: u16,
     pub s2s: u16,
+    /// The web admin and API (guest port 443).
+    pub web: u16,
 }
 
 impl Ports {
@@ -38,13 +40,15 @@ impl Ports {
             c2s: free_port(ip)?,
             component: free_port(ip)?,
             s2s: free_port(ip)?,
+            web: free_port(ip)?,
         })
     }
 
     fn hostfwd(&self) -> String {
         format!(
-            "hostfwd=tcp:127.0.0.1:{}-:5222,hostfwd=tcp:127.0.0.1:{}-:5223,hostfwd=tcp:127.0.0.1:{}-:5269",
-            self.c2s, self.component, self.s2s
+            "hostfwd=tcp:127.0.0.1:{}-:5222,hostfwd=tcp:127.0.0.1:{}-:5223,hostfwd=tcp:127.0.0.1:{}-:5269,\
+             hostfwd=tcp:127.0.0.1:{}-:443",
+            self.c2s, self.component, self.s2s, self.web
         )
     }
 }
@@ -365,9 +369,11 @@ mod tests {
             c2s: 1,
             component: 2,
             s2s: 3,
+            web: 4,
         };
         let text = ports.hostfwd();
-        assert_eq!(text.matches("tcp:127.0.0.1:").count(), 3);
+        assert_eq!(text.matches("tcp:127.0.0.1:").count(), 4);
+        assert!(text.contains("127.0.0.1:4-:443"));
         assert!(text.contains("127.0.0.1:1-:5222"));
     }
 }
