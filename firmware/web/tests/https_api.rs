@@ -342,13 +342,7 @@ async fn the_login_form_gives_a_strict_session_cookie_and_forms_need_its_token()
     }
     let session = cookie_value(response.headers(), "sb_session").unwrap();
     let cookie = format!("sb_session={session}");
-    let page = web
-        .client
-        .get(web.url("/status"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let page = web.get_as(&cookie, "/status").await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
     assert!(html.contains("<h1>Status</h1>"), "{html}");
@@ -357,39 +351,15 @@ async fn the_login_form_gives_a_strict_session_cookie_and_forms_need_its_token()
 
     // Logout with another token is refused and the session lives on.
     let forged = web
-        .client
-        .post(web.url("/logout"))
-        .header(header::COOKIE, &cookie)
-        .form(&[("csrf", "0".repeat(64).as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post_form_as(&cookie, "/logout", &[("csrf", "0".repeat(64).as_str())])
+        .await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-    let still = web
-        .client
-        .get(web.url("/status"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let still = web.get_as(&cookie, "/status").await;
     assert_eq!(still.status(), StatusCode::OK);
 
-    let out = web
-        .client
-        .post(web.url("/logout"))
-        .header(header::COOKIE, &cookie)
-        .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let out = web.post_form_as(&cookie, "/logout", &[("csrf", csrf.as_str())]).await;
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    let after = web
-        .client
-        .get(web.url("/status"))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let after = web.get_as(&cookie, "/status").await;
     assert_eq!(after.status(), StatusCode::SEE_OTHER);
     assert_eq!(after.headers()[header::LOCATION], "/login?expired=1");
     let (_session, _csrf) = log_in(&web).await;

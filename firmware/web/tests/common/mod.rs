@@ -71,6 +71,32 @@ impl Web {
         }
     }
 
+    /// GET `path` with the session `cookie` (a `Cookie:` header value).
+    pub async fn get_as(&self, cookie: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST `form` to `path` with the session `cookie`.
+    pub async fn post_form_as<T: serde::Serialize + ?Sized>(
+        &self,
+        cookie: &str,
+        path: &str,
+        form: &T,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header(reqwest::header::COOKIE, cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
