@@ -133,7 +133,6 @@ impl Cluster {
             tokio::spawn(relay::monitor(Arc::downgrade(&relay))),
             tokio::spawn(allow_elections(
                 inner.raft.clone(),
-                id,
                 timing_quiet,
                 Arc::clone(&inner.leader_heard),
             )),
@@ -724,18 +723,11 @@ impl Inner {
 }
 
 /// Let this node call elections once a leader's append-entries reached it, or after `quiet`
-/// without one (a whole cluster starting, or the leader being the node that is down), or at
-/// once when it is the only voter. (The leader known from the vote on disk does not count:
-/// it may be the one that is gone.)
-async fn allow_elections(raft: Raft<TypeConfig>, me: NodeId, quiet: Duration, heard: Arc<tokio::sync::Notify>) {
-    let alone = raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .all(|id| id == me);
-    if !alone && tokio::time::timeout(quiet, heard.notified()).await.is_err() {
+/// without one (a whole cluster starting, or the leader being the node that is down). The
+/// leader known from the vote on disk does not count: it may be the one that is gone. (A
+/// sole voter needs no election at a restart: openraft resumes a leader from its vote.)
+async fn allow_elections(raft: Raft<TypeConfig>, quiet: Duration, heard: Arc<tokio::sync::Notify>) {
+    if tokio::time::timeout(quiet, heard.notified()).await.is_err() {
         log::info!(
             "cluster: no leader heard within {} ms of the start; elections allowed",
             quiet.as_millis()
