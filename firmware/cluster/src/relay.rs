@@ -157,9 +157,6 @@ impl Relay {
                 max,
             });
         }
-        if to == self.me {
-            return Err(RelayError::UnknownPeer(to));
-        }
         let mut peers = lock(&self.peers);
         let peer = self.peer_of(&mut peers, to).ok_or(RelayError::UnknownPeer(to))?;
         peer.queue.try_send(payload).map_err(|e| match e {

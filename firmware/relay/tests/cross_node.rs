@@ -54,7 +54,10 @@ async fn xmpp_node(h: &Harness, i: usize, users: &[&str]) -> XmppNode {
             let mut contact = Contact::new(&format!("{other}@{DOMAIN}"));
             contact.subscription = SubscriptionState::Both;
             contact.listed = true;
-            core.storage.save_contact(user, contact).await.unwrap();
+            core.storage
+                .swap_contact(user, &contact.jid, None, Some(&contact))
+                .await
+                .unwrap();
         }
     }
     let directory = Directory::start(h.cluster(i).clone(), Arc::clone(&core));

@@ -295,23 +295,6 @@ impl Storage {
         roster_version(self.write(change).await?)
     }
 
-    /// Write a contact whatever is stored (setup of tests and imports; the roster logic uses
-    /// [`Storage::swap_contact`]).
-    pub async fn save_contact(&self, user: &str, contact: Contact) -> Result<String, StorageError> {
-        let change = if contact.is_worth_keeping() {
-            ConfigChange::PutRosterItem {
-                user: user.to_owned(),
-                item: to_store(&contact),
-            }
-        } else {
-            ConfigChange::RemoveRosterItem {
-                user: user.to_owned(),
-                contact: contact.jid.clone(),
-            }
-        };
-        roster_version(self.write(change).await?)
-    }
-
     /// Queue a serialized message for an account with no available resource.
     pub async fn push_offline(&self, user: &str, stanza: Vec<u8>, limit: usize) -> Result<(), StorageError> {
         let change = ConfigChange::PushOffline {
