@@ -2,6 +2,7 @@
 //! console's `health` command reads.
 
 use super::*;
+use sb_appliance::health as key;
 
 impl Pid1 {
     pub(super) fn record_boot_reason(&mut self) {
@@ -94,26 +95,39 @@ impl Pid1 {
             (None, _, true) => "failed (gave up)".into(),
             (None, _, _) => "restarting".into(),
         };
-        let text = format!(
-            "watchdog={watchdog}\nwatchdog_device={}\nwatchdog_timeout_s={}\nwatchdog_boot_status=0x{:x}\n\
-             last_reset={}\nxmppd={xmppd}\nxmppd_restarts={}\nxmppd_last_exit={}\nready={}\nboot_kernel_s={:.2}\n\
-             data_error={}\n",
-            self.watchdog.as_ref().map(|w| w.device.as_str()).unwrap_or("-"),
-            self.watchdog.as_ref().map(|w| w.timeout.as_secs()).unwrap_or(0),
-            self.watchdog.as_ref().map(|w| w.boot_status).unwrap_or(0),
-            self.last_reset,
-            self.xmppd.restarts,
-            if self.xmppd.last_exit.is_empty() {
-                "-"
-            } else {
-                self.xmppd.last_exit.as_str()
-            },
-            self.ready,
-            self.init_uptime,
-            std::fs::read_to_string(control::DATA_ERROR)
-                .map(|e| e.replace('\n', " "))
-                .unwrap_or_else(|_| "-".into()),
-        );
+        let watchdog_value = |f: fn(&Watchdog) -> String| self.watchdog.as_ref().map(f);
+        let text = Health::render(&[
+            (key::WATCHDOG, watchdog.to_string()),
+            (
+                key::WATCHDOG_DEVICE,
+                watchdog_value(|w| w.device.clone()).unwrap_or_else(|| "-".into()),
+            ),
+            (
+                key::WATCHDOG_TIMEOUT_S,
+                watchdog_value(|w| w.timeout.as_secs().to_string()).unwrap_or_else(|| "0".into()),
+            ),
+            (
+                key::WATCHDOG_BOOT_STATUS,
+                format!("0x{:x}", self.watchdog.as_ref().map(|w| w.boot_status).unwrap_or(0)),
+            ),
+            (key::LAST_RESET, self.last_reset.clone()),
+            (key::XMPPD, xmppd),
+            (key::XMPPD_RESTARTS, self.xmppd.restarts.to_string()),
+            (
+                key::XMPPD_LAST_EXIT,
+                if self.xmppd.last_exit.is_empty() {
+                    "-".into()
+                } else {
+                    self.xmppd.last_exit.to_string()
+                },
+            ),
+            (key::READY, self.ready.to_string()),
+            (key::BOOT_KERNEL_S, format!("{:.2}", self.init_uptime)),
+            (
+                key::DATA_ERROR,
+                std::fs::read_to_string(control::DATA_ERROR).unwrap_or_else(|_| "-".into()),
+            ),
+        ]);
         let _ = std::fs::write("/run/switchboard/health.tmp", text);
         let _ = std::fs::rename("/run/switchboard/health.tmp", control::HEALTH);
     }

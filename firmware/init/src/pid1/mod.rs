@@ -24,15 +24,17 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::backoff::{Backoff, Verdict};
-use crate::board::Board;
 use crate::cmdline::{self, Cmdline};
-use crate::config::{self, NetworkConfig};
-use crate::control::{self, Request};
+use crate::config;
 use crate::start_failure::{self, Held};
 use crate::watchdog::{WDIOF_CARDRESET, Watchdog};
 use crate::{kmod, logger, mounts, net, privileges};
+use sb_appliance::Board;
+use sb_appliance::control::{self, Request};
+use sb_appliance::health::Health;
+use sb_appliance::network::NetworkConfig;
 
-const BOARD_FILE: &str = "/etc/switchboard/board.toml";
+use sb_appliance::paths::BOARD_FILE;
 pub const XMPPD: &str = "/bin/xmppd";
 pub const MMP: &str = "/bin/mmp";
 pub const XMPP_DIR: &str = "/data/xmpp";
@@ -189,7 +191,7 @@ pub fn run() -> ! {
 
     let cmdline = cmdline::parse(&read_to_string("/proc/cmdline"));
     let board_path = cmdline.board.as_deref().unwrap_or(BOARD_FILE).to_string();
-    let board = Board::load(&board_path).unwrap_or_else(|e| {
+    let board = Board::load(std::path::Path::new(&board_path)).unwrap_or_else(|e| {
         log::error!("board file: {e}; using built-in defaults");
         Board::fallback()
     });

@@ -13,7 +13,7 @@ impl Pid1 {
     /// Static addresses from /data/appliance/network; DHCPv4 on the default interface otherwise.
     pub(super) fn apply_network(&mut self) {
         let stored = if self.data_ok {
-            NetworkConfig::load()
+            config::load_network()
         } else {
             NetworkConfig::default()
         };
