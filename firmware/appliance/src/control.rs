@@ -1,10 +1,13 @@
-//! Requests to PID 1 from its helpers (the console process), as one-word datagrams on a
-//! unix socket in /run. Only root exists on the appliance; the socket is mode 0600 anyway.
+//! Requests to PID 1, as one-word datagrams on a unix socket in /run (mode 0600; only root
+//! exists on the appliance anyway), and the files PID 1 keeps there for the others to read.
 
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 
 pub const SOCKET: &str = "/run/switchboard/control";
+/// `key=value` lines, see [`crate::health`].
 pub const HEALTH: &str = "/run/switchboard/health";
+/// The readiness line, written once XMPP answers.
 pub const READY: &str = "/run/switchboard/ready";
 /// Why /data could not be mounted, written by PID 1 at boot; absent when it is mounted.
 pub const DATA_ERROR: &str = "/run/switchboard/data-error";
@@ -28,6 +31,16 @@ pub enum Request {
 }
 
 impl Request {
+    const ALL: [Request; 7] = [
+        Request::Reboot,
+        Request::PowerOff,
+        Request::RecoveryEnter,
+        Request::RecoveryLeave,
+        Request::NetworkReload,
+        Request::TestStopPetting,
+        Request::TestStopXmppd,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Request::Reboot => "reboot",
@@ -42,32 +55,19 @@ impl Request {
 
     pub fn parse(bytes: &[u8]) -> Option<Request> {
         let text = std::str::from_utf8(bytes).ok()?.trim();
-        [
-            Request::Reboot,
-            Request::PowerOff,
-            Request::RecoveryEnter,
-            Request::RecoveryLeave,
-            Request::NetworkReload,
-            Request::TestStopPetting,
-            Request::TestStopXmppd,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == text)
+        Request::ALL.into_iter().find(|r| r.as_str() == text)
     }
 }
 
+/// Send `request` to PID 1's socket at [`SOCKET`].
 pub fn send(request: Request) -> std::io::Result<()> {
-    let socket = UnixDatagram::unbound()?;
-    socket.send_to(request.as_str().as_bytes(), SOCKET).map(|_| ())
+    send_to(Path::new(SOCKET), request)
 }
 
-/// `key=value` lines of the health file.
-pub fn read_health() -> Vec<(String, String)> {
-    std::fs::read_to_string(HEALTH)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
+/// Send `request` to a control socket at `socket` (tests use their own).
+pub fn send_to(socket: &Path, request: Request) -> std::io::Result<()> {
+    let sender = UnixDatagram::unbound()?;
+    sender.send_to(request.as_str().as_bytes(), socket).map(|_| ())
 }
 
 #[cfg(test)]
@@ -76,16 +76,22 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_junk_is_refused() {
-        for r in [
-            Request::Reboot,
-            Request::PowerOff,
-            Request::RecoveryEnter,
-            Request::TestStopXmppd,
-        ] {
+        for r in Request::ALL {
             assert_eq!(Request::parse(r.as_str().as_bytes()), Some(r));
         }
         assert_eq!(Request::parse(b"reboot\n"), Some(Request::Reboot));
         assert_eq!(Request::parse(b"rm -rf"), None);
         assert_eq!(Request::parse(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn a_request_arrives_as_its_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control");
+        let init = UnixDatagram::bind(&path).unwrap();
+        send_to(&path, Request::NetworkReload).unwrap();
+        let mut buf = [0u8; 64];
+        let n = init.recv(&mut buf).unwrap();
+        assert_eq!(Request::parse(&buf[..n]), Some(Request::NetworkReload));
     }
 }
