@@ -76,7 +76,7 @@ class Session:
         self.lines.append("$ " + shown)
         # openssl's key generation progress (lines of dots and pluses) says nothing.
         output = "\n".join(line for line in (result.stdout + result.stderr).splitlines()
-                           if line.strip(".+*-\n") != "").rstrip("\n")
+                           if line == "" or line.strip(".+*-") != "").rstrip("\n")
         if output:
             self.lines.append(output)
         self.lines.append("(exit status %d)" % result.returncode)
@@ -218,7 +218,8 @@ def main():
                     break
                 time.sleep(0.5)
             chain = [line for line in result.stdout.splitlines() if re.match(r"^ ?\d+ s:", line)
-                     or line.strip().startswith(("s:", "i:")) or "Verify return code" in line]
+                     or line.strip().startswith(("s:", "i:"))]
+            chain += sorted({line.strip() for line in result.stdout.splitlines() if "Verify return code" in line})
             session.record("openssl s_client -starttls xmpp -xmpphost tptac9.com -CAfile root.crt "
                            "(chain and verdict shown)", subprocess.CompletedProcess(
                                [], result.returncode, "\n".join(chain) + "\n", ""))
