@@ -21,6 +21,7 @@ mod logs;
 pub mod pki;
 pub mod reconcile;
 pub mod socket;
+pub mod ssh;
 mod user;
 mod webadmin;
 pub mod xmpp;
@@ -46,6 +47,7 @@ pub use logs::{LogCommand, LogLevel, SyslogCommand};
 pub use pki::PkiCommand;
 /// A secret typed by the operator (password, component secret); it never prints.
 pub use sb_store::Secret;
+pub use ssh::SshCommand;
 pub use user::UserCommand;
 pub use webadmin::WebadminCommand;
 pub use xmpp::{CallbridgeCommand, ClusterCommand, ClusterLive, ClusterView, PeerHealth, PeerView, XmppCommand};
@@ -199,6 +201,8 @@ command_families! {
     AdminPasswd(AdminPasswdCommand),
     /// `webadmin ...`: the HTTPS web admin and API of this node.
     Webadmin(WebadminCommand),
+    /// `ssh ...`: the SSH server (MMP prompt, one-shot commands, SFTP) of this node.
+    Ssh(SshCommand),
     /// `help`: one line per command.
     Help(HelpCommand),
 }
@@ -383,7 +387,10 @@ mod tests {
             "xmpp status",
             "xmpp callbridge port <port>|off",
             "xmpp callbridge plain on|off",
-            "pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]",
+            "pki selfsigned <basename> [CN:<v>] [subAltName:<a,b,c>]",
+            "pki csr <basename> CN:<v>",
+            "ssh listen <iface or address> [<port>]",
+            "ssh authorized-key add <type> <base64> [<comment>]",
             "user add <name>",
             "user del <name>",
             "user list",
