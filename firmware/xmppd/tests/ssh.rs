@@ -28,7 +28,7 @@ fn daemon() -> (Daemon, SocketAddr) {
             authorized_keys: vec![],
         };
     });
-    sb_password::file::set(&daemon.dir.path().join("admin-password"), ADMIN_PASSWORD).unwrap();
+    sb_appliance::password::file::set(&daemon.dir.path().join("admin-password"), ADMIN_PASSWORD).unwrap();
     let addr = ssh_addr(&daemon);
     (daemon, addr)
 }
