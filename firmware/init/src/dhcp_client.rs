@@ -95,12 +95,27 @@ fn apply(iface: &str, lease: &ServerReply) {
     );
 }
 
+/// Until the kernel reports the link operational (or `limit` passed): before that its queue
+/// drops what is sent, and a lost DISCOVER costs the whole first retransmit interval.
+fn wait_for_link(iface: &str, limit: Duration) {
+    let path = format!("/sys/class/net/{iface}/operstate");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match std::fs::read_to_string(&path) {
+            Ok(state) if state.trim() == "up" => return,
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return,
+        }
+    }
+}
+
 /// Never returns; PID 1 kills this process when the configuration changes.
 pub fn run(iface: &str, hostname: &str) -> ! {
     if let Err(e) = net::link_up(iface) {
         log::error!("dhcp: bringing {iface} up: {e}");
     }
     let mac = net::mac(iface).unwrap_or([0; 6]);
+    wait_for_link(iface, Duration::from_secs(2));
     let mut retry = Duration::from_secs(2);
     loop {
         let socket = match open_socket(iface) {

@@ -1,24 +1,17 @@
 //! Kernel modules: the board's list ordered over modules.dep (sb-appliance) and loaded with
 //! finit_module.
 
-use std::os::fd::AsRawFd;
+use nix::errno::Errno;
+use nix::kmod::{ModuleInitFlags, finit_module};
 
 use sb_appliance::modules::DepTable;
 
 /// Loads one module file. EEXIST (already loaded or built in) counts as success.
 pub fn load(path: &str) -> Result<(), String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
-    let params = c"";
-    // SAFETY: finit_module reads the open fd and a NUL-terminated parameter string.
-    let rc = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EEXIST) {
-        Ok(())
-    } else {
-        Err(format!("{path}: {err}"))
+    match finit_module(&file, c"", ModuleInitFlags::empty()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(format!("{path}: {e}")),
     }
 }
 

@@ -2,7 +2,9 @@
 //! interface, which is all the appliance's `ipv4` command manages).
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::sys::socket::{AddressFamily, SockFlag, SockType};
 
 use crate::dhcp::{mask_to_prefix, prefix_to_mask};
 
@@ -58,14 +60,22 @@ struct Rtentry {
     irtt: libc::c_ushort,
 }
 
+// The classic interface and routing ioctls (linux/sockios.h), each typed by nix.
+nix::ioctl_readwrite_bad!(siocgifflags, libc::SIOCGIFFLAGS, Ifreq);
+nix::ioctl_readwrite_bad!(siocsifflags, libc::SIOCSIFFLAGS, Ifreq);
+nix::ioctl_readwrite_bad!(siocgifhwaddr, libc::SIOCGIFHWADDR, Ifreq);
+nix::ioctl_readwrite_bad!(siocgifaddr, libc::SIOCGIFADDR, Ifreq);
+nix::ioctl_readwrite_bad!(siocsifaddr, libc::SIOCSIFADDR, Ifreq);
+nix::ioctl_readwrite_bad!(siocgifnetmask, libc::SIOCGIFNETMASK, Ifreq);
+nix::ioctl_readwrite_bad!(siocsifnetmask, libc::SIOCSIFNETMASK, Ifreq);
+nix::ioctl_write_ptr_bad!(siocaddrt, libc::SIOCADDRT, Rtentry);
+
+/// The kind of ioctl [`ioctl`] runs: one of the interface ioctls above.
+type IfreqIoctl = unsafe fn(libc::c_int, *mut Ifreq) -> nix::Result<libc::c_int>;
+
 fn socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    nix::sys::socket::socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(std::io::Error::from)
 }
 
 fn ifreq(name: &str) -> std::io::Result<Ifreq> {
@@ -83,20 +93,18 @@ fn ifreq(name: &str) -> std::io::Result<Ifreq> {
     Ok(req)
 }
 
-fn ioctl(request: libc::c_ulong, req: &mut Ifreq) -> std::io::Result<()> {
+fn ioctl(request: IfreqIoctl, req: &mut Ifreq) -> std::io::Result<()> {
     let sock = socket()?;
-    // SAFETY: req is a properly laid out struct ifreq that outlives the call.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, req as *mut Ifreq) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    // SAFETY: req is a properly laid out struct ifreq that outlives the call, and every
+    // IfreqIoctl takes exactly that.
+    unsafe { request(sock.as_raw_fd(), req) }
+        .map(|_| ())
+        .map_err(std::io::Error::from)
 }
 
 pub fn flags(name: &str) -> std::io::Result<i32> {
     let mut req = ifreq(name)?;
-    ioctl(libc::SIOCGIFFLAGS, &mut req)?;
+    ioctl(siocgifflags, &mut req)?;
     // SAFETY: SIOCGIFFLAGS filled the flags member.
     Ok(unsafe { req.data.flags } as i32 & 0xffff)
 }
@@ -105,12 +113,12 @@ pub fn link_up(name: &str) -> std::io::Result<()> {
     let current = flags(name)?;
     let mut req = ifreq(name)?;
     req.data.flags = (current | libc::IFF_UP) as libc::c_short;
-    ioctl(libc::SIOCSIFFLAGS, &mut req)
+    ioctl(siocsifflags, &mut req)
 }
 
 pub fn mac(name: &str) -> std::io::Result<[u8; 6]> {
     let mut req = ifreq(name)?;
-    ioctl(libc::SIOCGIFHWADDR, &mut req)?;
+    ioctl(siocgifhwaddr, &mut req)?;
     // SAFETY: SIOCGIFHWADDR fills a sockaddr: family (2 bytes) then the address.
     let raw = unsafe { req.data.hwaddr };
     let mut mac = [0u8; 6];
@@ -121,11 +129,11 @@ pub fn mac(name: &str) -> std::io::Result<[u8; 6]> {
 /// (address, prefix) of the interface's primary IPv4 address.
 pub fn ipv4(name: &str) -> Option<(Ipv4Addr, u8)> {
     let mut req = ifreq(name).ok()?;
-    ioctl(libc::SIOCGIFADDR, &mut req).ok()?;
+    ioctl(siocgifaddr, &mut req).ok()?;
     // SAFETY: filled with a sockaddr_in by the kernel.
     let addr = Ipv4Addr::from(unsafe { req.data.addr }.addr);
     let mut req = ifreq(name).ok()?;
-    ioctl(libc::SIOCGIFNETMASK, &mut req).ok()?;
+    ioctl(siocgifnetmask, &mut req).ok()?;
     // SAFETY: as above.
     let mask = Ipv4Addr::from(unsafe { req.data.addr }.addr);
     Some((addr, mask_to_prefix(mask).unwrap_or(32)))
@@ -134,25 +142,25 @@ pub fn ipv4(name: &str) -> Option<(Ipv4Addr, u8)> {
 pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> std::io::Result<()> {
     let mut req = ifreq(name)?;
     req.data.addr = SockaddrIn::new(addr);
-    ioctl(libc::SIOCSIFADDR, &mut req)?;
+    ioctl(siocsifaddr, &mut req)?;
     let mut req = ifreq(name)?;
     req.data.addr = SockaddrIn::new(prefix_to_mask(prefix));
-    ioctl(libc::SIOCSIFNETMASK, &mut req)
+    ioctl(siocsifnetmask, &mut req)
 }
 
 /// Removes the primary address (and with it the routes through this interface).
 pub fn clear_ipv4(name: &str) -> std::io::Result<()> {
     let mut req = ifreq(name)?;
     req.data.addr = SockaddrIn::new(Ipv4Addr::UNSPECIFIED);
-    ioctl(libc::SIOCSIFADDR, &mut req)
+    ioctl(siocsifaddr, &mut req)
 }
 
-fn route(request: libc::c_ulong, name: &str, gateway: Ipv4Addr) -> std::io::Result<()> {
+fn add_route(name: &str, gateway: Ipv4Addr) -> std::io::Result<()> {
     let mut dev = [0 as libc::c_char; libc::IFNAMSIZ];
     for (d, b) in dev.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
         *d = b as libc::c_char;
     }
-    let mut rt = Rtentry {
+    let rt = Rtentry {
         pad1: 0,
         dst: SockaddrIn::new(Ipv4Addr::UNSPECIFIED),
         gateway: SockaddrIn::new(gateway),
@@ -169,16 +177,13 @@ fn route(request: libc::c_ulong, name: &str, gateway: Ipv4Addr) -> std::io::Resu
     };
     let sock = socket()?;
     // SAFETY: rt is a struct rtentry whose dev pointer points at a live NUL-terminated name.
-    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &mut rt as *mut Rtentry) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unsafe { siocaddrt(sock.as_raw_fd(), &rt) }
+        .map(|_| ())
+        .map_err(std::io::Error::from)
 }
 
 pub fn add_default_route(name: &str, gateway: Ipv4Addr) -> std::io::Result<()> {
-    match route(libc::SIOCADDRT, name, gateway) {
+    match add_route(name, gateway) {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
         other => other,
     }
@@ -191,4 +196,19 @@ pub fn write_resolv_conf(servers: &[Ipv4Addr]) -> std::io::Result<()> {
     }
     std::fs::write("/etc/resolv.conf.tmp", text)?;
     std::fs::rename("/etc/resolv.conf.tmp", "/etc/resolv.conf")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed ioctls against the loopback interface every host has.
+    #[test]
+    fn loopback_reads_back_through_the_interface_ioctls() {
+        assert_ne!(flags("lo").unwrap() & libc::IFF_UP, 0, "lo is up");
+        assert_eq!(ipv4("lo"), Some((Ipv4Addr::LOCALHOST, 8)));
+        assert_eq!(mac("lo").unwrap(), [0; 6]);
+        assert!(flags("nosuch0").is_err());
+        assert!(ifreq("a-name-longer-than-ifnamsiz").is_err());
+    }
 }

@@ -6,11 +6,11 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-// linux/watchdog.h
-const WDIOC_GETBOOTSTATUS: libc::Ioctl = 0x8004_5702u32 as libc::Ioctl;
-const WDIOC_KEEPALIVE: libc::Ioctl = 0x8004_5705u32 as libc::Ioctl;
-const WDIOC_SETTIMEOUT: libc::Ioctl = 0xc004_5706u32 as libc::Ioctl;
-const WDIOC_GETTIMEOUT: libc::Ioctl = 0x8004_5707u32 as libc::Ioctl;
+// linux/watchdog.h: WATCHDOG_IOCTL_BASE 'W', every argument one int.
+nix::ioctl_read!(wdioc_getbootstatus, b'W', 2, libc::c_int);
+nix::ioctl_read!(wdioc_keepalive, b'W', 5, libc::c_int);
+nix::ioctl_readwrite!(wdioc_settimeout, b'W', 6, libc::c_int);
+nix::ioctl_read!(wdioc_gettimeout, b'W', 7, libc::c_int);
 pub const WDIOF_CARDRESET: u32 = 0x0020;
 
 pub struct Watchdog {
@@ -29,23 +29,19 @@ impl Watchdog {
             .map_err(|e| format!("{device}: {e}"))?;
         let fd = file.as_raw_fd();
         let mut boot_status: libc::c_int = 0;
-        // SAFETY: each ioctl takes a pointer to one int, which outlives the call.
-        unsafe {
-            if libc::ioctl(fd, WDIOC_GETBOOTSTATUS, &mut boot_status) != 0 {
-                boot_status = 0;
-            }
-            let mut wanted = timeout_s as libc::c_int;
-            if libc::ioctl(fd, WDIOC_SETTIMEOUT, &mut wanted) != 0 {
-                log::warn!("watchdog: the driver refused a {timeout_s} s timeout; keeping its own");
-            }
+        // SAFETY (all three): the driver reads or writes one int through the pointer, which
+        // outlives the call; fd is the open watchdog device.
+        if unsafe { wdioc_getbootstatus(fd, &mut boot_status) }.is_err() {
+            boot_status = 0;
+        }
+        let mut wanted = timeout_s as libc::c_int;
+        if unsafe { wdioc_settimeout(fd, &mut wanted) }.is_err() {
+            log::warn!("watchdog: the driver refused a {timeout_s} s timeout; keeping its own");
         }
         let mut got: libc::c_int = 0;
-        // SAFETY: as above.
-        let rc = unsafe { libc::ioctl(fd, WDIOC_GETTIMEOUT, &mut got) };
-        let timeout_s = if rc == 0 && got > 0 {
-            got as u64
-        } else {
-            timeout_s as u64
+        let timeout_s = match unsafe { wdioc_gettimeout(fd, &mut got) } {
+            Ok(_) if got > 0 => got as u64,
+            _ => timeout_s as u64,
         };
         let watchdog = Watchdog {
             file,
@@ -64,12 +60,25 @@ impl Watchdog {
     pub fn pet(&self) {
         let mut dummy: libc::c_int = 0;
         // SAFETY: WDIOC_KEEPALIVE ignores its argument; the pointer is valid anyway.
-        unsafe { libc::ioctl(self.file.as_raw_fd(), WDIOC_KEEPALIVE, &mut dummy) };
+        let _ = unsafe { wdioc_keepalive(self.file.as_raw_fd(), &mut dummy) };
     }
 
     /// Orderly shutdown only: 'V' tells a nowayout-less driver to disarm on close.
     pub fn magic_close(mut self) {
         let _ = self.file.write_all(b"V");
         drop(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The request numbers nix builds are linux/watchdog.h's.
+    #[test]
+    fn request_codes_match_the_kernel_header() {
+        let int = std::mem::size_of::<libc::c_int>();
+        assert_eq!(nix::request_code_read!(b'W', 2, int) as u32, 0x8004_5702);
+        assert_eq!(nix::request_code_read!(b'W', 5, int) as u32, 0x8004_5705);
+        assert_eq!(nix::request_code_readwrite!(b'W', 6, int) as u32, 0xc004_5706);
+        assert_eq!(nix::request_code_read!(b'W', 7, int) as u32, 0x8004_5707);
     }
 }

@@ -322,13 +322,14 @@ fn listener_status(l: sb_listener::ListenerStatus) -> ListenerStatus {
 }
 
 /// Write one byte to init's pipe every 2 s: proof that the runtime still schedules tasks.
-fn start_heartbeat() {
+/// The pipe is returned for [`signal_ready`].
+fn start_heartbeat() -> Option<Arc<std::os::fd::OwnedFd>> {
     let Ok(text) = std::env::var("SB_HEARTBEAT_FD") else {
-        return;
+        return None;
     };
     let Ok(raw) = text.trim().parse::<std::os::fd::RawFd>() else {
         log::warn!("SB_HEARTBEAT_FD='{text}' is not a file descriptor; no heartbeats");
-        return;
+        return None;
     };
     use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
     use std::os::fd::{FromRawFd, OwnedFd};
@@ -342,11 +343,13 @@ fn start_heartbeat() {
     }
     let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     log::info!("sending heartbeats to fd {raw}");
+    let fd = Arc::new(fd);
+    let beat = Arc::clone(&fd);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
             ticker.tick().await;
-            match nix::unistd::write(&fd, b".") {
+            match nix::unistd::write(&*beat, b".") {
                 Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
                 Err(e) => {
                     log::warn!("heartbeat fd {raw}: {e}; no more heartbeats");
@@ -355,6 +358,21 @@ fn start_heartbeat() {
             }
         }
     });
+    Some(fd)
+}
+
+/// Tells init that XMPP clients can connect (`R` on the heartbeat pipe), so it need not poll
+/// port 5222. Sent only when a client listener is bound: otherwise init keeps probing.
+fn signal_ready(pipe: Option<&std::os::fd::OwnedFd>, server: &Server) {
+    let Some(pipe) = pipe else { return };
+    let bound = server
+        .status()
+        .listeners
+        .iter()
+        .any(|l| l.service == Service::Client && l.bound.is_some());
+    if bound && let Err(e) = nix::unistd::write(pipe, b"R") {
+        log::warn!("telling init that XMPP is ready: {e}");
+    }
 }
 
 fn print_banner(server: &Server, web: &sb_web::WebHandle, ssh: &sb_ssh::SshHandle, dir: &Path) {
@@ -433,7 +451,7 @@ async fn wait_for_signal() {
 }
 
 async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>) -> Result<(), StartError> {
-    start_heartbeat();
+    let init_pipe = start_heartbeat();
     // One writer for the admin layer and the server: the local store until this node is a
     // cluster member, the replicated log after.
     let cluster = ClusterNode::new(
@@ -453,6 +471,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     let server = Server::with_writer(store.clone(), Arc::clone(&writer), &options.dir, options.tuning);
     cluster.attach_server(Arc::clone(server.core()));
     server.start().await?;
+    signal_ready(init_pipe.as_deref(), &server);
     startup::save_last_good(&store, &options.dir);
     let federation =
         sb_federation::Federation::start(Arc::clone(server.core()), store.clone(), options.federation_tuning).await;

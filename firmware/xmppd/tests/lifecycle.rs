@@ -192,3 +192,36 @@ async fn heartbeats_reach_the_inherited_pipe() {
     let read = reader.read(&mut beat).expect("read heartbeat");
     assert_eq!(read, 1, "the pipe closed without a heartbeat");
 }
+
+/// After its client listener is bound, xmppd writes `R` on init's pipe (init's readiness
+/// signal, instead of polling port 5222); heartbeats are other bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reaches_the_inherited_pipe_once_clients_can_connect() {
+    use std::io::Read;
+    use std::os::fd::{AsFd, AsRawFd};
+    let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
+    let fd = write_end.as_raw_fd().to_string();
+    let daemon = Daemon::start_with_env(&[], &[], &[("SB_HEARTBEAT_FD", &fd)], |_| {});
+    drop(write_end);
+    let signalled = tokio::task::block_in_place(|| {
+        let patience_ms = u16::try_from(common::PATIENCE.as_millis()).unwrap_or(u16::MAX);
+        let mut reader = std::fs::File::from(read_end.try_clone().expect("dup"));
+        // Bounded: a heartbeat or two come first at most, then the signal.
+        for _ in 0..16 {
+            let mut fds = [nix::poll::PollFd::new(read_end.as_fd(), nix::poll::PollFlags::POLLIN)];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(patience_ms)).expect("poll") == 0 {
+                return false;
+            }
+            let mut byte = [0u8; 1];
+            if reader.read(&mut byte).expect("read the pipe") == 0 {
+                return false;
+            }
+            if byte[0] == b'R' {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(signalled, "no readiness byte on the pipe");
+    std::net::TcpStream::connect(daemon.addr).expect("clients can connect once xmppd signalled ready");
+}

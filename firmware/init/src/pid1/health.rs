@@ -56,15 +56,26 @@ impl Pid1 {
         if self.ready || self.xmppd.pid.is_none() || Instant::now() < self.next_ready_probe {
             return;
         }
-        self.next_ready_probe = Instant::now() + Duration::from_millis(500);
+        // Signalled by xmppd over the heartbeat pipe: only the interface's address is still
+        // awaited (a cheap ioctl, so often). Without the signal (an xmppd that does not send
+        // it), probe the port as before, less often.
+        let signalled = self.xmppd.signalled_ready;
+        self.next_ready_probe = Instant::now()
+            + if signalled {
+                ADDRESS_PROBE_INTERVAL
+            } else {
+                PORT_PROBE_INTERVAL
+            };
         let iface = self.default_kernel_iface();
         let address = iface.as_deref().and_then(net::ipv4);
         let Some((address, _)) = address else { return };
-        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, XMPP_PORT));
-        let external = SocketAddr::from((address, XMPP_PORT));
-        let accepts = |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok();
-        if !accepts(&local) && !accepts(&external) {
-            return;
+        if !signalled {
+            let local = SocketAddr::from((Ipv4Addr::LOCALHOST, XMPP_PORT));
+            let external = SocketAddr::from((address, XMPP_PORT));
+            let accepts = |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(300)).is_ok();
+            if !accepts(&local) && !accepts(&external) {
+                return;
+            }
         }
         self.ready = true;
         let now = logger::uptime_s();

@@ -47,6 +47,13 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 const STARTUP_GRACE: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const XMPP_PORT: u16 = 5222;
+/// What xmppd writes on the heartbeat pipe once its client listener is bound (a heartbeat
+/// is any other byte).
+const READY_BYTE: u8 = b'R';
+/// After xmppd's ready signal, how often init looks for the default interface's address.
+const ADDRESS_PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// Without the signal, how often init tries to connect to port 5222.
+const PORT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// RLIMIT_NOFILE for xmppd (soft and hard): 10,000 sessions and their TLS state with room to
 /// spare; the kernel's own ceiling (fs.nr_open) is a million.
 const XMPPD_OPEN_FILES: libc::rlim_t = 65_536;
@@ -80,6 +87,8 @@ struct Xmppd {
     held_for: Option<Held>,
     /// xmppd's last output line: the reason of a start failure.
     last_line: heapless::String<256>,
+    /// xmppd wrote its readiness byte (`R`) on the heartbeat pipe: its client listener is bound.
+    signalled_ready: bool,
     gave_up: bool,
 }
 
@@ -198,6 +207,11 @@ pub fn run() -> ! {
 
     let loaded = kmod::load_board_modules(&board.kernel.release, &board.kernel.modules);
     log::info!("loaded {loaded} kernel modules for board {}", board.board.name);
+    // Links up now: the kernel activates a link's queue some time after carrier (linkwatch),
+    // and that wait then overlaps /data's mount instead of delaying the first DHCP packet.
+    for iface in &board.network.interfaces {
+        let _ = net::link_up(&iface.kernel);
+    }
 
     set_hostname(read_to_string("/etc/hostname").trim());
     let _ = net::link_up("lo");
@@ -272,6 +286,7 @@ pub fn run() -> ! {
             held: !data_ok,
             held_for: None,
             last_line: heapless::String::new(),
+            signalled_ready: false,
             gave_up: false,
         },
         console: Helper {
@@ -296,6 +311,10 @@ pub fn run() -> ! {
     }
     pid1.control = bind_control();
     pid1.apply_network();
+    // The DHCP client runs while xmppd starts, not after: the lease is on the way to ready.
+    if pid1.dhcp.restart_at.take().is_some() {
+        pid1.spawn_dhcp();
+    }
     if pid1.cmdline.recovery {
         log::warn!("switchboard.recovery on the command line: xmppd stays stopped");
         pid1.xmppd.held = true;

@@ -112,6 +112,7 @@ impl Pid1 {
                 self.xmppd.started = now;
                 self.xmppd.last_heartbeat = now;
                 self.xmppd.heard = false;
+                self.xmppd.signalled_ready = false;
                 self.xmppd.heartbeat = Some(hb_read);
                 self.xmppd.output = Some(out_read);
                 self.xmppd.kill_reason = None;
@@ -254,9 +255,15 @@ impl Pid1 {
                     self.xmppd.heartbeat = None;
                     break;
                 }
-                Ok(_) => {
+                Ok(n) => {
                     self.xmppd.last_heartbeat = Instant::now();
                     self.xmppd.heard = true;
+                    // `R`: xmppd's client listener is bound. Probe readiness right away.
+                    if buf[..n].contains(&READY_BYTE) && !self.xmppd.signalled_ready {
+                        log::info!("xmppd signalled ready");
+                        self.xmppd.signalled_ready = true;
+                        self.next_ready_probe = Instant::now();
+                    }
                 }
                 Err(Errno::EINTR) => continue,
                 Err(_) => break,

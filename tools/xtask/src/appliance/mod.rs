@@ -4,6 +4,7 @@
 //! The image itself is made by the image/ crate (sb-image); this module builds the static
 //! binaries it packs, runs it, and drives QEMU.
 
+mod boot_bench;
 mod build;
 mod cluster_chain;
 mod data_damage;
@@ -16,6 +17,8 @@ use std::process::Command;
 use crate::util::{Args, TaskResult};
 use build::{Variant, build_image, output_root};
 use vm::{BootPath, Ports, fresh_disk, fresh_vars, qemu_args};
+
+pub use boot_bench::run as boot_bench;
 
 const DEFAULT_BOARD: &str = "qemu-q35";
 

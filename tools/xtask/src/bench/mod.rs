@@ -43,6 +43,8 @@ then --rate msg/s (half each way, both at once) for the latency p50/p99 per dire
   --component-plain         the Call Bridge over plain TCP (`xmpp callbridge plain on`) instead of TLS
   --debug                   use debug builds instead of release
   --keep                    keep the temporary directories (configs, logs, data)
+  --boot [--boots N]        instead: the PVH boot's breakdown per phase under QEMU (TCG), median
+                            of N boots (default 5) after a first boot
   --cluster                 instead: the cluster's figures (routing and logins against a single
                             node, one replicated write, failover over --kills N kills, default 20);
                             --clients sets the routing clients (default 200 there)
@@ -116,6 +118,10 @@ pub const CALLBRIDGE_NAME: &str = "cb1";
 pub const CALLBRIDGE_SECRET: &str = "bench-callbridge-secret";
 
 pub fn bench(args: &[String]) -> TaskResult {
+    // The boot breakdown has options of its own and needs no servers.
+    if args.iter().any(|a| a == "--boot") {
+        return crate::appliance::boot_bench(args);
+    }
     let mut options = BenchOptions::default();
     let mut clustered = false;
     let mut clients_given = false;
