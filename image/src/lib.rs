@@ -263,7 +263,10 @@ pub fn build_bundle(request: &BundleRequest) -> Result<sb_upgrade::bundle::Manif
     let osrel = work.join("os-release");
     std::fs::write(
         &osrel,
-        format!("NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{}\"\n", request.version),
+        format!(
+            "NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{}\"\n",
+            request.version
+        ),
     )
     .map_err(io_err("writing os-release"))?;
     let cmdline_file = work.join("cmdline");
@@ -298,7 +301,10 @@ pub fn build_bundle(request: &BundleRequest) -> Result<sb_upgrade::bundle::Manif
 
 /// A scratch folder next to `out`.
 fn tempfile_dir(out: &Path) -> Result<PathBuf, ImageError> {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let dir = out.with_file_name(format!(".{name}.work"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(io_err("creating the bundle's work folder"))?;

@@ -75,13 +75,27 @@ pub fn build(inputs: &BundleInputs, key: &SigningKey, out: &Path) -> Result<sb_u
     drop(file);
     let image = path_str(&fat)?;
     let epoch = inputs.epoch.to_string();
-    let env = [("MTOOLS_SKIP_CHECK", "1"), ("TZ", "UTC"), ("SOURCE_DATE_EPOCH", epoch.as_str())];
+    let env = [
+        ("MTOOLS_SKIP_CHECK", "1"),
+        ("TZ", "UTC"),
+        ("SOURCE_DATE_EPOCH", epoch.as_str()),
+    ];
     let serial = format!(
         "{:08x}",
         u32::from_str_radix(&crate::stable_uuid(inputs.board_name, inputs.version)[..8], 16).unwrap_or(0)
     );
-    host::run("mformat", &["-i", image, "-N", &serial, "-v", "SWITCHBOARD", "::"], None, &env)?;
-    host::run("mcopy", &["-m", "-i", image, path_str(inputs.uki)?, "::/switchboard.efi"], None, &env)?;
+    host::run(
+        "mformat",
+        &["-i", image, "-N", &serial, "-v", "SWITCHBOARD", "::"],
+        None,
+        &env,
+    )?;
+    host::run(
+        "mcopy",
+        &["-m", "-i", image, path_str(inputs.uki)?, "::/switchboard.efi"],
+        None,
+        &env,
+    )?;
     let mut payload = std::fs::read(&fat).map_err(io_err("reading the slot filesystem"))?;
     std::fs::remove_file(&fat).map_err(io_err("removing the slot filesystem scratch file"))?;
     trim_trailing_zero_sectors(&mut payload);

@@ -4,6 +4,7 @@
 
 mod backoff;
 mod board;
+mod boot_slot;
 mod cmdline;
 mod config;
 mod console;
@@ -17,6 +18,7 @@ mod net;
 mod pid1;
 mod privileges;
 mod start_failure;
+mod upgrade;
 mod watchdog;
 
 fn main() {
