@@ -53,7 +53,7 @@ impl ApplianceHost {
     }
 
     /// One request word to PID 1 (`reboot`, `poweroff`, `network-reload`).
-    fn request(&self, word: &str) -> Reply {
+    pub(crate) fn request(&self, word: &str) -> Reply {
         if !self.on_appliance() {
             return Reply::failure(NOT_ON_APPLIANCE);
         }
@@ -686,6 +686,7 @@ impl crate::Command {
                 | Command::Health(_)
                 | Command::Reboot(_)
                 | Command::Shutdown(_)
+                | Command::Upgrade(_)
                 | Command::AdminPasswd(_)
                 | Command::Hostname(crate::HostnameCommand::Set { .. })
         )
@@ -723,6 +724,7 @@ pub fn execute_on(host: &ApplianceHost, command: crate::Command) -> Reply {
         Command::Health(c) => c.run(host),
         Command::Reboot(c) => c.run(host),
         Command::Shutdown(c) => c.run(host),
+        Command::Upgrade(c) => c.run(host),
         Command::AdminPasswd(c) => c.run(host),
         Command::Hostname(crate::HostnameCommand::Set { name }) => host.hostname_set(&name),
         other => Reply::failure(format!("{other:?} needs the daemon or the store")),

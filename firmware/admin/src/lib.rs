@@ -21,6 +21,7 @@ mod logs;
 pub mod pki;
 pub mod reconcile;
 pub mod socket;
+pub mod upgrade;
 mod user;
 mod webadmin;
 pub mod xmpp;
@@ -46,6 +47,7 @@ pub use logs::{LogCommand, LogLevel, SyslogCommand};
 pub use pki::PkiCommand;
 /// A secret typed by the operator (password, component secret); it never prints.
 pub use sb_store::Secret;
+pub use upgrade::UpgradeCommand;
 pub use user::UserCommand;
 pub use webadmin::WebadminCommand;
 pub use xmpp::{CallbridgeCommand, ClusterCommand, ClusterLive, ClusterView, PeerHealth, PeerView, XmppCommand};
@@ -195,6 +197,8 @@ command_families! {
     Reboot(RebootCommand),
     /// `shutdown`: power the appliance off.
     Shutdown(ShutdownCommand),
+    /// `upgrade ...`: A/B firmware upgrades from a signed image.
+    Upgrade(UpgradeCommand),
     /// `admin passwd`: the console admin password.
     AdminPasswd(AdminPasswdCommand),
     /// `webadmin ...`: the HTTPS web admin and API of this node.
