@@ -150,12 +150,15 @@ fn install(host: &ApplianceHost, name: &str) -> Reply {
         Ok(Err(err)) => return Reply::failure(format!("{name}: {err}")),
         Ok(Ok(verified)) => verified,
     };
-    if state(host).and_then(|s| s.trial).is_some() {
+    let Some(state) = state(host) else {
+        return Reply::failure("upgrades unavailable on this boot (not booted through UEFI from a boot slot)");
+    };
+    if state.trial.is_some() {
         return Reply::failure("a slot is on trial: wait until it is the default (upgrade status)");
     }
     let manifest = verified.manifest;
-    let target = state(host)
-        .and_then(|s| s.running)
+    let target = state
+        .running
         .map(|slot| slot.other().to_string())
         .unwrap_or_else(|| "the other slot".into());
     match host.request(&format!("upgrade-install {name}")) {
@@ -274,9 +277,22 @@ mod tests {
     fn a_good_image_is_handed_to_init_and_bad_ones_are_refused_with_the_reason() {
         let b = appliance();
         put_image(&b, "good.sbu", "qemu-q35", &b.key);
+        // PID 1 published no slots (a -kernel boot): verified, but nothing to write to.
+        assert!(
+            run(&b, "upgrade good.sbu")
+                .text
+                .starts_with("FAILURE: upgrades unavailable")
+        );
+        let running_a = SlotState {
+            running: Some(sb_upgrade::state::Slot::A),
+            ..SlotState::default()
+        };
+        std::fs::write(b.host.run_dir.join("upgrade"), running_a.to_text()).unwrap();
+        put_image(&b, "good.sbu", "qemu-q35", &b.key);
         let reply = run(&b, "upgrade good.sbu");
         assert!(reply.ok, "{reply:?}");
         assert!(reply.text.contains("version 2.0 for board qemu-q35"), "{}", reply.text);
+        assert!(reply.text.contains("PID 1 writes slot B"), "{}", reply.text);
         assert_eq!(received(&b.init).as_deref(), Some("upgrade-install good.sbu"));
 
         let other_key = sb_upgrade::bundle::generate_key().unwrap();

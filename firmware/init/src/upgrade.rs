@@ -96,9 +96,9 @@ impl Upgrades {
         let slots = match &upgrades.slots {
             Ok(slots) => slots,
             Err(why) => {
+                // No status file: `upgrade status` then says upgrades are unavailable.
                 log::info!("upgrades unavailable on this boot: {why}");
                 upgrades.state = state;
-                upgrades.publish();
                 return upgrades;
             }
         };
@@ -121,11 +121,13 @@ impl Upgrades {
                 running
             }
         };
-        let own_version = std::fs::read_to_string(VERSION_FILE)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        state.set_version(running, &own_version);
+        // A slot PID 1 wrote carries its image's manifest version; a slot flashed with the disk
+        // (or a state file lost with /data) gets the version this image says it is.
+        if state.version(running).is_empty() {
+            let own_version = std::fs::read_to_string(VERSION_FILE).unwrap_or_default();
+            state.set_version(running, own_version.trim());
+        }
+        let own_version = state.version(running).to_string();
         state.running = Some(running);
         state.default = Some(default);
         if let Some(cut) = state.writing.take() {
