@@ -121,40 +121,15 @@ impl Upgrades {
                 running
             }
         };
-        // A slot PID 1 wrote carries its image's manifest version; a slot flashed with the disk
-        // (or a state file lost with /data) gets the version this image says it is.
-        if state.version(running).is_empty() {
-            let own_version = std::fs::read_to_string(VERSION_FILE).unwrap_or_default();
-            state.set_version(running, own_version.trim());
-        }
-        let own_version = state.version(running).to_string();
-        state.running = Some(running);
-        state.default = Some(default);
-        if let Some(cut) = state.writing.take() {
-            state.set_version(cut.slot, "");
-            state.last_outcome = format!(
-                "writing {} to slot {} was cut short (power cut or reset): slot {} left unused, slot {running} kept",
-                cut.version, cut.slot, cut.slot
+        let image_version = std::fs::read_to_string(VERSION_FILE).unwrap_or_default();
+        let on_trial = settle_at_boot(&mut state, running, default, image_version.trim(), last_reset);
+        if on_trial {
+            log::warn!(
+                "slot {running} ({}) on trial: it becomes the default once XMPP is ready and healthy, within {} s",
+                state.version(running),
+                trial_time.as_secs()
             );
-        }
-        if let Some(trial) = state.trial.clone() {
-            if running == trial.slot && default != running {
-                log::warn!(
-                    "slot {running} ({}) on trial: it becomes the default once XMPP is ready and healthy, within {} s",
-                    trial.version,
-                    trial_time.as_secs()
-                );
-                upgrades.trial_deadline = Some(Instant::now() + trial_time);
-            } else if running != trial.slot {
-                state.trial = None;
-                state.last_outcome = format!(
-                    "slot {} ({}) did not become healthy (panic, hang or reset; last reset: {last_reset}): rolled back to slot {running} ({own_version})",
-                    trial.slot, trial.version
-                );
-                log::error!("upgrade: {}", state.last_outcome);
-            } else {
-                state.trial = None;
-            }
+            upgrades.trial_deadline = Some(Instant::now() + trial_time);
         }
         upgrades.state = state;
         upgrades.save();
@@ -239,7 +214,7 @@ impl Upgrades {
                 let path = PathBuf::from(FILE_AREA).join(&name);
                 self.state.writing = Some(Trial {
                     slot: target,
-                    version: format!("{name} (unverified)"),
+                    version: name.clone(),
                 });
                 self.state.last_outcome = format!("writing {name} to slot {target}");
                 self.save();
@@ -348,6 +323,44 @@ impl Upgrades {
     }
 }
 
+/// What a boot learns from the slot state it finds (pure, so every case is tested): the
+/// versions, an interrupted write, a trial that failed (any reset that brought the old slot
+/// back) or this boot being the trial. Returns true when this boot is a slot on trial.
+fn settle_at_boot(state: &mut SlotState, running: Slot, default: Slot, image_version: &str, last_reset: &str) -> bool {
+    // A slot PID 1 wrote carries its image's manifest version; a slot flashed with the disk
+    // (or a state file lost with /data) gets the version this image says it is.
+    if state.version(running).is_empty() {
+        state.set_version(running, image_version);
+    }
+    let own_version = state.version(running).to_string();
+    state.running = Some(running);
+    state.default = Some(default);
+    if let Some(cut) = state.writing.take() {
+        state.set_version(cut.slot, "");
+        state.last_outcome = format!(
+            "writing {} to slot {} was cut short (power cut or reset): slot {} left unused, slot {running} kept",
+            cut.version, cut.slot, cut.slot
+        );
+        log::error!("upgrade: {}", state.last_outcome);
+    }
+    let Some(trial) = state.trial.clone() else {
+        return false;
+    };
+    if running == trial.slot && default != running {
+        return true;
+    }
+    state.trial = None;
+    if running != trial.slot {
+        state.last_outcome = format!(
+            "slot {} ({}) did not become healthy (panic, hang or reset; last reset: {last_reset}): \
+             rolled back to slot {running} ({own_version})",
+            trial.slot, trial.version
+        );
+        log::error!("upgrade: {}", state.last_outcome);
+    }
+    false
+}
+
 fn trial_time(cmdline: &str) -> Duration {
     crate::cmdline::words(cmdline)
         .find_map(|w| {
@@ -444,6 +457,72 @@ mod tests {
         ] {
             assert_eq!(parse_request(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    fn committed_b() -> SlotState {
+        SlotState {
+            a_version: "1.0".into(),
+            b_version: "1.1".into(),
+            ..SlotState::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_boot_records_slots_and_fills_an_unknown_version() {
+        let mut state = SlotState::default();
+        assert!(!settle_at_boot(&mut state, Slot::A, Slot::A, "1.0", "power on"));
+        assert_eq!(
+            state.render(),
+            "Slot A: 1.0 (running, default)\nSlot B: (empty)\nLast outcome: none"
+        );
+        // A slot written by an upgrade keeps its manifest version over the image's file.
+        let mut state = committed_b();
+        settle_at_boot(&mut state, Slot::B, Slot::B, "0.1.0+gabc", "power on");
+        assert_eq!(state.b_version, "1.1");
+    }
+
+    #[test]
+    fn the_trial_boot_is_recognised_and_a_failed_trial_is_recorded_as_rolled_back() {
+        let trial = Trial {
+            slot: Slot::B,
+            version: "1.1".into(),
+        };
+        // Booted through BootNext: B runs, A is still the default.
+        let mut state = SlotState {
+            trial: Some(trial.clone()),
+            ..committed_b()
+        };
+        assert!(settle_at_boot(&mut state, Slot::B, Slot::A, "x", "power on"));
+        assert_eq!(state.trial, Some(trial.clone()));
+        // A panic, the watchdog or a power cut brought A back: the trial failed.
+        let mut state = SlotState {
+            trial: Some(trial),
+            ..committed_b()
+        };
+        assert!(!settle_at_boot(&mut state, Slot::A, Slot::A, "x", "watchdog"));
+        assert_eq!(state.trial, None);
+        assert_eq!(
+            state.last_outcome,
+            "slot B (1.1) did not become healthy (panic, hang or reset; last reset: watchdog): rolled back to slot A (1.0)"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_the_slot_empty_and_says_so() {
+        let mut state = SlotState {
+            writing: Some(Trial {
+                slot: Slot::A,
+                version: "new.sbu".into(),
+            }),
+            ..committed_b()
+        };
+        assert!(!settle_at_boot(&mut state, Slot::B, Slot::B, "x", "unclean"));
+        assert_eq!(state.writing, None);
+        assert_eq!(state.a_version, "");
+        assert_eq!(
+            state.last_outcome,
+            "writing new.sbu to slot A was cut short (power cut or reset): slot A left unused, slot B kept"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A/B upgrades through OVMF (issue 14): one VM, one disk and one OVMF variable store for the
 //! whole chain (copied once, so BootOrder/BootNext survive every reboot as on real hardware):
-//! a good upgrade commits and sticks across a reboot; an image whose kernel panics and one
+//! a good upgrade commits and sticks across a reboot; `upgrade rollback` returns to the first
+//! slot the same way (trial, then commit); an image whose kernel panics and one
 //! whose xmppd never gets ready both fall back by themselves; a power cut while the inactive
 //! slot is written leaves the box on the old slot. The images reach the VM's file area the
 //! way an upload would leave them: written into the data partition (debugfs) before boot.
@@ -18,7 +19,7 @@ const HOST: &str = "switchboard";
 /// Write + reboot + OVMF + boot to ready, under TCG.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The never-ready image's trial time (its command line); the default is 300 s.
-const UNREADY_TRIAL_S: u32 = 30;
+const UNREADY_TRIAL_S: u32 = 15;
 
 struct TestImage {
     file: &'static str,
@@ -165,6 +166,8 @@ pub(super) fn upgrade_chain(manifest: &Manifest, work: &Path, report: &mut Repor
     let disk = work.join("upgrade-disk.img");
     let mut ok = true;
     let mut vm: Option<Vm> = None;
+    // The flashed image's version (slot A), read from the first `upgrade status`.
+    let mut factory = String::new();
     report.step(
         &mut ok,
         "upgrade: signed test images (good, kernel panic, never ready) in the file area",
@@ -187,7 +190,13 @@ pub(super) fn upgrade_chain(manifest: &Manifest, work: &Path, report: &mut Repor
         let mut v = start(manifest, &disk, work)?;
         wait_ready(&mut v)?;
         set_first_password(&mut v)?;
-        status_has(&mut v, &["(running, default)", "Slot B: (empty)"])?;
+        let status = status_has(&mut v, &["(running, default)", "Slot B: (empty)"])?;
+        factory = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Slot A: ")?.strip_suffix(" (running, default)"))
+            .ok_or_else(|| format!("no running slot A in {status:?}"))?
+            .trim()
+            .to_string();
         vm = Some(v);
         Ok(())
     });
@@ -223,18 +232,33 @@ pub(super) fn upgrade_chain(manifest: &Manifest, work: &Path, report: &mut Repor
             Ok(())
         },
     );
+    report.step(
+        &mut ok,
+        "upgrade: rollback boots the other slot and commits it when healthy",
+        |r| {
+            let v = vm.as_mut().ok_or("no VM")?;
+            let begun = Instant::now();
+            command_expect(v, HOST, "upgrade rollback", "SUCCESS")?;
+            back_at_console(v)?;
+            let status = status_eventually(v, &format!("Slot A: {factory} (running, default)"))?;
+            r.figure(format!(
+                "upgrade rollback: slot A ({factory}) committed again after {:.0} s; {}",
+                begun.elapsed().as_secs_f64(),
+                outcome_line(&status)
+            ));
+            Ok(())
+        },
+    );
+    let home = format!("Slot A: {factory} (running, default)");
     report.step(&mut ok, "upgrade: a kernel that panics rolls back by itself", |r| {
         let v = vm.as_mut().ok_or("no VM")?;
         let begun = Instant::now();
         command_expect(v, HOST, "upgrade panic.sbu", "SUCCESS")?;
         v.expect("Kernel panic", UPGRADE_TIMEOUT)?;
         back_at_console(v)?;
-        let status = status_has(
-            v,
-            &["Slot B: upgrade-test-good (running, default)", "did not become healthy"],
-        )?;
+        let status = status_has(v, &[&home, "did not become healthy"])?;
         r.figure(format!(
-            "upgrade panicking kernel: back on slot B after {:.0} s; {}",
+            "upgrade panicking kernel: back on slot A after {:.0} s; {}",
             begun.elapsed().as_secs_f64(),
             outcome_line(&status)
         ));
@@ -252,12 +276,9 @@ pub(super) fn upgrade_chain(manifest: &Manifest, work: &Path, report: &mut Repor
                 UPGRADE_TIMEOUT,
             )?;
             back_at_console(v)?;
-            let status = status_has(
-                v,
-                &["Slot B: upgrade-test-good (running, default)", "not ready and healthy"],
-            )?;
+            let status = status_has(v, &[&home, "not ready and healthy"])?;
             r.figure(format!(
-                "upgrade never-ready xmppd: back on slot B after {:.0} s; {}",
+                "upgrade never-ready xmppd: back on slot A after {:.0} s; {}",
                 begun.elapsed().as_secs_f64(),
                 outcome_line(&status)
             ));
@@ -274,20 +295,20 @@ pub(super) fn upgrade_chain(manifest: &Manifest, work: &Path, report: &mut Repor
             v.kill();
             let mut v = start(manifest, &disk, work)?;
             back_at_console(&mut v)?;
-            let status = status_has(&mut v, &["Slot B: upgrade-test-good (running, default)", "cut short"])?;
+            let status = status_has(&mut v, &[&home, "cut short"])?;
             r.figure(format!(
-                "upgrade power cut during the slot write: rebooted into slot B; {}",
+                "upgrade power cut during the slot write: rebooted into slot A; {}",
                 outcome_line(&status)
             ));
             vm = Some(v);
             Ok(())
         },
     );
-    report.check(&mut ok, "upgrade: rollback returns to the other slot", |r| {
+    report.check(&mut ok, "upgrade: no rollback to a half-written slot", |r| {
         let v = vm.as_mut().ok_or("no VM")?;
-        // Slot A was cut short: nothing to return to, and the command says so.
-        command_expect(v, HOST, "upgrade rollback", "FAILURE: slot A holds no image")?;
-        r.figure("upgrade rollback with a half-written other slot: refused (slot A holds no image)".into());
+        // Slot B was cut short: nothing to return to, and the command says so.
+        let out = command_expect(v, HOST, "upgrade rollback", "FAILURE: slot B holds no image")?;
+        r.figure(format!("upgrade rollback to the half-written slot: {}", out.trim()));
         Ok(())
     });
     if let Some(v) = vm.take() {
