@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::board::Board;
 use crate::cpio::{Archive, Entry};
 use crate::kernel::{Kernel, path_str};
-use crate::modules::{DepTable, parse_builtin};
+use crate::modules::{self, DepTable, parse_builtin};
 use crate::{ImageError, host, io_err};
 
 /// e2fsprogs tools PID 1 runs on /data (check before mount, create when blank). They are
@@ -98,10 +98,10 @@ pub fn assemble(
     let dep_text = read_text(&kernel.modules_dir.join("modules.dep"))?;
     let builtin_text = read_text(&kernel.modules_dir.join("modules.builtin"))?;
     let table = DepTable::parse(&dep_text);
-    let modules = table.closure(&board.kernel.modules, &parse_builtin(&builtin_text))?;
+    let modules = modules::closure(&table, &board.kernel.modules, &parse_builtin(&builtin_text))?;
     let module_root = format!("lib/modules/{}", board.kernel.release);
     for name in &modules {
-        if let Some((rel, _)) = table.modules.get(name) {
+        if let Some(rel) = table.path(name) {
             archive.add(
                 &format!("{module_root}/{rel}"),
                 file(&kernel.modules_dir.join(rel), 0o644)?,

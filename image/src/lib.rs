@@ -138,7 +138,7 @@ fn step<T>(what: &str, f: impl FnOnce() -> Result<T, ImageError>) -> Result<T, I
 
 pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
     host::check_all()?;
-    let (board, board_text) = Board::load(&request.board_file)?;
+    let (board, board_text) = board::load(&request.board_file)?;
     let out = request.out_dir.join(&board.board.name);
     let work = out.join("work");
     std::fs::create_dir_all(&work).map_err(io_err("creating the output directory"))?;
@@ -258,7 +258,7 @@ pub struct BundleRequest {
 }
 
 pub fn build_bundle(request: &BundleRequest) -> Result<sb_upgrade::bundle::Manifest, ImageError> {
-    let (board, _) = Board::load(&request.board_file)?;
+    let (board, _) = board::load(&request.board_file)?;
     let work = tempfile_dir(&request.out)?;
     let osrel = work.join("os-release");
     std::fs::write(

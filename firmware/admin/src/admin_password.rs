@@ -27,13 +27,13 @@ pub fn password_file(host: &ApplianceHost, data_dir: &Path) -> PathBuf {
 /// login: there is no default password.
 pub fn verify(host: &ApplianceHost, data_dir: &Path, user: &str, password: &str) -> bool {
     // The hash is computed even for a wrong user name, so the answer takes as long either way.
-    let ok = sb_password::file::verify(&password_file(host, data_dir), password);
+    let ok = sb_appliance::password::file::verify(&password_file(host, data_dir), password);
     ok && user == "admin"
 }
 
 /// Whether a password was ever set.
 pub fn is_set(host: &ApplianceHost, data_dir: &Path) -> bool {
-    sb_password::file::exists(&password_file(host, data_dir))
+    sb_appliance::password::file::exists(&password_file(host, data_dir))
 }
 
 impl crate::Admin {

@@ -9,6 +9,10 @@
 
 use crate::command::{Args, ParseError, Usage};
 use crate::{Admin, Family, Reply, SecretPrompt};
+use sb_appliance::control::{self, Request};
+use sb_appliance::health::{self, Health};
+use sb_appliance::network::{Setting, parse_cidr, parse_line};
+use sb_appliance::{Board, paths};
 use sb_store::{BoardInterface, Secret};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -36,15 +40,15 @@ pub struct ApplianceHost {
 impl ApplianceHost {
     pub fn system() -> ApplianceHost {
         ApplianceHost {
-            settings_dir: PathBuf::from("/data/appliance"),
-            run_dir: PathBuf::from("/run/switchboard"),
-            board_file: PathBuf::from("/etc/switchboard/board.toml"),
+            settings_dir: PathBuf::from(paths::SETTINGS_DIR),
+            run_dir: PathBuf::from(paths::RUN_DIR),
+            board_file: PathBuf::from(paths::BOARD_FILE),
             data_mount: PathBuf::from("/data"),
         }
     }
 
     fn control_socket(&self) -> PathBuf {
-        self.run_dir.join("control")
+        self.run_dir.join(file_name(control::SOCKET))
     }
 
     /// PID 1's control socket exists only on the appliance.
@@ -52,25 +56,30 @@ impl ApplianceHost {
         self.control_socket().exists()
     }
 
-    /// One request word to PID 1 (`reboot`, `poweroff`, `network-reload`).
-    pub(crate) fn request(&self, word: &str) -> Reply {
+    /// One request to PID 1 (reboot, power off, network reload).
+    fn request(&self, request: Request) -> Reply {
         if !self.on_appliance() {
             return Reply::failure(NOT_ON_APPLIANCE);
         }
-        let sent = std::os::unix::net::UnixDatagram::unbound()
-            .and_then(|socket| socket.send_to(word.as_bytes(), self.control_socket()));
-        match sent {
+        match control::send_to(&self.control_socket(), request) {
             Ok(_) => Reply::success(),
             Err(err) => Reply::failure(format!("init did not take the request: {err}")),
         }
     }
 
-    fn health(&self) -> Vec<(String, String)> {
-        std::fs::read_to_string(self.run_dir.join("health"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect()
+    /// An upgrade request to PID 1 (`upgrade <file>`, `upgrade rollback`).
+    pub(crate) fn request_upgrade(&self, request: &control::UpgradeRequest) -> Reply {
+        if !self.on_appliance() {
+            return Reply::failure(NOT_ON_APPLIANCE);
+        }
+        match control::send_upgrade_to(&self.control_socket(), request) {
+            Ok(_) => Reply::success(),
+            Err(err) => Reply::failure(format!("init did not take the request: {err}")),
+        }
+    }
+
+    fn health(&self) -> Health {
+        Health::read(&self.run_dir.join(file_name(control::HEALTH)))
     }
 
     /// `/data` is a mount of its own (else it is the initramfs, and the data partition is
@@ -106,19 +115,18 @@ impl ApplianceHost {
 
     /// The interfaces the board file names; empty off the appliance.
     pub fn board_interfaces(&self) -> Vec<BoardInterface> {
-        #[derive(Deserialize)]
-        struct BoardFile {
-            network: Network,
-        }
-        #[derive(Deserialize)]
-        struct Network {
-            interfaces: Vec<BoardInterface>,
-        }
-        std::fs::read_to_string(&self.board_file)
-            .ok()
-            .and_then(|text| toml::from_str::<BoardFile>(&text).ok())
-            .map(|board| board.network.interfaces)
-            .unwrap_or_default()
+        let Ok(board) = Board::load(&self.board_file) else {
+            return Vec::new();
+        };
+        board
+            .network
+            .interfaces
+            .into_iter()
+            .map(|i| BoardInterface {
+                name: i.name,
+                kernel: i.kernel,
+            })
+            .collect()
     }
 
     /// A board name (`a`) or kernel name (`eth0`) → (board name, kernel name). Off the
@@ -227,18 +235,10 @@ pub fn valid_hostname(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// `<addr>/<prefix>`.
-fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text}: expected <address>/<prefix>"))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr}: not an IPv4 address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= 32)
-        .ok_or_else(|| format!("{prefix}: prefix must be 0-32"))?;
-    Ok((addr, prefix))
+/// The last part of one of PID 1's fixed paths (`/run/switchboard/control` → `control`), to
+/// find it under a host's own folders.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// One static address in `/data/appliance/network` (`ipv4 <iface> <addr>/<prefix> [<gw>]`).
@@ -330,16 +330,16 @@ fn stored_for(lines: &[String], iface: &str) -> Vec<(usize, StaticIpv4)> {
     lines
         .iter()
         .enumerate()
-        .filter_map(|(index, line)| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["ipv4", name, cidr, rest @ ..] if *name == iface && rest.len() <= 1 => {
-                    let (addr, prefix) = parse_cidr(cidr).ok()?;
-                    let gateway = rest.first().and_then(|g| g.parse().ok());
-                    Some((index, StaticIpv4 { addr, prefix, gateway }))
-                }
-                _ => None,
-            }
+        .filter_map(|(index, line)| match parse_line(line) {
+            Ok(Some(Setting::Ipv4(s))) if s.iface == iface => Some((
+                index,
+                StaticIpv4 {
+                    addr: s.addr,
+                    prefix: s.prefix,
+                    gateway: s.gateway,
+                },
+            )),
+            _ => None,
         })
         .collect()
 }
@@ -394,7 +394,7 @@ fn save_network(host: &ApplianceHost, lines: &[String]) -> Reply {
     if let Err(err) = host.write_setting("network", &text) {
         return Reply::failure(err);
     }
-    host.request("network-reload")
+    host.request(Request::NetworkReload)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -519,9 +519,9 @@ word_command!(
     |host| health(host)
 );
 word_command!(RebootCommand, "reboot", "restart the appliance", |host| host
-    .request("reboot"));
+    .request(Request::Reboot));
 word_command!(ShutdownCommand, "shutdown", "power the appliance off", |host| host
-    .request("poweroff"));
+    .request(Request::PowerOff));
 
 fn uptime() -> Reply {
     let Some(up) = std::fs::read_to_string("/proc/uptime")
@@ -558,13 +558,7 @@ fn health(host: &ApplianceHost) -> Reply {
         return Reply::failure(NOT_ON_APPLIANCE);
     }
     let values = host.health();
-    let get = |key: &str| {
-        values
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("-")
-    };
+    let get = |key: &str| values.get(key).unwrap_or("-");
     let data = match nix::sys::statvfs::statvfs(&host.data_mount)
         .ok()
         .filter(|_| host.data_mounted())
@@ -586,14 +580,14 @@ fn health(host: &ApplianceHost) -> Reply {
     Reply::output(format!(
         "Watchdog          : {} ({}, timeout {} s, boot status {})\nLast reset cause  : {}\nxmppd             : {}\n\
          xmppd restarts    : {}\nxmppd last exit   : {}\nData partition    : {data}\nMemory            : {}",
-        get("watchdog"),
-        get("watchdog_device"),
-        get("watchdog_timeout_s"),
-        get("watchdog_boot_status"),
-        get("last_reset"),
-        get("xmppd"),
-        get("xmppd_restarts"),
-        get("xmppd_last_exit"),
+        get(health::WATCHDOG),
+        get(health::WATCHDOG_DEVICE),
+        get(health::WATCHDOG_TIMEOUT_S),
+        get(health::WATCHDOG_BOOT_STATUS),
+        get(health::LAST_RESET),
+        get(health::XMPPD),
+        get(health::XMPPD_RESTARTS),
+        get(health::XMPPD_LAST_EXIT),
         memory.as_deref().unwrap_or("-"),
     ))
 }
@@ -664,7 +658,7 @@ impl AdminPasswdCommand {
         if password.expose().chars().count() < MIN_ADMIN_PASSWORD_CHARS {
             return Reply::failure(format!("use at least {MIN_ADMIN_PASSWORD_CHARS} characters"));
         }
-        match sb_password::file::set(file, password.expose()) {
+        match sb_appliance::password::file::set(file, password.expose()) {
             Ok(()) => Reply::success(),
             Err(err) => Reply::failure(err),
         }
@@ -731,13 +725,43 @@ pub fn execute_on(host: &ApplianceHost, command: crate::Command) -> Reply {
     }
 }
 
+/// A resolved board file as the image tool writes it, with the given `network.interfaces`.
+#[cfg(test)]
+pub(crate) fn test_board(interfaces: &str) -> String {
+    format!(
+        r#"[board]
+name = "test"
+[kernel]
+package = "linux-image-test"
+version = "1"
+release = "test"
+modules = []
+cmdline = ""
+[console]
+device = "ttyS0"
+baud = 115200
+[watchdog]
+device = "/dev/watchdog"
+timeout_s = 30
+[network]
+interfaces = {interfaces}
+default = "dhcp4"
+default_interface = "a"
+[disk]
+size_mib = 512
+esp_mib = 64
+boot_slot_mib = 64
+data_label = "data"
+block_device = "vda"
+"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Command, parse};
     use std::os::unix::net::UnixDatagram;
-
-    const BOARD: &str = "[network]\ninterfaces = [{ name = \"a\", kernel = \"lo\" }]\n";
 
     /// A fake appliance in a temp dir: the board maps `a` to `lo`, and a real datagram socket
     /// stands where PID 1 listens, so requests can be read back.
@@ -749,7 +773,7 @@ mod tests {
             data_mount: dir.to_path_buf(),
         };
         std::fs::create_dir_all(&host.run_dir).unwrap();
-        std::fs::write(&host.board_file, BOARD).unwrap();
+        std::fs::write(&host.board_file, test_board(r#"[{ name = "a", kernel = "lo" }]"#)).unwrap();
         let init = UnixDatagram::bind(host.control_socket()).unwrap();
         init.set_nonblocking(true).unwrap();
         (host, init)
@@ -912,7 +936,7 @@ mod tests {
         assert_eq!(good.run(&host), Reply::success());
         let stored = std::fs::read_to_string(host.settings_dir.join("admin")).unwrap();
         assert!(stored.starts_with("pbkdf2-sha256$600000$"), "{stored}");
-        assert!(sb_password::verify(&stored, "correct horse"));
+        assert!(sb_appliance::password::verify(&stored, "correct horse"));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(host.settings_dir.join("admin"))
             .unwrap()

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::command::{Args, ParseError, Usage};
 use crate::{Admin, ApplianceHost, Family, Reply};
+use sb_appliance::control::{UpgradeRequest, plain_file_name};
 use sb_upgrade::state::SlotState;
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +44,7 @@ impl Family for UpgradeCommand {
         let command = match args.required("file, status or rollback")? {
             "status" => UpgradeCommand::Status,
             "rollback" => UpgradeCommand::Rollback,
-            file if plain_name(file) => UpgradeCommand::Install { file: file.to_owned() },
+            file if plain_file_name(file) => UpgradeCommand::Install { file: file.to_owned() },
             file => return Err(args.invalid(format!("{file:?} is not a file name in the file area"))),
         };
         args.end()?;
@@ -53,16 +54,6 @@ impl Family for UpgradeCommand {
     fn apply(self, _admin: &Admin) -> Reply {
         self.run(&ApplianceHost::system())
     }
-}
-
-/// The same rule as PID 1's: a plain name, nothing that leaves the folder.
-fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 48
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 impl UpgradeCommand {
@@ -106,7 +97,7 @@ fn rollback(host: &ApplianceHost) -> Reply {
     if state.version(other).is_empty() {
         return Reply::failure(format!("slot {other} holds no image to roll back to"));
     }
-    match host.request("upgrade-rollback") {
+    match host.request_upgrade(&UpgradeRequest::Rollback) {
         reply if reply.ok => Reply::output(format!(
             "Booting slot {other} ({}) once; it becomes the default when healthy.\nSUCCESS",
             state.version(other)
@@ -161,7 +152,7 @@ fn install(host: &ApplianceHost, name: &str) -> Reply {
         .running
         .map(|slot| slot.other().to_string())
         .unwrap_or_else(|| "the other slot".into());
-    match host.request(&format!("upgrade-install {name}")) {
+    match host.request_upgrade(&UpgradeRequest::Install(name.to_owned())) {
         reply if reply.ok => Reply::output(format!(
             "{name}: version {} for board {}, signed with the {} key: verified.\n\
              PID 1 writes slot {target}, then reboots into it once; it becomes the default when healthy.\n\
@@ -173,18 +164,8 @@ fn install(host: &ApplianceHost, name: &str) -> Reply {
 }
 
 fn board_name(board_file: &Path) -> String {
-    #[derive(Deserialize)]
-    struct BoardFile {
-        board: Info,
-    }
-    #[derive(Deserialize)]
-    struct Info {
-        name: String,
-    }
-    std::fs::read_to_string(board_file)
-        .ok()
-        .and_then(|t| toml::from_str::<BoardFile>(&t).ok())
-        .map(|b| b.board.name)
+    sb_appliance::Board::load(board_file)
+        .map(|board| board.board.name)
         .unwrap_or_default()
 }
 
@@ -213,7 +194,10 @@ mod tests {
         std::fs::create_dir_all(&host.run_dir).unwrap();
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::create_dir_all(file_area(&host)).unwrap();
-        std::fs::write(&host.board_file, "[board]\nname = \"qemu-q35\"\n").unwrap();
+        // The board file as the image tool writes it: the layers merged.
+        let board = concat!(env!("CARGO_MANIFEST_DIR"), "/../../board/qemu-q35.toml");
+        let merged = sb_appliance::Board::load_layered(Path::new(board)).unwrap().text;
+        std::fs::write(&host.board_file, merged).unwrap();
         let key = sb_upgrade::bundle::generate_key().unwrap();
         let public = sb_upgrade::bundle::public_key(&key).unwrap();
         std::fs::write(dir.path().join("etc/upgrade-key.pub"), sb_upgrade::hex(&public)).unwrap();

@@ -1,13 +1,13 @@
-//! The appliance's own settings on /data/appliance (network, hostname, admin password
-//! hash, boot markers). Small text files, each replaced atomically.
+//! The appliance's own settings on /data/appliance as PID 1 keeps them (boot markers, the
+//! settings folder's modes); the file formats are sb-appliance's. Small text files, each
+//! replaced atomically.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::Path;
 
-pub const NETWORK: &str = "/data/appliance/network";
-pub const HOSTNAME: &str = "/data/appliance/hostname";
-pub const ADMIN: &str = "/data/appliance/admin";
+use sb_appliance::network::NetworkConfig;
+pub use sb_appliance::paths::{ADMIN, HOSTNAME, NETWORK};
+
 /// Written once the admin password has been set: without it a missing [`ADMIN`] file means a
 /// first boot, with it a damaged or interrupted reset that only the recovery menu may repair.
 pub const ADMIN_WAS_SET: &str = "/data/appliance/admin-was-set";
@@ -18,92 +18,15 @@ pub const WATCHDOG_EXPECTED: &str = "/data/appliance/watchdog-expected";
 /// The reset cause found at boot, for `health`.
 pub const LAST_RESET: &str = "/run/switchboard/last-reset";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticIpv4 {
-    /// Board interface name (`a`).
-    pub iface: String,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetworkConfig {
-    pub addresses: Vec<StaticIpv4>,
-    pub dns: Vec<Ipv4Addr>,
-}
-
-/// `<addr>/<prefix>` as the `ipv4` command takes it.
-pub fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text}: expected <address>/<prefix>"))?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr}: not an IPv4 address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| *p <= 32)
-        .ok_or_else(|| format!("{prefix}: prefix must be 0-32"))?;
-    Ok((addr, prefix))
-}
-
-impl NetworkConfig {
-    pub fn parse(text: &str) -> Result<NetworkConfig, String> {
-        let mut config = NetworkConfig::default();
-        for (number, line) in text.lines().enumerate() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let bad = || format!("network config line {}: {line:?}", number + 1);
-            match words.as_slice() {
-                [] => {}
-                [first, ..] if first.starts_with('#') => {}
-                ["ipv4", iface, cidr, rest @ ..] if rest.len() <= 1 => {
-                    let (addr, prefix) = parse_cidr(cidr).map_err(|_| bad())?;
-                    let gateway = match rest.first() {
-                        Some(g) => Some(g.parse().map_err(|_| bad())?),
-                        None => None,
-                    };
-                    config.addresses.push(StaticIpv4 {
-                        iface: iface.to_string(),
-                        addr,
-                        prefix,
-                        gateway,
-                    });
-                }
-                ["dns", server] => config.dns.push(server.parse().map_err(|_| bad())?),
-                _ => return Err(bad()),
-            }
-        }
-        Ok(config)
-    }
-
-    pub fn render(&self) -> String {
-        let mut text =
-            String::from("# Switchboard network settings (ipv4 <iface> <addr>/<prefix> [<gateway>], dns <addr>)\n");
-        for a in &self.addresses {
-            text.push_str(&format!("ipv4 {} {}/{}", a.iface, a.addr, a.prefix));
-            if let Some(g) = a.gateway {
-                text.push_str(&format!(" {g}"));
-            }
-            text.push('\n');
-        }
-        for d in &self.dns {
-            text.push_str(&format!("dns {d}\n"));
-        }
-        text
-    }
-
-    pub fn for_iface(&self, iface: &str) -> Option<&StaticIpv4> {
-        self.addresses.iter().find(|a| a.iface == iface)
-    }
-
-    pub fn load() -> NetworkConfig {
-        match std::fs::read_to_string(NETWORK) {
-            Ok(text) => NetworkConfig::parse(&text).unwrap_or_else(|e| {
-                log::error!("{e}; ignoring the stored network settings");
-                NetworkConfig::default()
-            }),
-            Err(_) => NetworkConfig::default(),
-        }
+/// The stored network settings; none when the file is missing, and a broken file is logged
+/// and ignored (the board's defaults apply) rather than leaving the box unreachable.
+pub fn load_network() -> NetworkConfig {
+    match std::fs::read_to_string(NETWORK) {
+        Ok(text) => NetworkConfig::parse(&text).unwrap_or_else(|e| {
+            log::error!("{e}; ignoring the stored network settings");
+            NetworkConfig::default()
+        }),
+        Err(_) => NetworkConfig::default(),
     }
 }
 
@@ -175,51 +98,6 @@ pub fn remove_durably(path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn network_config_round_trips() {
-        let config = NetworkConfig {
-            addresses: vec![
-                StaticIpv4 {
-                    iface: "a".into(),
-                    addr: Ipv4Addr::new(192, 0, 2, 10),
-                    prefix: 24,
-                    gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
-                },
-                StaticIpv4 {
-                    iface: "b".into(),
-                    addr: Ipv4Addr::new(198, 51, 100, 7),
-                    prefix: 30,
-                    gateway: None,
-                },
-            ],
-            dns: vec![Ipv4Addr::new(192, 0, 2, 53)],
-        };
-        assert_eq!(NetworkConfig::parse(&config.render()).unwrap(), config);
-        assert_eq!(config.for_iface("b").unwrap().prefix, 30);
-        assert!(config.for_iface("c").is_none());
-    }
-
-    #[test]
-    fn bad_network_lines_are_errors() {
-        for bad in [
-            "ipv4 a 10.0.0.1",
-            "ipv4 a 10.0.0.1/33",
-            "ipv4 a 10.0.0.300/24",
-            "dns x",
-            "route a b",
-            "ipv4 a 1.2.3.4/8 g",
-        ] {
-            assert!(NetworkConfig::parse(bad).is_err(), "{bad}");
-        }
-        assert_eq!(NetworkConfig::parse("# c\n\n").unwrap(), NetworkConfig::default());
-    }
-
-    #[test]
-    fn cidr_rules() {
-        assert_eq!(parse_cidr("10.1.2.3/8").unwrap(), (Ipv4Addr::new(10, 1, 2, 3), 8));
-        assert!(parse_cidr("10.1.2.3").is_err());
-    }
 
     #[test]
     fn atomic_write_replaces_the_file() {

@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::termios::{self, BaudRate, LocalFlags, SetArg};
 
-use crate::board::Board;
-use crate::config::{self, NetworkConfig};
-use crate::control::{self, Request};
+use crate::config;
 use crate::pid1::{MMP, XMPP_DIR, XMPPD, hostname};
 use crate::{cmdline, logger, mounts};
+use sb_appliance::Board;
+use sb_appliance::control::{self, Request};
+use sb_appliance::health::{self, Health};
+use sb_appliance::network::NetworkConfig;
 
 const STARTED_MARKER: &str = "/run/switchboard/console-started";
 const LOGIN_DELAY: Duration = Duration::from_secs(2);
@@ -158,7 +160,8 @@ impl BorrowFd for std::io::Stdin {
 
 pub fn run() -> ! {
     logger::init("console");
-    let board = Board::load("/etc/switchboard/board.toml").unwrap_or_else(|_| Board::fallback());
+    let board =
+        Board::load(std::path::Path::new(sb_appliance::paths::BOARD_FILE)).unwrap_or_else(|_| Board::fallback());
     if let Err(e) = open_terminal(&board) {
         log::error!("console: {e}");
         std::thread::sleep(Duration::from_secs(10));
@@ -238,7 +241,7 @@ fn login(board: &Board) -> bool {
         };
         // The same check (and upgrade of an old hash) as `admin passwd` and the web admin use.
         // The hash is computed for any user name, so a wrong one takes as long.
-        let password_ok = sb_password::file::verify(std::path::Path::new(config::ADMIN), &secret);
+        let password_ok = sb_appliance::password::file::verify(std::path::Path::new(config::ADMIN), &secret);
         if user.trim() == "admin" && password_ok {
             log::info!("admin logged in on the console");
             // Appliances set up before the marker existed get it at their next login.
@@ -275,7 +278,7 @@ fn set_admin_password() -> bool {
             out("Use at least 8 characters.\n");
             continue;
         }
-        match sb_password::file::set(std::path::Path::new(config::ADMIN), &first) {
+        match sb_appliance::password::file::set(std::path::Path::new(config::ADMIN), &first) {
             Ok(()) => {
                 config::share_admin_hash();
                 if let Err(e) = config::write_atomic(config::ADMIN_WAS_SET, b"") {
@@ -509,10 +512,9 @@ fn test_corrupt_store() -> String {
 #[cfg(feature = "test-hooks")]
 fn test_xmppd_credentials() -> String {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let pid = control::read_health()
-        .into_iter()
-        .find(|(k, _)| k == "xmppd")
-        .and_then(|(_, v)| {
+    let pid = Health::read(std::path::Path::new(control::HEALTH))
+        .get(health::XMPPD)
+        .and_then(|v| {
             let (_, rest) = v.split_once("(pid ")?;
             rest.trim_end_matches(')').parse::<u32>().ok()
         });
@@ -604,9 +606,9 @@ fn factory_reset(board: &Board) {
 }
 
 fn xmppd_stopped() -> bool {
-    control::read_health()
-        .iter()
-        .any(|(k, v)| k == "xmppd" && v.starts_with("stopped"))
+    Health::read(std::path::Path::new(control::HEALTH))
+        .get(health::XMPPD)
+        .is_some_and(|v| v.starts_with("stopped"))
 }
 
 fn recovery_network(board: &Board) {
@@ -620,7 +622,7 @@ fn recovery_network(board: &Board) {
     out("Address/prefix (empty for DHCP): ");
     let Some(cidr) = read_line() else { return };
     let result = if cidr.trim().is_empty() {
-        let mut stored = NetworkConfig::load();
+        let mut stored = config::load_network();
         let name = board
             .kernel_iface(&iface)
             .map(|k| board.board_iface(k).to_string())

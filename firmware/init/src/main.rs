@@ -3,12 +3,10 @@
 //! (`/init dhcp <iface> <hostname>`), so a fault in a helper can never take PID 1 down.
 
 mod backoff;
-mod board;
 mod boot_slot;
 mod cmdline;
 mod config;
 mod console;
-mod control;
 mod dhcp;
 mod dhcp_client;
 mod kmod;

@@ -30,31 +30,7 @@ const VERSION_FILE: &str = "/etc/switchboard/version";
 /// How long a slot on trial has to become ready and healthy; `switchboard.upgrade_trial_s`.
 const DEFAULT_TRIAL: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpgradeRequest {
-    Install(String),
-    Rollback,
-}
-
-/// `upgrade-install <name>` / `upgrade-rollback`, the words admin sends on the control socket.
-pub fn parse_request(bytes: &[u8]) -> Option<UpgradeRequest> {
-    let text = std::str::from_utf8(bytes).ok()?.trim();
-    if text == "upgrade-rollback" {
-        return Some(UpgradeRequest::Rollback);
-    }
-    let name = text.strip_prefix("upgrade-install ")?;
-    plain_name(name).then(|| UpgradeRequest::Install(name.to_string()))
-}
-
-/// A file name inside the file area, nothing that leaves it.
-pub fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name.len() <= 48
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
+pub use sb_appliance::control::UpgradeRequest;
 
 /// What PID 1 should do after an upgrade step.
 #[derive(Debug, PartialEq, Eq)]
@@ -420,44 +396,14 @@ fn write_slot(path: &Path, device: &Path, limit: u64) -> Result<Verified, WriteE
 }
 
 fn board_name() -> String {
-    #[derive(serde::Deserialize)]
-    struct BoardFile {
-        board: Info,
-    }
-    #[derive(serde::Deserialize)]
-    struct Info {
-        name: String,
-    }
-    std::fs::read_to_string("/etc/switchboard/board.toml")
-        .ok()
-        .and_then(|t| toml::from_str::<BoardFile>(&t).ok())
-        .map(|b| b.board.name)
+    sb_appliance::Board::load(std::path::Path::new(sb_appliance::paths::BOARD_FILE))
+        .map(|board| board.board.name)
         .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_parse_and_names_cannot_leave_the_file_area() {
-        assert_eq!(
-            parse_request(b"upgrade-install switchboard-1.2.sbu"),
-            Some(UpgradeRequest::Install("switchboard-1.2.sbu".into()))
-        );
-        assert_eq!(parse_request(b"upgrade-rollback\n"), Some(UpgradeRequest::Rollback));
-        for bad in [
-            &b"upgrade-install ../x"[..],
-            b"upgrade-install /etc/passwd",
-            b"upgrade-install .hidden",
-            b"upgrade-install ",
-            b"upgrade-install a b",
-            b"reboot",
-            &[0xff, 0xfe],
-        ] {
-            assert_eq!(parse_request(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
 
     fn committed_b() -> SlotState {
         SlotState {

@@ -47,7 +47,7 @@ async fn metrics_count_the_daemons_logins_behind_the_admin_password() {
             tls: None,
         };
     });
-    sb_password::file::set(&daemon.dir.path().join("admin-password"), ADMIN_PASSWORD).unwrap();
+    sb_appliance::password::file::set(&daemon.dir.path().join("admin-password"), ADMIN_PASSWORD).unwrap();
     let url = web_url(&daemon);
 
     let mut client = Client::connect(daemon.addr).await;

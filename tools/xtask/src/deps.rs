@@ -40,7 +40,29 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3-selenium",
 ];
 
+/// What `cargo xtask image` runs: musl-gcc for ring's C, the kernel's tools (apt-get download is
+/// apt's own), systemd-boot's UKI stub, and the disk image tools. Every one is in TEST_PACKAGES.
+pub const IMAGE_PACKAGES: &[&str] = &[
+    "musl-tools",
+    "systemd-boot-efi",
+    "mtools",
+    "gdisk",
+    "fdisk",
+    "e2fsprogs",
+    "cpio",
+    "zstd",
+    "kmod",
+    "binutils",
+    "xz-utils",
+];
+
+/// What `cargo xtask qemu` adds to the image's: the emulator and its UEFI firmware.
+pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "ovmf"];
+
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// The command that adds the musl target, named in every message about it.
+pub const MUSL_INSTALL: &str = "rustup target add x86_64-unknown-linux-musl";
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
@@ -244,26 +266,58 @@ fn musl_target_installed() -> Option<bool> {
     Some(listing.lines().any(|line| line.trim() == MUSL_TARGET))
 }
 
+/// Without rustup, the toolchain has the target when its sysroot holds the target's std.
+fn sysroot_has_musl() -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    run_output(
+        Command::new(rustc).args(["--print", "sysroot"]),
+        "rustc --print sysroot",
+    )
+    .map(|sysroot| Path::new(sysroot.trim()).join("lib/rustlib").join(MUSL_TARGET).is_dir())
+    .unwrap_or(false)
+}
+
 pub fn ensure_musl_target() -> TaskResult {
     match musl_target_installed() {
         Some(true) => Ok(()),
         Some(false) => {
-            println!("adding the Rust target {MUSL_TARGET}");
+            println!("adding the Rust target {MUSL_TARGET}: {MUSL_INSTALL}");
             run_status(
                 Command::new("rustup").args(["target", "add", MUSL_TARGET]),
                 "rustup target add",
             )
+            .map_err(|err| format!("{err}\nthe image needs the {MUSL_TARGET} target; add it with:\n  {MUSL_INSTALL}"))
         }
-        None => {
-            println!("note: rustup not found; assuming the toolchain provides {MUSL_TARGET}");
-            Ok(())
-        }
+        None if sysroot_has_musl() => Ok(()),
+        None => Err(format!(
+            "the Rust target {MUSL_TARGET} is missing and rustup is not here to add it; install it \
+             with your toolchain's installer, or install rustup (https://rustup.rs) and run:\n  {MUSL_INSTALL}"
+        )),
     }
+}
+
+/// Before `cargo xtask image` (and `qemu`, which builds the image) builds anything: the musl
+/// target and the image tools, installed when missing the way `cargo xtask test` installs
+/// them, or a message that names the exact commands to run.
+pub fn ensure_image_tools(with_qemu: bool) -> TaskResult {
+    let mut packages = IMAGE_PACKAGES.to_vec();
+    if with_qemu {
+        packages.extend_from_slice(QEMU_PACKAGES);
+    }
+    ensure_packages(&packages)?;
+    ensure_musl_target()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_test_command_installs_everything_image_and_qemu_install() {
+        for package in IMAGE_PACKAGES.iter().chain(QEMU_PACKAGES) {
+            assert!(TEST_PACKAGES.contains(package), "{package} is not in TEST_PACKAGES");
+        }
+    }
 
     #[test]
     fn only_fully_installed_packages_count() {

@@ -459,7 +459,7 @@ mod tests {
         };
         std::fs::write(
             &host.board_file,
-            "[network]\ninterfaces = [{ name = \"a\", kernel = \"lo\" }, { name = \"b\", kernel = \"nosuch9\" }]\n",
+            crate::appliance::test_board(r#"[{ name = "a", kernel = "lo" }, { name = "b", kernel = "nosuch9" }]"#),
         )
         .unwrap();
         host

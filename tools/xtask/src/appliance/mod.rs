@@ -40,6 +40,7 @@ pub fn image(args: &[String]) -> TaskResult {
             other => return Err(format!("unknown option '{other}'")),
         }
     }
+    crate::deps::ensure_image_tools(false)?;
     let manifest = build_image(&board, variant)?;
     let mib = |key: &str| manifest.size(key) as f64 / (1024.0 * 1024.0);
     println!("\nSwitchboard image for board {board}:");
@@ -109,6 +110,7 @@ pub fn qemu(args: &[String]) -> TaskResult {
             other => return Err(format!("unknown option '{other}'")),
         }
     }
+    crate::deps::ensure_image_tools(true)?;
     let manifest = build_image(&board, Variant::Release)?;
     let dir = output_root(Variant::Release).join(&board);
     let disk = dir.join("vm-disk.img");

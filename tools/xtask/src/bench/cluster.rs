@@ -25,6 +25,8 @@ pub struct ClusterBench {
 }
 
 pub fn run(options: &ClusterBench) -> TaskResult {
+    // The three benchmarks are Python scripts (standard library only).
+    crate::deps::ensure_packages(&["python3"])?;
     let bin = cargo_build(&["xmppd", "mmp"], options.release)?;
     let loadgen = cargo_build_profile(&["loadgen"], if options.release { "tools" } else { "dev" })?.join("loadgen");
     let xmppd = bin.join("xmppd");

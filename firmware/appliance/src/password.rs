@@ -1,11 +1,10 @@
 //! The console admin password, stored as a PBKDF2-HMAC-SHA256 hash (never the password itself):
 //! `pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>`.
 //!
-//! One implementation for the two places that touch it: init's console login (verify, and
-//! set on first boot or in recovery) and sb-admin's `admin passwd`. Its own crate because
-//! init is a small static binary that must not pull in sb-admin (store, TLS, tokio), and
-//! sb-proto is the XMPP protocol, not appliance settings; the only dependency is ring,
-//! which both users already link.
+//! One implementation for every place that touches it: init's console login (verify, and
+//! set on first boot or in recovery), sb-admin's `admin passwd` and the web admin's login.
+//! Part of the appliance contract crate because init is a small static binary that must not
+//! pull in sb-admin (store, TLS, tokio); ring is the only crypto dependency.
 
 pub mod file;
 

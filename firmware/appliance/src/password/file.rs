@@ -10,7 +10,7 @@ use std::path::Path;
 /// byte), synced, renamed over the old one, and the folder synced so the rename survives a
 /// power cut.
 pub fn set(path: &Path, password: &str) -> Result<(), FileError> {
-    let hash = crate::hash(password)?;
+    let hash = crate::password::hash(password)?;
     write_atomic(path, hash.as_bytes())?;
     Ok(())
 }
@@ -21,8 +21,8 @@ pub fn verify(path: &Path, password: &str) -> bool {
     let Ok(stored) = std::fs::read_to_string(path) else {
         return false;
     };
-    let ok = crate::verify(&stored, password);
-    if ok && crate::needs_upgrade(&stored) {
+    let ok = crate::password::verify(&stored, password);
+    if ok && crate::password::needs_upgrade(&stored) {
         // Best effort: the old hash still works when this fails.
         let _ = set(path, password);
     }
@@ -37,7 +37,7 @@ pub fn exists(path: &Path) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     #[error(transparent)]
-    Hash(#[from] crate::PasswordError),
+    Hash(#[from] crate::password::PasswordError),
     #[error("cannot write the admin password file: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -91,10 +91,10 @@ mod tests {
     fn an_old_hash_is_upgraded_after_it_verified() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin");
-        std::fs::write(&path, crate::hash_with("correct horse", 1000).unwrap()).unwrap();
+        std::fs::write(&path, crate::password::hash_with("correct horse", 1000).unwrap()).unwrap();
         assert!(verify(&path, "correct horse"));
         let stored = std::fs::read_to_string(&path).unwrap();
-        assert!(!crate::needs_upgrade(&stored), "{stored}");
+        assert!(!crate::password::needs_upgrade(&stored), "{stored}");
     }
 
     /// PID 1 shares the hash with the xmppd group (0640); a new password keeps that.
