@@ -55,6 +55,8 @@ pub struct LiveStatus {
     pub cluster_error: Option<String>,
     /// The web admin's listeners (`webadmin status`).
     pub web: Vec<ListenerStatus>,
+    /// The SSH server's listeners (`ssh status`).
+    pub ssh: Vec<ListenerStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

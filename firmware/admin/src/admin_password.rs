@@ -1,7 +1,7 @@
 //! Where the administrator's password hash lives, for every front end that checks it (console
 //! login, web admin, API, later SSH): `/data/appliance/admin` on the appliance, where PID 1's
 //! console login reads it, and `admin-password` in the data folder on a host run. Hashing,
-//! the file format and the atomic owner-only write are sb-password's, the one implementation
+//! the file format and the atomic owner-only write are sb-appliance's, the one implementation
 //! PID 1 shares.
 //!
 //! Each node keeps its own, as on CMS: the password guards this machine's console, which must

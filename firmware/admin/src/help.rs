@@ -66,7 +66,7 @@ mod tests {
         assert!(
             lines[csr + 1]
                 .trim_start()
-                .starts_with("make <basename>.key (ECDSA P-256)")
+                .starts_with("make <basename>.key (ECDSA P-256 unless key:rsa2048)")
         );
         let status = lines.iter().find(|line| line.starts_with("xmpp status")).unwrap();
         assert!(status.contains("  service state"), "{status}");

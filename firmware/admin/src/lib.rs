@@ -21,6 +21,7 @@ mod logs;
 pub mod pki;
 pub mod reconcile;
 pub mod socket;
+pub mod ssh;
 pub mod upgrade;
 mod user;
 mod webadmin;
@@ -47,6 +48,7 @@ pub use logs::{LogCommand, LogLevel, SyslogCommand};
 pub use pki::PkiCommand;
 /// A secret typed by the operator (password, component secret); it never prints.
 pub use sb_store::Secret;
+pub use ssh::SshCommand;
 pub use upgrade::UpgradeCommand;
 pub use user::UserCommand;
 pub use webadmin::WebadminCommand;
@@ -203,6 +205,8 @@ command_families! {
     AdminPasswd(AdminPasswdCommand),
     /// `webadmin ...`: the HTTPS web admin and API of this node.
     Webadmin(WebadminCommand),
+    /// `ssh ...`: the SSH server (MMP prompt, one-shot commands, SFTP) of this node.
+    Ssh(SshCommand),
     /// `help`: one line per command.
     Help(HelpCommand),
 }
@@ -387,7 +391,10 @@ mod tests {
             "xmpp status",
             "xmpp callbridge port <port>|off",
             "xmpp callbridge plain on|off",
-            "pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]",
+            "pki selfsigned <basename> [CN:<v>] [subAltName:<a,b,c>]",
+            "pki csr <basename> CN:<v>",
+            "ssh listen <iface or address> [<port>]",
+            "ssh authorized-key add <type> <base64> [<comment>]",
             "user add <name>",
             "user del <name>",
             "user list",

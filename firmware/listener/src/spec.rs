@@ -14,6 +14,8 @@ pub enum Service {
     Server,
     /// The HTTPS web admin and API (TLS on the socket).
     Web,
+    /// The SSH server for the administrator (SSH's own transport; [`TlsMode`] is unused).
+    Ssh,
 }
 
 impl std::fmt::Display for Service {
@@ -23,6 +25,7 @@ impl std::fmt::Display for Service {
             Service::Component => "component",
             Service::Server => "s2s",
             Service::Web => "web",
+            Service::Ssh => "ssh",
         })
     }
 }

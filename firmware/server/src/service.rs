@@ -466,7 +466,7 @@ fn admit(core: &Arc<Core>, tcp: TcpStream, peer: SocketAddr, service: Service, p
         Service::Component => {
             tokio::spawn(component::serve(Arc::clone(core), tcp, peer, !plain, slot, tracked));
         }
-        Service::Server | Service::Web => {
+        Service::Server | Service::Web | Service::Ssh => {
             log::error!("{service}: {peer} accepted by the XMPP server, which serves clients and Call Bridges only")
         }
     }

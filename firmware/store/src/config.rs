@@ -77,6 +77,47 @@ pub struct NodeConfig {
     pub cluster: ClusterNodeConfig,
     /// `webadmin ...`: this node's HTTPS web admin and API.
     pub web: WebAdminConfig,
+    /// `ssh ...`: this node's SSH server (MMP prompt, one-shot commands, SFTP).
+    pub ssh: SshConfig,
+}
+
+/// This node's SSH server (`ssh ...`): node-local, like the web admin. The host key is a file
+/// in the data folder, not here: it must never travel with a copy of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SshConfig {
+    /// `ssh enable` / `ssh disable`.
+    pub enabled: bool,
+    /// A listen entry in stored form (`127.0.0.1`, `a`); its own port, if any, is ignored.
+    pub listen: String,
+    pub port: u16,
+    /// `ssh authorized-key add`: public keys that log in as `admin`.
+    pub authorized_keys: Vec<AuthorizedKey>,
+}
+
+/// One public key allowed to log in as `admin`, as in an OpenSSH `authorized_keys` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizedKey {
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`, ...
+    pub key_type: String,
+    /// The key blob, base64 as OpenSSH prints it.
+    pub base64: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// The SSH port when the administrator names none.
+pub const DEFAULT_SSH_PORT: u16 = 22;
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            enabled: false,
+            listen: "127.0.0.1".to_owned(),
+            port: DEFAULT_SSH_PORT,
+            authorized_keys: Vec::new(),
+        }
+    }
 }
 
 /// This node's web admin (`webadmin ...`): node-local, like every listen setting.
@@ -143,6 +184,7 @@ impl Default for NodeConfig {
             component_plain: false,
             cluster: ClusterNodeConfig::default(),
             web: WebAdminConfig::default(),
+            ssh: SshConfig::default(),
         }
     }
 }
@@ -173,6 +215,7 @@ pub struct XmppConfig {
     pub component_plain: bool,
     pub cluster: ClusterNodeConfig,
     pub web: WebAdminConfig,
+    pub ssh: SshConfig,
 }
 
 impl Default for XmppConfig {
@@ -200,6 +243,7 @@ impl XmppConfig {
             component_plain: node.component_plain,
             cluster: node.cluster,
             web: node.web,
+            ssh: node.ssh,
         }
     }
 
@@ -224,6 +268,7 @@ impl XmppConfig {
             component_plain: self.component_plain,
             cluster: self.cluster.clone(),
             web: self.web.clone(),
+            ssh: self.ssh.clone(),
         }
     }
 }

@@ -33,8 +33,8 @@ mod writer;
 pub use callbridge::CallBridge;
 pub use change::{Applied, ConfigChange, ExportedTree, FeedEvent, PrivacyList, Published};
 pub use config::{
-    ClusterNodeConfig, DEFAULT_CLUSTER_PORT, DEFAULT_WEB_PORT, NodeConfig, ServiceConfig, TlsIdentity, WebAdminConfig,
-    XmppConfig,
+    AuthorizedKey, ClusterNodeConfig, DEFAULT_CLUSTER_PORT, DEFAULT_SSH_PORT, DEFAULT_WEB_PORT, NodeConfig,
+    ServiceConfig, SshConfig, TlsIdentity, WebAdminConfig, XmppConfig,
 };
 pub use error::{Result, StoreError};
 pub use federation::{DnsConfig, FederationConfig, PrivacyMode, SecurityMode};

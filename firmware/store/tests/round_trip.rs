@@ -67,6 +67,16 @@ fn xmpp_config_round_trip() {
             port: 18443,
             tls: None,
         },
+        ssh: sb_store::SshConfig {
+            enabled: true,
+            listen: "a".into(),
+            port: 2222,
+            authorized_keys: vec![sb_store::AuthorizedKey {
+                key_type: "ssh-ed25519".into(),
+                base64: "AAAAC3NzaC1lZDI1NTE5AAAAIEv5".into(),
+                comment: "ops@laptop".into(),
+            }],
+        },
     };
     store.set_xmpp_config(&config).unwrap();
     let store = reopen(dir.path(), store);

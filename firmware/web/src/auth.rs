@@ -203,7 +203,8 @@ pub enum LoginOutcome {
 
 /// The failure limiter and the cache of the last API login.
 pub struct LoginGuard {
-    limiter: AuthFailureLimiter,
+    /// Shared with the SSH server when the daemon runs both: one count per address.
+    limiter: Arc<AuthFailureLimiter>,
     cache_key: ring::hmac::Key,
     /// HMAC of the last accepted (user, password, stored hash).
     accepted: Mutex<Option<Vec<u8>>>,
@@ -217,13 +218,18 @@ impl Default for LoginGuard {
 
 impl LoginGuard {
     pub fn new() -> LoginGuard {
+        LoginGuard::with_limiter(Arc::new(AuthFailureLimiter::default()))
+    }
+
+    /// A guard counting failures in `limiter`, which another front end (SSH) may share.
+    pub fn with_limiter(limiter: Arc<AuthFailureLimiter>) -> LoginGuard {
         let rng = ring::rand::SystemRandom::new();
         let cache_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
             // Without randomness the key is predictable: then never trust the cache.
             ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[])
         });
         LoginGuard {
-            limiter: AuthFailureLimiter::default(),
+            limiter,
             cache_key,
             accepted: Mutex::new(None),
         }

@@ -70,9 +70,18 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(admin: Arc<Admin>, tuning: WebTuning) -> Arc<AppState> {
+        AppState::with_limiter(admin, tuning, Arc::default())
+    }
+
+    /// The state with the failed-login limiter shared with another front end (the SSH server).
+    pub fn with_limiter(
+        admin: Arc<Admin>,
+        tuning: WebTuning,
+        limiter: Arc<sb_server::limits::AuthFailureLimiter>,
+    ) -> Arc<AppState> {
         Arc::new(AppState {
             sessions: auth::Sessions::new(tuning.idle_timeout, tuning.max_sessions),
-            logins: auth::LoginGuard::new(),
+            logins: auth::LoginGuard::with_limiter(limiter),
             counters: metrics::WebCounters::default(),
             started: Instant::now(),
             admin,

@@ -25,7 +25,8 @@ const USAGE: &str = "usage: xmppd -d DIR [--log-level LEVEL[,module=LEVEL...]] [
              [--pre-auth-timeout SECS] [--keepalive SECS] [--write-timeout SECS]
              [--shutdown-timeout SECS] [--max-connections-per-ip N] [--max-connections N]
              [--max-pre-auth-connections N] [--max-auth-failures-per-ip N]
-             [--s2s-port PORT] [--s2s-idle-timeout SECS]";
+             [--s2s-port PORT] [--s2s-idle-timeout SECS]
+             [--ssh-auth-timeout SECS] [--ssh-max-file-bytes N]";
 
 /// Name of the certificate made on first start when none is configured.
 const SELF_SIGNED_BASENAME: &str = "selfsigned";
@@ -41,6 +42,7 @@ struct Options {
     log_level: String,
     tuning: ServerTuning,
     federation_tuning: sb_federation::FederationTuning,
+    ssh_tuning: sb_ssh::SshTuning,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
     let mut log_level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     let mut tuning = ServerTuning::default();
     let mut federation_tuning = sb_federation::FederationTuning::default();
+    let mut ssh_tuning = sb_ssh::SshTuning::default();
     let mut args = args.peekable();
     fn value(args: &mut dyn Iterator<Item = String>, flag: &str) -> Result<String, StartError> {
         args.next()
@@ -103,6 +106,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
                 federation_tuning.fallback_port = port;
             }
             "--s2s-idle-timeout" => federation_tuning.idle_timeout = seconds(value(&mut args, &arg)?, &arg)?,
+            "--ssh-auth-timeout" => ssh_tuning.auth_timeout = seconds(value(&mut args, &arg)?, &arg)?,
+            "--ssh-max-file-bytes" => ssh_tuning.max_file_bytes = number(value(&mut args, &arg)?, &arg)?,
             "-h" | "--help" => return Err(StartError::Usage(USAGE.to_owned())),
             other => return Err(StartError::Usage(format!("unknown argument '{other}'\n{USAGE}"))),
         }
@@ -115,6 +120,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, StartError>
         log_level,
         tuning,
         federation_tuning,
+        ssh_tuning,
     })
 }
 
@@ -217,6 +223,7 @@ struct LiveServer {
     runtime: tokio::runtime::Handle,
     log: Option<sb_logging::LogHandle>,
     web: sb_web::WebHandle,
+    ssh: sb_ssh::SshHandle,
 }
 
 fn failure_reason(reason: AuthFailureReason) -> ComponentAuthFailureReason {
@@ -268,15 +275,18 @@ impl LiveNode for LiveServer {
             cluster: self.cluster.view(),
             cluster_error: self.cluster.start_error(),
             web: self.web.status().into_iter().map(listener_status).collect(),
+            ssh: self.ssh.status().into_iter().map(listener_status).collect(),
         }
     }
 
     /// Runs on the admin layer's blocking thread: wait (bounded) for the reconciler, so a
     /// command that follows (`xmpp status`) already sees its effect.
     fn wait_reconciled(&self, seq: u64) {
-        let (reconciled, web) = (self.reconciled.clone(), self.web.clone());
+        let (reconciled, web, ssh) = (self.reconciled.clone(), self.web.clone(), self.ssh.clone());
         let done = self.runtime.block_on(async move {
-            reconciled.wait_for(seq, RECONCILE_WAIT).await && web.wait_for(seq, RECONCILE_WAIT).await
+            reconciled.wait_for(seq, RECONCILE_WAIT).await
+                && web.wait_for(seq, RECONCILE_WAIT).await
+                && ssh.wait_for(seq, RECONCILE_WAIT).await
         });
         if !done {
             log::error!(
@@ -347,7 +357,7 @@ fn start_heartbeat() {
     });
 }
 
-fn print_banner(server: &Server, web: &sb_web::WebHandle, dir: &Path) {
+fn print_banner(server: &Server, web: &sb_web::WebHandle, ssh: &sb_ssh::SshHandle, dir: &Path) {
     let status = server.status();
     println!(
         "Switchboard xmppd {}: XMPP domain '{}'",
@@ -361,6 +371,7 @@ fn print_banner(server: &Server, web: &sb_web::WebHandle, dir: &Path) {
             (Service::Component, true) => "Call Bridges (plain TCP)",
             (Service::Server, _) => "servers",
             (Service::Web, _) => "web admin",
+            (Service::Ssh, _) => "SSH",
         };
         match (&listener.bound, &listener.error, &listener.waiting) {
             (Some(addr), _, _) => println!("  {what}: listening on {addr}"),
@@ -378,6 +389,14 @@ fn print_banner(server: &Server, web: &sb_web::WebHandle, dir: &Path) {
             dir.display()
         ),
         None => println!("Web admin: not listening (mmp -d {} webadmin status)", dir.display()),
+    }
+    match ssh.bound().first() {
+        Some(addr) => println!(
+            "SSH and SFTP: ssh -p {} admin@{} (the admin password, or ssh authorized-key add)",
+            addr.port(),
+            addr.ip()
+        ),
+        None => println!("SSH: not listening (mmp -d {} ssh status)", dir.display()),
     }
     println!("Add a user:  mmp -d {} user add <name>", dir.display());
     if let Some(addr) = status
@@ -444,6 +463,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
         Some(Arc::clone(&cluster)),
     );
     let web = sb_web::WebHandle::new();
+    let ssh = sb_ssh::SshHandle::new();
     let live = Arc::new(LiveServer {
         server: Arc::clone(&server),
         cluster: Arc::clone(&cluster),
@@ -452,18 +472,34 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
         runtime: tokio::runtime::Handle::current(),
         log,
         web: web.clone(),
+        ssh: ssh.clone(),
     });
     let admin = Arc::new(Admin::new(store.clone(), options.dir.clone(), Some(live)).with_writer(writer));
+    // One failed-login count per address for the web admin and SSH.
+    let login_limiter = Arc::new(sb_server::limits::AuthFailureLimiter::default());
     let web_task = sb_web::start(
         web.clone(),
-        sb_web::AppState::new(Arc::clone(&admin), sb_web::WebTuning::default()),
+        sb_web::AppState::with_limiter(
+            Arc::clone(&admin),
+            sb_web::WebTuning::default(),
+            Arc::clone(&login_limiter),
+        ),
+        store.clone(),
+        server.core().interfaces.subscribe(),
+    );
+    let ssh_task = sb_ssh::start(
+        ssh.clone(),
+        Arc::clone(&admin),
         store,
+        login_limiter,
+        options.ssh_tuning.clone(),
         server.core().interfaces.subscribe(),
     );
     let admin_listener = sb_admin::socket::bind(&options.dir).map_err(StartError::AdminSocket)?;
     let admin_task = tokio::spawn(sb_admin::socket::serve(admin_listener, admin));
     web.wait_for(0, RECONCILE_WAIT).await;
-    print_banner(&server, &web, &options.dir);
+    ssh.wait_for(0, RECONCILE_WAIT).await;
+    print_banner(&server, &web, &ssh, &options.dir);
     wait_for_signal().await;
     reconciler.abort();
     federation.shutdown().await;
@@ -471,6 +507,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     cluster.shutdown().await;
     admin_task.abort();
     web_task.abort();
+    ssh_task.abort();
     let _ = std::fs::remove_file(sb_admin::socket::socket_path(&options.dir));
     log::info!("stopped");
     Ok(())

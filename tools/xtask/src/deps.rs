@@ -34,6 +34,10 @@ pub const TEST_PACKAGES: &[&str] = &[
     "xz-utils",
     // ip netns for the federation tier.
     "iproute2",
+    // OpenSSH's ssh, sftp and ssh-keygen, and sshpass for password logins: the SSH tests
+    // (xmppd's tests/ssh.rs in the unit tier, tools/interop/ssh_workflow.py, the appliance).
+    "openssh-client",
+    "sshpass",
     // The browser tier: headless Chromium driven by Selenium.
     "chromium",
     "chromium-driver",

@@ -50,6 +50,7 @@ pub fn run(args: &[String]) -> TaskResult {
          cargo run -q{profile} -p mmp -- -d var admin passwd\n\
          then open the https:// address xmppd prints below and log in as admin\n\
          (the certificate is self-signed: accept it in the browser).\n\
+         SSH and SFTP as admin, same password: the ssh command xmppd prints below.\n\
          Other settings: cargo run -q{profile} -p mmp -- -d var help\n",
         dir = var.display(),
         root = root.display(),
@@ -67,17 +68,23 @@ pub fn run(args: &[String]) -> TaskResult {
 
 /// The web admin port a fresh ./var gets, when free.
 const WEB_PORT: u16 = 8443;
+/// The SSH port a fresh ./var gets, when free (22 needs root and is the host's own).
+const SSH_PORT: u16 = 2222;
 
-/// A fresh ./var gets the web admin on 127.0.0.1: port 8443, or any free port when that is
-/// taken (xmppd prints the address). Later runs keep whatever was configured since.
+/// A fresh ./var gets the web admin on 127.0.0.1: port 8443, and SSH on port 2222, or any free
+/// port when that is taken (xmppd prints the addresses). Later runs keep whatever was
+/// configured since.
 fn enable_web_admin(bin: &std::path::Path, root: &std::path::Path) -> TaskResult {
-    let port = match std::net::TcpListener::bind(("127.0.0.1", WEB_PORT)) {
-        Ok(_) => WEB_PORT,
+    let free_or_any = |port: u16| match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(_) => port,
         Err(_) => 0,
     };
+    let (port, ssh_port) = (free_or_any(WEB_PORT), free_or_any(SSH_PORT));
     for line in [
         format!("webadmin listen 127.0.0.1 {port}"),
         "webadmin enable".to_owned(),
+        format!("ssh listen 127.0.0.1 {ssh_port}"),
+        "ssh enable".to_owned(),
     ] {
         let status = Command::new(bin.join("mmp"))
             .current_dir(root)

@@ -249,6 +249,10 @@ fn interop_tier(_: &[String]) -> TaskResult {
             "federation from a cluster (dialback verified by another node)",
         ),
         ("tools/interop/cluster_routing.py", "cluster routing tests"),
+        (
+            "tools/interop/ssh_workflow.py",
+            "the seed's certificate workflow over SSH and SFTP",
+        ),
     ] {
         run_status(
             Command::new(python())

@@ -101,14 +101,60 @@ impl CsrSubject {
     }
 }
 
-/// Generate an ECDSA P-256 key and a certificate request for it; write `<basename>.key` (mode
-/// 0600) and `<basename>.csr`. The SANs default to the CN when it is a DNS name or an address
+/// The private key `pki csr` makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyType {
+    /// Small and fast; every current CA signs it.
+    #[default]
+    EcdsaP256,
+    /// CMS's own key type: what a CA set up for Cisco equipment expects.
+    Rsa2048,
+}
+
+impl KeyType {
+    /// The word after `key:` on the command line.
+    pub fn parse(word: &str) -> Option<KeyType> {
+        match word.to_ascii_lowercase().as_str() {
+            "ecdsa-p256" | "ecdsa" | "p256" => Some(KeyType::EcdsaP256),
+            "rsa2048" | "rsa" | "rsa-2048" => Some(KeyType::Rsa2048),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ECDSA P-256",
+            KeyType::Rsa2048 => "RSA 2048",
+        }
+    }
+
+    /// A new key of this type, ready for rcgen to sign with (through ring).
+    fn generate(self) -> Result<rcgen::KeyPair, PkiError> {
+        let failed = |e: &dyn std::fmt::Display| PkiError::Generate(e.to_string());
+        match self {
+            KeyType::EcdsaP256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| failed(&e)),
+            KeyType::Rsa2048 => {
+                // ring signs with RSA keys but cannot make them: the RustCrypto `rsa` crate
+                // generates the key, ring does everything after (signing, and xmppd serving it).
+                use rsa::pkcs8::EncodePrivateKey;
+                let key = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).map_err(|e| failed(&e))?;
+                let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| failed(&e))?;
+                rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(|e| failed(&e))
+            }
+        }
+    }
+}
+
+/// Generate a key (ECDSA P-256 or RSA 2048) and a certificate request for it; write
+/// `<basename>.key` (mode 0600) and `<basename>.csr`. The SANs default to the CN when it is a DNS name or an address
 /// (CAs ignore the CN). Refuses to overwrite either file: a key may be the one in use.
 pub fn csr(
     certs_dir: &Path,
     basename: &str,
     subject: &CsrSubject,
     sans: &[String],
+    key_type: KeyType,
 ) -> Result<(PathBuf, PathBuf), PkiError> {
     let key_path = cert_file(certs_dir, &format!("{basename}.key"))?;
     let csr_path = cert_file(certs_dir, &format!("{basename}.csr"))?;
@@ -125,8 +171,7 @@ pub fn csr(
     } else {
         sans.iter().map(|name| san_entry(name)).collect::<Result<_, _>>()?
     };
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| PkiError::Generate(e.to_string()))?;
+    let key = key_type.generate()?;
     let request = params
         .serialize_request(&key)
         .and_then(|request| request.pem())
@@ -308,16 +353,26 @@ fn expiry(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
-/// `pki list`: one aligned line per file.
+/// The header CMS's `pki list` starts with; scripts written for CMS look for it.
+pub const LIST_HEADER: &str = "User supplied certificates and keys:";
+
+/// `pki list`: CMS's header and the file names, one per line, then one aligned detail line per
+/// file (kind, then key type, subject and expiry).
 pub fn render_list(files: &[FileEntry]) -> String {
     if files.is_empty() {
-        return "(no files in the certificate folder)".to_owned();
+        return format!("{LIST_HEADER}\n(no files in the certificate folder)");
     }
     let width = files.iter().map(|file| file.name.len()).max().unwrap_or(0);
-    files
+    let names = files.iter().map(|file| file.name.clone());
+    let details = files
         .iter()
         .map(|file| format!("{:<width$}  {:<7} {}", file.name, file.kind.name(), file.detail))
-        .map(|line| line.trim_end().to_owned())
+        .map(|line| line.trim_end().to_owned());
+    std::iter::once(LIST_HEADER.to_owned())
+        .chain(names)
+        .chain(std::iter::once(String::new()))
+        .chain(std::iter::once("Detail:".to_owned()))
+        .chain(details)
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -492,7 +547,7 @@ mod tests {
             st: Some("England".to_owned()),
             l: Some("London".to_owned()),
         };
-        let (key, request) = csr(&certs, "web", &full, &[]).unwrap();
+        let (key, request) = csr(&certs, "web", &full, &[], KeyType::EcdsaP256).unwrap();
         assert_eq!(key, certs.join("web.key"));
         assert_eq!(request, certs.join("web.csr"));
         assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
@@ -517,7 +572,7 @@ Signature   : valid"
         use rcgen::PublicKeyData;
         assert_eq!(params.public_key.der_bytes(), key_pair.der_bytes());
 
-        let err = csr(&certs, "web", &full, &[]).unwrap_err();
+        let err = csr(&certs, "web", &full, &[], KeyType::EcdsaP256).unwrap_err();
         assert_eq!(
             err.to_string(),
             "web.key already exists: choose another basename, or delete the file first"
@@ -525,19 +580,21 @@ Signature   : valid"
         assert_eq!(fs::read_to_string(&key).unwrap(), key_pem, "the key was overwritten");
         fs::remove_file(&key).unwrap();
         assert_eq!(
-            csr(&certs, "web", &full, &[]).unwrap_err().to_string(),
+            csr(&certs, "web", &full, &[], KeyType::EcdsaP256)
+                .unwrap_err()
+                .to_string(),
             "web.csr already exists: choose another basename, or delete the file first"
         );
 
         // A CN that is no host name gets no SAN by default; explicit SANs replace the default.
-        let (_, request) = csr(&certs, "named", &subject("My Server"), &[]).unwrap();
+        let (_, request) = csr(&certs, "named", &subject("My Server"), &[], KeyType::EcdsaP256).unwrap();
         assert!(
             inspect_text(&request, now)
                 .unwrap()
                 .contains("\nSANs        : (none)\n")
         );
         let sans = ["a.example".to_owned(), "127.0.0.1".to_owned()];
-        let (_, request) = csr(&certs, "multi", &subject("a.example"), &sans).unwrap();
+        let (_, request) = csr(&certs, "multi", &subject("a.example"), &sans, KeyType::EcdsaP256).unwrap();
         assert!(
             inspect_text(&request, now)
                 .unwrap()
@@ -548,7 +605,11 @@ Signature   : valid"
     #[test]
     fn csr_subjects_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let bad = |subject: CsrSubject| csr(dir.path(), "x", &subject, &[]).unwrap_err().to_string();
+        let bad = |subject: CsrSubject| {
+            csr(dir.path(), "x", &subject, &[], KeyType::EcdsaP256)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(bad(subject("")), "invalid CN '': empty");
         assert_eq!(
             bad(CsrSubject {
@@ -572,9 +633,15 @@ Signature   : valid"
             "invalid L 'a\nb': control characters"
         );
         assert_eq!(
-            csr(dir.path(), "x", &subject("a"), &["bad name".to_owned()])
-                .unwrap_err()
-                .to_string(),
+            csr(
+                dir.path(),
+                "x",
+                &subject("a"),
+                &["bad name".to_owned()],
+                KeyType::EcdsaP256
+            )
+            .unwrap_err()
+            .to_string(),
             "invalid subjectAltName 'bad name': a DNS name or an IP address is expected"
         );
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
@@ -596,7 +663,7 @@ Signature   : valid"
         };
         selfsigned_with_validity(certs, "old", "old.example", &[], old).unwrap();
         fs::remove_file(certs.join("old.key")).unwrap();
-        csr(certs, "web", &subject("web.example.com"), &[]).unwrap();
+        csr(certs, "web", &subject("web.example.com"), &[], KeyType::EcdsaP256).unwrap();
         fs::write(certs.join("notes.txt"), "remember the milk\n").unwrap();
         fs::write(certs.join(".hidden.tmp"), "x").unwrap();
         fs::create_dir(certs.join("subdir")).unwrap();
@@ -604,7 +671,27 @@ Signature   : valid"
         fs::write(certs.join("garbled.pem"), garbled).unwrap();
 
         let files = list(certs, datetime!(2025-02-15 12:00 UTC)).unwrap();
-        let text = render_list(&files);
+        let listing = render_list(&files);
+        let (names, text) = listing.split_once("\n\nDetail:\n").expect(&listing);
+        assert_eq!(
+            names.lines().collect::<Vec<_>>(),
+            [
+                LIST_HEADER,
+                "bundle.pem",
+                "garbled.pem",
+                "intermediate.pem",
+                "leaf.crt",
+                "leaf.key",
+                "notes.txt",
+                "old.crt",
+                "reversed.pem",
+                "root.pem",
+                "server.crt",
+                "server.key",
+                "web.csr",
+                "web.key",
+            ]
+        );
         let expected = "\
 bundle.pem        bundle  2 certificates: CN=Test Intermediate CA < CN=Test Root CA
 garbled.pem       unknown garbled.pem: not a valid certificate: ";
@@ -631,11 +718,35 @@ garbled.pem       unknown garbled.pem: not a valid certificate: ";
 
         assert_eq!(
             render_list(&list(&certs.join("missing"), datetime!(2025-02-15 12:00 UTC)).unwrap()),
-            "(no files in the certificate folder)"
+            "User supplied certificates and keys:\n(no files in the certificate folder)"
         );
         // The folder is a file: a clear failure.
         let err = list(&certs.join("notes.txt"), datetime!(2025-02-15 12:00 UTC)).unwrap_err();
         assert!(err.to_string().starts_with("cannot read notes.txt: "), "{err}");
+    }
+
+    #[test]
+    fn csr_makes_an_rsa_2048_key_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let sans = ["cb1.tptac9.com".to_owned(), "cb3".to_owned()];
+        let (key, request) = csr(dir.path(), "abhiall", &subject("tptac9.com"), &sans, KeyType::Rsa2048).unwrap();
+        assert_eq!(
+            private_key_type(&fs::read(&key).unwrap()).unwrap(),
+            "RSA 2048 private key"
+        );
+        let pem = fs::read(&request).unwrap();
+        let (_, der) = sections(&pem).unwrap().into_iter().next().unwrap();
+        let (_, parsed) = X509CertificationRequest::from_der(&der).unwrap();
+        parsed.verify_signature().unwrap();
+        assert_eq!(
+            parsed.certification_request_info.subject_pki.algorithm.algorithm,
+            OID_PKCS1_RSAENCRYPTION
+        );
+        let listing = render_list(&list(dir.path(), OffsetDateTime::now_utc()).unwrap());
+        assert!(
+            listing.contains("\nabhiall.key  key     RSA 2048 private key"),
+            "{listing}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 mod certs;
 mod files;
 
-pub use files::{CsrSubject, FileEntry, FileKind, csr, inspect_text, list, render_list};
+pub use files::{CsrSubject, FileEntry, FileKind, KeyType, csr, inspect_text, list, render_list};
 
 pub use certs::{
     CERTS_DIR_NAME, CertSummary, PkiError, SELF_SIGNED_DAYS, Validity, cert_file, certs_dir, chain_ok, format_time,
@@ -19,18 +19,21 @@ use time::OffsetDateTime;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PkiCommand {
-    /// `pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]`; the CN defaults to the
+    /// `pki selfsigned <basename> [CN:<v>] [subAltName:<a,b,c>]`; the CN defaults to the
     /// configured domain, the SANs to the CN.
     Selfsigned {
         basename: String,
         cn: Option<String>,
         sans: Vec<String>,
     },
-    /// `pki csr <basename> CN:<v> [O:<v>] [OU:<v>] [C:<v>] [ST:<v>] [L:<v>] [subjectAltName:<a,b,c>]`
+    /// `pki csr <basename> CN:<v> [O:<v>] [OU:<v>] [C:<v>] [ST:<v>] [L:<v>] [subAltName:<a,b,c>]
+    /// [key:rsa2048|ecdsa-p256]`; `subAltName:` is CMS's spelling, `subjectAltName:` the X.509 one.
     Csr {
         basename: String,
         subject: CsrSubject,
         sans: Vec<String>,
+        #[serde(default)]
+        key: KeyType,
     },
     /// `pki list`
     List,
@@ -46,16 +49,18 @@ impl Family for PkiCommand {
     const PREFIX: &'static [&'static str] = &["pki"];
     const USAGE: &'static [Usage] = &[
         Usage {
-            syntax: "pki selfsigned <basename> [CN:<v>] [subjectAltName:<a,b,c>]",
+            syntax: "pki selfsigned <basename> [CN:<v>] [subAltName:<a,b,c>]",
             summary: "make <basename>.key and a self-signed <basename>.crt (CN defaults to the domain)",
         },
         Usage {
-            syntax: "pki csr <basename> CN:<v> [O:<v>] [OU:<v>] [C:<v>] [ST:<v>] [L:<v>] [subjectAltName:<a,b,c>]",
-            summary: "make <basename>.key (ECDSA P-256) and a certificate request <basename>.csr",
+            syntax: "pki csr <basename> CN:<v> [O:<v>] [OU:<v>] [C:<v>] [ST:<v>] [L:<v>] [subAltName:<a,b,c>] \
+                     [key:rsa2048|ecdsa-p256]",
+            summary: "make <basename>.key (ECDSA P-256 unless key:rsa2048) and a certificate request \
+                      <basename>.csr; subjectAltName: is accepted for subAltName:",
         },
         Usage {
             syntax: "pki list",
-            summary: "the files in the certificate folder: keys, certificates, requests, bundles",
+            summary: "the user supplied certificates and keys (the SFTP file area), then each file's detail",
         },
         Usage {
             syntax: "pki inspect <file>",
@@ -113,7 +118,8 @@ impl Family for PkiCommand {
                 basename,
                 subject,
                 sans,
-            } => match csr(&dir, &basename, &subject, &sans) {
+                key,
+            } => match csr(&dir, &basename, &subject, &sans, key) {
                 Ok(_) => Reply::success(),
                 Err(err) => Reply::failure(err),
             },
@@ -163,18 +169,29 @@ fn parse_csr(words: &[String]) -> Result<PkiCommand, ParseError> {
     let mut subject = CsrSubject::default();
     let mut cn = None;
     let mut sans = None;
+    let mut key = None;
     for attribute in args.rest() {
         let (name, value) = attribute.split_once(':').unwrap_or((attribute, ""));
         let slot = match name.to_ascii_uppercase().as_str() {
+            "KEY" => {
+                if key.is_some() {
+                    return Err(args.invalid("key given twice"));
+                }
+                let parsed = KeyType::parse(value).ok_or_else(|| {
+                    args.invalid(format!("unknown key type '{value}' (key:rsa2048 or key:ecdsa-p256)"))
+                })?;
+                key = Some(parsed);
+                continue;
+            }
             "CN" => &mut cn,
             "O" => &mut subject.o,
             "OU" => &mut subject.ou,
             "C" => &mut subject.c,
             "ST" => &mut subject.st,
             "L" => &mut subject.l,
-            "SUBJECTALTNAME" => {
+            "SUBJECTALTNAME" | "SUBALTNAME" => {
                 if sans.is_some() {
-                    return Err(args.invalid("subjectAltName given twice"));
+                    return Err(args.invalid("subAltName given twice"));
                 }
                 let names: Vec<String> = value.split(',').map(|name| name.trim().to_owned()).collect();
                 for name in &names {
@@ -185,8 +202,8 @@ fn parse_csr(words: &[String]) -> Result<PkiCommand, ParseError> {
             }
             _ => {
                 return Err(args.invalid(format!(
-                    "unknown attribute '{attribute}' (expected CN, O, OU, C, ST, L or subjectAltName, each as \
-                     NAME:<value>)"
+                    "unknown attribute '{attribute}' (expected CN, O, OU, C, ST, L or subAltName, each as \
+                     NAME:<value>, or key:rsa2048)"
                 )));
             }
         };
@@ -206,6 +223,7 @@ fn parse_csr(words: &[String]) -> Result<PkiCommand, ParseError> {
         basename,
         subject,
         sans: sans.unwrap_or_default(),
+        key: key.unwrap_or_default(),
     })
 }
 
@@ -225,9 +243,9 @@ fn parse_selfsigned(words: &[String]) -> Result<PkiCommand, ParseError> {
                 return Err(args.invalid("empty CN"));
             }
             cn = Some(value.to_owned());
-        } else if name.eq_ignore_ascii_case("subjectAltName") {
+        } else if name.eq_ignore_ascii_case("subjectAltName") || name.eq_ignore_ascii_case("subAltName") {
             if sans.is_some() {
-                return Err(args.invalid("subjectAltName given twice"));
+                return Err(args.invalid("subAltName given twice"));
             }
             let names: Vec<String> = value.split(',').map(|name| name.trim().to_owned()).collect();
             for name in &names {
@@ -236,7 +254,7 @@ fn parse_selfsigned(words: &[String]) -> Result<PkiCommand, ParseError> {
             sans = Some(names);
         } else {
             return Err(args.invalid(format!(
-                "unknown attribute '{attribute}' (expected CN:<v> or subjectAltName:<a,b,c>)"
+                "unknown attribute '{attribute}' (expected CN:<v> or subAltName:<a,b,c>)"
             )));
         }
     }
@@ -392,7 +410,7 @@ mod tests {
         );
         assert_eq!(
             failure("pki selfsigned x O:Acme"),
-            "FAILURE: pki selfsigned: unknown attribute 'O:Acme' (expected CN:<v> or subjectAltName:<a,b,c>)"
+            "FAILURE: pki selfsigned: unknown attribute 'O:Acme' (expected CN:<v> or subAltName:<a,b,c>)"
         );
         assert_eq!(failure("pki selfsigned x CN:"), "FAILURE: pki selfsigned: empty CN");
         assert_eq!(
@@ -401,7 +419,7 @@ mod tests {
         );
         assert_eq!(
             failure("pki selfsigned x subjectAltName:a subjectAltName:b"),
-            "FAILURE: pki selfsigned: subjectAltName given twice"
+            "FAILURE: pki selfsigned: subAltName given twice"
         );
         assert_eq!(
             failure("pki selfsigned x subjectAltName:a,,b"),
@@ -576,6 +594,7 @@ mod tests {
                     l: Some("London".to_owned()),
                 },
                 sans: vec!["a.example".to_owned(), "b.example".to_owned()],
+                key: KeyType::EcdsaP256,
             }))
         );
         assert_eq!(parse("pki list"), Ok(Command::Pki(PkiCommand::List)));
@@ -602,6 +621,60 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_seeds_csr_line_with_cms_spelling_and_key_types() {
+        let seed = parse("pki csr abhiall CN:tptac9.com subAltName:cb1.tptac9.com,cb2.tptac9.com,cb3").unwrap();
+        assert_eq!(
+            seed,
+            Command::Pki(PkiCommand::Csr {
+                basename: "abhiall".to_owned(),
+                subject: CsrSubject {
+                    cn: "tptac9.com".to_owned(),
+                    ..CsrSubject::default()
+                },
+                sans: vec![
+                    "cb1.tptac9.com".to_owned(),
+                    "cb2.tptac9.com".to_owned(),
+                    "cb3".to_owned()
+                ],
+                key: KeyType::EcdsaP256,
+            })
+        );
+        let Command::Pki(PkiCommand::Csr { key, .. }) = parse("pki csr a CN:a key:rsa2048").unwrap() else {
+            panic!("not a csr");
+        };
+        assert_eq!(key, KeyType::Rsa2048);
+        assert_eq!(
+            failure("pki csr a CN:a key:dsa"),
+            "FAILURE: pki csr: unknown key type 'dsa' (key:rsa2048 or key:ecdsa-p256)"
+        );
+        assert_eq!(
+            failure("pki csr a CN:a key:rsa key:rsa"),
+            "FAILURE: pki csr: key given twice"
+        );
+        assert_eq!(
+            failure("pki csr a CN:a subAltName:a subjectAltName:b"),
+            "FAILURE: pki csr: subAltName given twice"
+        );
+        assert!(parse("pki selfsigned a subAltName:a.example").is_ok());
+        // The seed's own line works end to end.
+        let dir = tempfile::tempdir().unwrap();
+        let admin = admin(dir.path());
+        assert_eq!(
+            run(
+                &admin,
+                "pki csr abhiall CN:tptac9.com subAltName:cb1.tptac9.com,cb2.tptac9.com,cb3"
+            )
+            .text,
+            "SUCCESS"
+        );
+        let listing = run(&admin, "pki list").text;
+        assert!(
+            listing.starts_with("User supplied certificates and keys:\nabhiall.csr\nabhiall.key\n"),
+            "{listing}"
+        );
+    }
+
+    #[test]
     fn housekeeping_parse_errors_name_the_problem() {
         assert_eq!(failure("pki csr"), "FAILURE: pki csr: missing <basename>");
         assert_eq!(failure("pki csr web"), "FAILURE: pki csr: CN:<name> is required");
@@ -612,8 +685,8 @@ mod tests {
         );
         assert_eq!(
             failure("pki csr web CN:a X:b"),
-            "FAILURE: pki csr: unknown attribute 'X:b' (expected CN, O, OU, C, ST, L or subjectAltName, each as \
-             NAME:<value>)"
+            "FAILURE: pki csr: unknown attribute 'X:b' (expected CN, O, OU, C, ST, L or subAltName, each as \
+             NAME:<value>, or key:rsa2048)"
         );
         assert_eq!(failure("pki csr web CN:a cn:b"), "FAILURE: pki csr: CN given twice");
         assert_eq!(failure("pki csr web CN:a O:x o:y"), "FAILURE: pki csr: O given twice");
@@ -625,7 +698,7 @@ mod tests {
         assert_eq!(failure("pki csr web CN:"), "FAILURE: pki csr: invalid CN '': empty");
         assert_eq!(
             failure("pki csr web CN:a subjectAltName:a subjectAltName:b"),
-            "FAILURE: pki csr: subjectAltName given twice"
+            "FAILURE: pki csr: subAltName given twice"
         );
         assert_eq!(
             failure("pki csr web CN:a subjectAltName:x_y"),
@@ -764,6 +837,7 @@ mod tests {
             basename: "json".to_owned(),
             subject: CsrSubject::default(),
             sans: vec![],
+            key: KeyType::EcdsaP256,
         }));
         assert_eq!(reply.text, "FAILURE: invalid CN '': empty");
         let reply = admin.execute(Command::Pki(PkiCommand::Inspect {
@@ -792,7 +866,7 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(
             run(&super::super::testing::admin(empty.path()), "pki list").text,
-            "(no files in the certificate folder)"
+            "User supplied certificates and keys:\n(no files in the certificate folder)"
         );
         std::fs::remove_dir_all(&certs).unwrap();
         std::fs::write(&certs, "not a folder").unwrap();

@@ -84,6 +84,7 @@ pub fn qemu(args: &[String]) -> TaskResult {
         component: 15223,
         s2s: 15269,
         web: 15443,
+        ssh: 15022,
     };
     let mut extra = String::new();
     while let Some(flag) = args.next_flag() {
@@ -95,10 +96,12 @@ pub fn qemu(args: &[String]) -> TaskResult {
             "--component-port" => ports.component = args.number("--component-port")?,
             "--s2s-port" => ports.s2s = args.number("--s2s-port")?,
             "--web-port" => ports.web = args.number("--web-port")?,
+            "--ssh-port" => ports.ssh = args.number("--ssh-port")?,
             "--append" => extra = args.value("--append")?,
             "-h" | "--help" => {
                 println!(
                     "usage: cargo xtask qemu [--fast] [--fresh] [--port N] [--component-port N] [--s2s-port N] [--web-port N]\n\
+                     \x20                       [--ssh-port N]\n\
                      \x20                       [--append 'KERNEL ARGS'] [--board qemu-q35]\n  \
                      builds the image and boots it in QEMU (software emulation) with the serial console here.\n  \
                      --fast: -kernel/-initrd (PVH) instead of OVMF firmware + UKI; --fresh: start from the\n  \
@@ -131,6 +134,8 @@ pub fn qemu(args: &[String]) -> TaskResult {
          \x20 XMPP clients   127.0.0.1:{}  (domain localhost; add a user on the console: user add NAME)\n\
          \x20 Call Bridges   127.0.0.1:{}\n\
          \x20 federation     127.0.0.1:{}\n\
+         \x20 web admin      https://127.0.0.1:{}/ (after webadmin listen a 443, webadmin enable)\n\
+         \x20 SSH and SFTP   ssh -p {} admin@127.0.0.1 (after ssh listen a, ssh enable)\n\
          VM disk (keeps data between runs; --fresh resets it): {}\n",
         if boot == BootPath::Fast {
             "PVH kernel + initramfs"
@@ -141,6 +146,8 @@ pub fn qemu(args: &[String]) -> TaskResult {
         ports.c2s,
         ports.component,
         ports.s2s,
+        ports.web,
+        ports.ssh,
         disk.display()
     );
     let status = Command::new("qemu-system-x86_64")

@@ -317,6 +317,89 @@ fn web_api(port: u16, admin_password: &str, expected_user: &str) -> TaskResult {
     }
 }
 
+/// OpenSSH against the appliance through the forwarded port: `xmpp status` exits 0 and a bad
+/// command 1, SFTP puts a file into the file area and gets it back, `pki list` names it.
+fn ssh_and_sftp(port: u16, admin_password: &str, work: &std::path::Path) -> TaskResult {
+    let options = |program: &str| {
+        let mut command = Command::new("sshpass");
+        command.args(["-p", admin_password, program]);
+        command.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "ConnectTimeout=30",
+            "-o",
+        ]);
+        command.arg(format!("Port={port}"));
+        command.stdin(std::process::Stdio::null());
+        command
+    };
+    let exec = |line: &str| -> TaskResult<(Option<i32>, String)> {
+        let output = options("ssh")
+            .args(["admin@127.0.0.1", line])
+            .output()
+            .map_err(|e| format!("sshpass/ssh (packages sshpass, openssh-client): {e}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.code(), text))
+    };
+    // The listener binds once the change reached xmppd: a few bounded tries.
+    let mut last = (None, String::new());
+    for _ in 0..20 {
+        last = exec("xmpp status")?;
+        if last.0 == Some(0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    if last.0 != Some(0) {
+        return Err(format!("ssh 'xmpp status' exited {:?}: {}", last.0, last.1));
+    }
+    let (code, text) = exec("xmpp frobnicate")?;
+    if code != Some(1) || !text.contains("FAILURE") {
+        return Err(format!("ssh 'xmpp frobnicate' exited {code:?}: {text}"));
+    }
+    let upload = work.join("ssh-upload.crt");
+    let contents = "uploaded over sftp\n";
+    std::fs::write(&upload, contents).map_err(|e| e.to_string())?;
+    let batch = work.join("ssh-batch");
+    std::fs::write(&batch, "put ssh-upload.crt\nget ssh-upload.crt ssh-download.crt\n").map_err(|e| e.to_string())?;
+    let output = options("sftp")
+        .current_dir(work)
+        .args(["-o", "BatchMode=no", "-b"])
+        .arg(&batch)
+        .arg("admin@127.0.0.1")
+        .output()
+        .map_err(|e| format!("sftp: {e}"))?;
+    let downloaded = std::fs::read_to_string(work.join("ssh-download.crt")).unwrap_or_default();
+    if !output.status.success() || downloaded != contents {
+        return Err(format!(
+            "sftp put/get: {} {} (got back {downloaded:?})",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let (code, text) = exec("pki list")?;
+    let named = text.starts_with("User supplied certificates and keys:") && text.lines().any(|l| l == "ssh-upload.crt");
+    if code != Some(0) || !named {
+        return Err(format!("pki list over ssh exited {code:?}: {text}"));
+    }
+    Ok(())
+}
+
 /// Repeats `line` (bounded) until its output contains `want`.
 pub(super) fn wait_for_output(vm: &mut Vm, host: &str, line: &str, want: &str) -> TaskResult<String> {
     let mut last = String::new();
@@ -428,6 +511,18 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
             command_expect(v, &host, "webadmin enable", "SUCCESS")?;
             wait_for_output(v, &host, "webadmin status", "https://")?;
             web_api(v.ports.web, ADMIN_PASSWORD, "alice")
+        },
+    );
+    report.check(
+        &mut ok,
+        "fast: ssh runs commands and sftp moves files through a forwarded port",
+        |_| {
+            let v = need(&mut vm)?;
+            command_expect(v, &host, "ssh listen a 22", "SUCCESS")?;
+            command_expect(v, &host, "ssh enable", "SUCCESS")?;
+            // The host key is made when SSH first starts, as xmppd (uid 100) in its data folder.
+            wait_for_output(v, &host, "ssh status", "SHA256:")?;
+            ssh_and_sftp(v.ports.ssh, ADMIN_PASSWORD, work)
         },
     );
     // Left on `a` for the rest of the chain: after the reboots below, xmppd starts before the

@@ -31,6 +31,8 @@ pub struct Ports {
     pub s2s: u16,
     /// The web admin and API (guest port 443).
     pub web: u16,
+    /// SSH and SFTP for admin (guest port 22).
+    pub ssh: u16,
 }
 
 impl Ports {
@@ -41,14 +43,15 @@ impl Ports {
             component: free_port(ip)?,
             s2s: free_port(ip)?,
             web: free_port(ip)?,
+            ssh: free_port(ip)?,
         })
     }
 
     fn hostfwd(&self) -> String {
         format!(
             "hostfwd=tcp:127.0.0.1:{}-:5222,hostfwd=tcp:127.0.0.1:{}-:5223,hostfwd=tcp:127.0.0.1:{}-:5269,\
-             hostfwd=tcp:127.0.0.1:{}-:443",
-            self.c2s, self.component, self.s2s, self.web
+             hostfwd=tcp:127.0.0.1:{}-:443,hostfwd=tcp:127.0.0.1:{}-:22",
+            self.c2s, self.component, self.s2s, self.web, self.ssh
         )
     }
 }
@@ -372,10 +375,12 @@ mod tests {
             component: 2,
             s2s: 3,
             web: 4,
+            ssh: 5,
         };
         let text = ports.hostfwd();
-        assert_eq!(text.matches("tcp:127.0.0.1:").count(), 4);
+        assert_eq!(text.matches("tcp:127.0.0.1:").count(), 5);
         assert!(text.contains("127.0.0.1:4-:443"));
+        assert!(text.contains("127.0.0.1:5-:22"));
         assert!(text.contains("127.0.0.1:1-:5222"));
     }
 }
