@@ -9,6 +9,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod modules;
 pub mod uki;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -82,6 +83,8 @@ pub struct BuildRequest {
     /// SOURCE_DATE_EPOCH: every timestamp in every output.
     pub epoch: u32,
     pub version: String,
+    /// Signs `upgrade.sbu`; its public half goes into the initramfs.
+    pub signing_key: upgrade::SigningKey,
 }
 
 #[derive(Debug)]
@@ -91,6 +94,10 @@ pub struct Artifacts {
     pub initramfs: PathBuf,
     pub uki: PathBuf,
     pub disk: PathBuf,
+    /// The signed upgrade image (`upgrade <file>` on a running box).
+    pub upgrade: PathBuf,
+    /// `development` or `production`.
+    pub upgrade_key: &'static str,
     pub cmdline: String,
     pub modules: Vec<String>,
     pub initramfs_uncompressed: u64,
@@ -101,13 +108,15 @@ impl Artifacts {
     pub fn manifest(&self) -> String {
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         format!(
-            "vmlinuz={}\nvmlinux={}\ninitramfs={}\nuki={}\ndisk={}\ncmdline={}\nmodules={}\n\
+            "vmlinuz={}\nvmlinux={}\ninitramfs={}\nuki={}\ndisk={}\nupgrade={}\nupgrade_key={}\ncmdline={}\nmodules={}\n\
              size_vmlinuz={}\nsize_initramfs={}\nsize_initramfs_uncompressed={}\nsize_uki={}\nsize_disk={}\n",
             self.vmlinuz.display(),
             self.vmlinux.display(),
             self.initramfs.display(),
             self.uki.display(),
             self.disk.display(),
+            self.upgrade.display(),
+            self.upgrade_key,
             self.cmdline,
             self.modules.join(","),
             size(&self.vmlinuz),
@@ -135,9 +144,17 @@ pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
     std::fs::create_dir_all(&work).map_err(io_err("creating the output directory"))?;
     let kernel = step("kernel", || kernel::prepare(&board.kernel, &request.cache_dir))?;
 
-    let contents = step("initramfs contents", || {
+    let mut contents = step("initramfs contents", || {
         initramfs::assemble(&board, &board_text, &kernel, &request.binaries, &request.version)
     })?;
+    // The key that checks the next upgrade travels inside this (signed) image.
+    contents.archive.add(
+        sb_upgrade::PUBLIC_KEY_FILE,
+        cpio::Entry::File {
+            mode: 0o644,
+            data: format!("{}\n", request.signing_key.public_key_hex()?).into_bytes(),
+        },
+    );
     let initramfs = out.join("initramfs.cpio.zst");
     let initramfs_uncompressed = step("initramfs", || {
         initramfs::write_compressed(&contents.archive, request.epoch, &work, &initramfs)
@@ -196,18 +213,102 @@ pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
             &disk,
         )
     })?;
+    let upgrade = out.join("upgrade.sbu");
+    step("upgrade image", || {
+        upgrade::build(
+            &upgrade::BundleInputs {
+                board_name: &board.board.name,
+                version: &request.version,
+                uki: &uki,
+                slot_mib: board.disk.boot_slot_mib,
+                work: &work,
+                epoch: request.epoch,
+            },
+            &request.signing_key,
+            &upgrade,
+        )
+    })?;
     let artifacts = Artifacts {
         vmlinuz,
         vmlinux,
         initramfs,
         uki,
         disk,
+        upgrade,
+        upgrade_key: request.signing_key.label(),
         cmdline: board.kernel.cmdline.clone(),
         modules: contents.modules,
         initramfs_uncompressed,
     };
     std::fs::write(out.join("manifest"), artifacts.manifest()).map_err(io_err("writing the manifest"))?;
     Ok(artifacts)
+}
+
+/// An upgrade image from an already built kernel and initramfs, with words appended to the
+/// board's command line: the QEMU tests' images that panic or never get ready.
+pub struct BundleRequest {
+    pub board_file: PathBuf,
+    pub vmlinuz: PathBuf,
+    pub initramfs: PathBuf,
+    pub version: String,
+    pub cmdline_append: String,
+    pub out: PathBuf,
+    pub epoch: u32,
+    pub signing_key: upgrade::SigningKey,
+}
+
+pub fn build_bundle(request: &BundleRequest) -> Result<sb_upgrade::bundle::Manifest, ImageError> {
+    let (board, _) = board::load(&request.board_file)?;
+    let work = tempfile_dir(&request.out)?;
+    let osrel = work.join("os-release");
+    std::fs::write(
+        &osrel,
+        format!(
+            "NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{}\"\n",
+            request.version
+        ),
+    )
+    .map_err(io_err("writing os-release"))?;
+    let cmdline_file = work.join("cmdline");
+    let cmdline = format!("{} {}", board.kernel.cmdline, request.cmdline_append);
+    std::fs::write(&cmdline_file, cmdline.trim()).map_err(io_err("writing the command line"))?;
+    let uki = work.join("switchboard.efi");
+    uki::build(
+        &uki::UkiParts {
+            osrel: &osrel,
+            cmdline: &cmdline_file,
+            linux: &request.vmlinuz,
+            initrd: &request.initramfs,
+        },
+        &uki,
+        request.epoch,
+    )?;
+    let manifest = upgrade::build(
+        &upgrade::BundleInputs {
+            board_name: &board.board.name,
+            version: &request.version,
+            uki: &uki,
+            slot_mib: board.disk.boot_slot_mib,
+            work: &work,
+            epoch: request.epoch,
+        },
+        &request.signing_key,
+        &request.out,
+    )?;
+    std::fs::remove_dir_all(&work).map_err(io_err("removing the bundle's work folder"))?;
+    Ok(manifest)
+}
+
+/// A scratch folder next to `out`.
+fn tempfile_dir(out: &Path) -> Result<PathBuf, ImageError> {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = out.with_file_name(format!(".{name}.work"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(io_err("creating the bundle's work folder"))?;
+    Ok(dir)
 }
 
 fn copy_file(from: &Path, to: &Path) -> Result<(), ImageError> {

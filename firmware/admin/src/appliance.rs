@@ -67,6 +67,17 @@ impl ApplianceHost {
         }
     }
 
+    /// An upgrade request to PID 1 (`upgrade <file>`, `upgrade rollback`).
+    pub(crate) fn request_upgrade(&self, request: &control::UpgradeRequest) -> Reply {
+        if !self.on_appliance() {
+            return Reply::failure(NOT_ON_APPLIANCE);
+        }
+        match control::send_upgrade_to(&self.control_socket(), request) {
+            Ok(_) => Reply::success(),
+            Err(err) => Reply::failure(format!("init did not take the request: {err}")),
+        }
+    }
+
     fn health(&self) -> Health {
         Health::read(&self.run_dir.join(file_name(control::HEALTH)))
     }
@@ -669,6 +680,7 @@ impl crate::Command {
                 | Command::Health(_)
                 | Command::Reboot(_)
                 | Command::Shutdown(_)
+                | Command::Upgrade(_)
                 | Command::AdminPasswd(_)
                 | Command::Hostname(crate::HostnameCommand::Set { .. })
         )
@@ -706,6 +718,7 @@ pub fn execute_on(host: &ApplianceHost, command: crate::Command) -> Reply {
         Command::Health(c) => c.run(host),
         Command::Reboot(c) => c.run(host),
         Command::Shutdown(c) => c.run(host),
+        Command::Upgrade(c) => c.run(host),
         Command::AdminPasswd(c) => c.run(host),
         Command::Hostname(crate::HostnameCommand::Set { name }) => host.hostname_set(&name),
         other => Reply::failure(format!("{other:?} needs the daemon or the store")),

@@ -22,6 +22,7 @@ pub mod pki;
 pub mod reconcile;
 pub mod socket;
 pub mod ssh;
+pub mod upgrade;
 mod user;
 mod webadmin;
 pub mod xmpp;
@@ -48,6 +49,7 @@ pub use pki::PkiCommand;
 /// A secret typed by the operator (password, component secret); it never prints.
 pub use sb_store::Secret;
 pub use ssh::SshCommand;
+pub use upgrade::UpgradeCommand;
 pub use user::UserCommand;
 pub use webadmin::WebadminCommand;
 pub use xmpp::{CallbridgeCommand, ClusterCommand, ClusterLive, ClusterView, PeerHealth, PeerView, XmppCommand};
@@ -197,6 +199,8 @@ command_families! {
     Reboot(RebootCommand),
     /// `shutdown`: power the appliance off.
     Shutdown(ShutdownCommand),
+    /// `upgrade ...`: A/B firmware upgrades from a signed image.
+    Upgrade(UpgradeCommand),
     /// `admin passwd`: the console admin password.
     AdminPasswd(AdminPasswdCommand),
     /// `webadmin ...`: the HTTPS web admin and API of this node.

@@ -70,9 +70,79 @@ pub fn send_to(socket: &Path, request: Request) -> std::io::Result<()> {
     sender.send_to(request.as_str().as_bytes(), socket).map(|_| ())
 }
 
+/// A/B upgrades (`upgrade <file>`, `upgrade rollback`): the one request that carries data (a
+/// file name in the file area), so a type of its own beside [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeRequest {
+    /// Verify this image, write the inactive slot, boot it once.
+    Install(String),
+    /// Boot the other slot once.
+    Rollback,
+}
+
+impl UpgradeRequest {
+    pub fn to_text(&self) -> String {
+        match self {
+            UpgradeRequest::Install(name) => format!("upgrade-install {name}"),
+            UpgradeRequest::Rollback => "upgrade-rollback".into(),
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Option<UpgradeRequest> {
+        let text = std::str::from_utf8(bytes).ok()?.trim();
+        if text == "upgrade-rollback" {
+            return Some(UpgradeRequest::Rollback);
+        }
+        let name = text.strip_prefix("upgrade-install ")?;
+        plain_file_name(name).then(|| UpgradeRequest::Install(name.to_string()))
+    }
+}
+
+/// A file name inside the file area, nothing that leaves it; short enough for one datagram
+/// of PID 1's 64-byte buffer.
+pub fn plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 48
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+pub fn send_upgrade_to(socket: &Path, request: &UpgradeRequest) -> std::io::Result<()> {
+    let sender = UnixDatagram::unbound()?;
+    sender.send_to(request.to_text().as_bytes(), socket).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrade_requests_round_trip_and_names_cannot_leave_the_file_area() {
+        for request in [
+            UpgradeRequest::Install("switchboard-1.2.sbu".into()),
+            UpgradeRequest::Rollback,
+        ] {
+            assert_eq!(UpgradeRequest::parse(request.to_text().as_bytes()), Some(request));
+        }
+        assert_eq!(
+            UpgradeRequest::parse(b"upgrade-rollback\n"),
+            Some(UpgradeRequest::Rollback)
+        );
+        for bad in [
+            &b"upgrade-install ../x"[..],
+            b"upgrade-install /etc/passwd",
+            b"upgrade-install .hidden",
+            b"upgrade-install ",
+            b"upgrade-install a b",
+            b"reboot",
+            &[0xff, 0xfe],
+        ] {
+            assert_eq!(UpgradeRequest::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(!plain_file_name(&"x".repeat(49)));
+    }
 
     #[test]
     fn requests_round_trip_and_junk_is_refused() {

@@ -3,6 +3,7 @@
 //! (`/init dhcp <iface> <hostname>`), so a fault in a helper can never take PID 1 down.
 
 mod backoff;
+mod boot_slot;
 mod cmdline;
 mod config;
 mod console;
@@ -15,6 +16,7 @@ mod net;
 mod pid1;
 mod privileges;
 mod start_failure;
+mod upgrade;
 mod watchdog;
 
 fn main() {

@@ -25,6 +25,11 @@ pub enum Held {
 impl fmt::Display for Held {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // An older slot meeting a store a newer slot migrated: not damage, and the way
+            // out is the newer firmware, not a restore.
+            Held::StoreDamaged(why) if why.contains("newer Switchboard") => {
+                write!(f, "store written by newer firmware (intact, not opened): {why}")
+            }
             Held::StoreDamaged(why) => write!(f, "store damaged: {why}"),
             Held::ConfigInvalid(why) => write!(f, "configuration invalid: {why}"),
             Held::BadArguments(why) => write!(f, "xmppd refused its arguments: {why}"),
@@ -101,5 +106,21 @@ mod tests {
     fn reasons_are_one_clean_line() {
         let held = classify_exit(Some(65), "xmppd: bad\u{1b}[2J record\r").unwrap();
         assert_eq!(held.to_string(), "store damaged: bad[2J record");
+    }
+
+    #[test]
+    fn a_store_from_newer_firmware_is_not_called_damaged() {
+        let held = classify_exit(
+            Some(EXIT_STORE_DAMAGED),
+            "xmppd: store: schema version 4 was written by a newer Switchboard (this one supports up to 3)",
+        )
+        .unwrap();
+        let text = held.to_string();
+        assert!(
+            text.starts_with("store written by newer firmware (intact, not opened): store: schema version 4"),
+            "{text}"
+        );
+        let damaged = classify_exit(Some(EXIT_STORE_DAMAGED), "xmppd: store: record x is corrupt").unwrap();
+        assert!(damaged.to_string().starts_with("store damaged: "));
     }
 }

@@ -10,7 +10,8 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error(
         "store: schema version {found} was written by a newer Switchboard (this one supports up to {supported}); \
-         refusing to open it rather than risk damaging it"
+         refusing to open it rather than risk damaging it. The data is intact: boot the newer firmware again \
+         (`upgrade rollback` returns to the other slot)"
     )]
     SchemaTooNew { found: u32, supported: u32 },
     #[error("store: {path} is in use by another process (is xmppd running?)")]

@@ -83,7 +83,16 @@ fn newer_schema_is_refused_and_left_untouched() {
     }
     let message = Store::open(dir.path()).unwrap_err().to_string();
     assert!(message.contains("newer"), "{message}");
+    // The operator is told the way back (A/B upgrades: an older slot meets a migrated store).
+    assert!(message.contains("`upgrade rollback`"), "{message}");
     assert_eq!(raw_version(dir.path()), Some(SCHEMA_VERSION + 1));
+    // Nothing was rewritten: the newer build still finds its data.
+    write_raw_version(dir.path(), SCHEMA_VERSION);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.get_setting::<String>("marker").unwrap().as_deref(),
+        Some("before")
+    );
 }
 
 #[test]

@@ -27,6 +27,7 @@ use crate::backoff::{Backoff, Verdict};
 use crate::cmdline::{self, Cmdline};
 use crate::config;
 use crate::start_failure::{self, Held};
+use crate::upgrade::{self, Upgrades};
 use crate::watchdog::{WDIOF_CARDRESET, Watchdog};
 use crate::{kmod, logger, mounts, net, privileges};
 use sb_appliance::Board;
@@ -116,6 +117,8 @@ struct Pid1 {
     last_reset: String,
     shutdown: Option<(Shutdown, Instant)>,
     control: Option<UnixDatagram>,
+    /// A/B upgrades: the boot slots, a slot on trial, a slot being written.
+    upgrades: Option<Upgrades>,
 }
 
 fn read_to_string(path: &str) -> String {
@@ -304,8 +307,14 @@ pub fn run() -> ! {
         last_reset: String::new(),
         shutdown: None,
         control: None,
+        upgrades: None,
     };
     pid1.record_boot_reason();
+    pid1.upgrades = Some(Upgrades::at_boot(
+        data_ok,
+        &read_to_string("/proc/cmdline"),
+        &pid1.last_reset,
+    ));
     if data_ok && let Ok(name) = std::fs::read_to_string(config::HOSTNAME) {
         set_hostname(name.trim());
     }
@@ -429,6 +438,20 @@ impl Pid1 {
             self.spawn_dhcp();
         }
         self.probe_ready();
+        let healthy = self.ready && self.xmppd.pid.is_some() && self.xmppd.heard;
+        if self.shutdown.is_none()
+            && let Some(upgrade::Action::Reboot) = self.upgrades.as_mut().and_then(|u| u.tick(healthy))
+        {
+            self.begin_shutdown(Shutdown::Reboot);
+        }
+    }
+
+    fn handle_upgrade(&mut self, request: upgrade::UpgradeRequest) {
+        if self.shutdown.is_none()
+            && let Some(upgrade::Action::Reboot) = self.upgrades.as_mut().and_then(|u| u.request(request))
+        {
+            self.begin_shutdown(Shutdown::Reboot);
+        }
     }
 
     fn next_deadline(&self) -> Instant {
@@ -452,6 +475,9 @@ impl Pid1 {
             next = next.min(self.next_ready_probe);
         }
         if let Some((_, t)) = self.shutdown {
+            next = next.min(t);
+        }
+        if let Some(t) = self.upgrades.as_ref().and_then(Upgrades::next_deadline) {
             next = next.min(t);
         }
         next.min(Instant::now() + Duration::from_secs(1))
@@ -514,6 +540,10 @@ impl Pid1 {
             if ctl_ready {
                 let mut buf = [0u8; 64];
                 while let Some(Ok(n)) = self.control.as_ref().map(|s| s.recv(&mut buf)) {
+                    if let Some(request) = upgrade::UpgradeRequest::parse(&buf[..n]) {
+                        self.handle_upgrade(request);
+                        continue;
+                    }
                     match Request::parse(&buf[..n]) {
                         Some(request) => self.handle_request(request),
                         None => log::warn!("control: unknown request ignored"),

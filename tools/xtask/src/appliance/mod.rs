@@ -10,6 +10,7 @@ mod cluster_chain;
 mod data_damage;
 mod hub;
 mod scenarios;
+mod upgrade_chain;
 mod vm;
 
 use std::process::Command;

@@ -90,7 +90,7 @@ pub fn run(args: &[String]) -> TaskResult {
                 println!(
                     "appliance tier options (after `cargo xtask test --tier appliance --`):\n  \
                      --keep          keep the work directory (console logs, disks)\n  \
-                     --only fast|ovmf|cluster  run one VM chain\n  \
+                     --only fast|ovmf|upgrade|cluster  run one VM chain\n  \
                      SB_QEMU_ECHO=1  copy the guest console to stdout\n  \
                      SB_IMAGE_XMPPD, SB_IMAGE_MMP  pack these static binaries instead of building xmppd/mmp"
                 );
@@ -135,6 +135,10 @@ pub fn run(args: &[String]) -> TaskResult {
     if only.as_deref().is_none_or(|o| o == "ovmf") {
         println!("VM 2: OVMF firmware, UKI from the disk's ESP");
         ovmf_chain(&manifest, work.path(), &mut report);
+    }
+    if only.as_deref().is_none_or(|o| o == "upgrade") {
+        println!("VM 6: A/B upgrades through OVMF, one variable store for the whole chain");
+        super::upgrade_chain::upgrade_chain(&manifest, work.path(), &mut report);
     }
     if only.as_deref().is_none_or(|o| o == "cluster") {
         println!("VMs 3-5: a three-node cluster on a private VM network");
@@ -189,7 +193,7 @@ pub(super) fn set_first_password(vm: &mut Vm) -> TaskResult {
     Ok(())
 }
 
-fn login(vm: &mut Vm, host: &str) -> TaskResult {
+pub(super) fn login(vm: &mut Vm, host: &str) -> TaskResult {
     vm.expect(&format!("{host} login: "), COMMAND_TIMEOUT)?;
     vm.send_line("admin")?;
     vm.expect("Password: ", COMMAND_TIMEOUT)?;

@@ -142,7 +142,7 @@ pub fn fresh_disk(manifest: &Manifest, to: &Path) -> TaskResult {
     Ok(())
 }
 
-/// OVMF keeps boot entries in its variable store: a fresh copy for every VM.
+/// OVMF keeps boot entries in its variable store: a fresh copy for every new VM.
 pub fn fresh_vars(to: &Path) -> TaskResult {
     std::fs::copy(OVMF_VARS, to)
         .map(|_| ())
@@ -183,8 +183,10 @@ impl Vm {
         extra_qemu: &[String],
     ) -> TaskResult<Vm> {
         let ports = Ports::free()?;
+        // One variable store per VM name and work dir: a restarted VM (after a power cut)
+        // finds the boot entries it left, as a real box does.
         let vars = work.join(format!("{name}-vars.fd"));
-        if boot == BootPath::Ovmf {
+        if boot == BootPath::Ovmf && !vars.exists() {
             fresh_vars(&vars)?;
         }
         let socket = work.join(format!("{name}-console.sock"));
