@@ -72,7 +72,15 @@ impl ApplianceHost {
         if !self.on_appliance() {
             return Reply::failure(NOT_ON_APPLIANCE);
         }
-        match control::send_upgrade_to(&self.control_socket(), request) {
+        // Root (the console, mmp) has the control socket; xmppd's user (SSH, web admin) the
+        // upgrade socket only.
+        let sent = match control::send_upgrade_to(&self.control_socket(), request) {
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                control::send_upgrade_to(&self.run_dir.join(file_name(control::UPGRADE_SOCKET)), request)
+            }
+            other => other,
+        };
+        match sent {
             Ok(_) => Reply::success(),
             Err(err) => Reply::failure(format!("init did not take the request: {err}")),
         }

@@ -5,6 +5,11 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 pub const SOCKET: &str = "/run/switchboard/control";
+/// The one socket xmppd's user may write to (root:xmppd 0660): SSH and the web admin run their
+/// commands inside xmppd, and `upgrade` must work there as on the console. PID 1 reads only
+/// [`UpgradeRequest`]s from it and verifies the image again with the key in the initramfs, so
+/// all a compromised xmppd can get from it is a boot into a correctly signed image.
+pub const UPGRADE_SOCKET: &str = "/run/switchboard/upgrade-request";
 /// `key=value` lines, see [`crate::health`].
 pub const HEALTH: &str = "/run/switchboard/health";
 /// The readiness line, written once XMPP answers.

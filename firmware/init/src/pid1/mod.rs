@@ -117,6 +117,8 @@ struct Pid1 {
     last_reset: String,
     shutdown: Option<(Shutdown, Instant)>,
     control: Option<UnixDatagram>,
+    /// [`control::UPGRADE_SOCKET`]: upgrade requests from xmppd's front ends, nothing else.
+    upgrade_requests: Option<UnixDatagram>,
     /// A/B upgrades: the boot slots, a slot on trial, a slot being written.
     upgrades: Option<Upgrades>,
 }
@@ -307,6 +309,7 @@ pub fn run() -> ! {
         last_reset: String::new(),
         shutdown: None,
         control: None,
+        upgrade_requests: None,
         upgrades: None,
     };
     pid1.record_boot_reason();
@@ -318,7 +321,8 @@ pub fn run() -> ! {
     if data_ok && let Ok(name) = std::fs::read_to_string(config::HOSTNAME) {
         set_hostname(name.trim());
     }
-    pid1.control = bind_control();
+    pid1.control = bind_control(control::SOCKET, 0o600, None);
+    pid1.upgrade_requests = bind_control(control::UPGRADE_SOCKET, 0o660, Some(crate::privileges::XMPPD_GID));
     pid1.apply_network();
     // The DHCP client runs while xmppd starts, not after: the lease is on the way to ready.
     if pid1.dhcp.restart_at.take().is_some() {
@@ -334,17 +338,25 @@ pub fn run() -> ! {
     pid1.main_loop(signal_fd.ok())
 }
 
-fn bind_control() -> Option<UnixDatagram> {
-    let _ = std::fs::remove_file(control::SOCKET);
-    match UnixDatagram::bind(control::SOCKET) {
-        Ok(socket) => {
-            let _ = socket.set_nonblocking(true);
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(control::SOCKET, std::fs::Permissions::from_mode(0o600));
-            Some(socket)
+/// A request socket, owned by root and `group` with `mode`: until both are set, nobody else
+/// may use it, so a failure leaves the socket closed rather than open too wide.
+fn bind_control(path: &str, mode: u32, group: Option<u32>) -> Option<UnixDatagram> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let bound = UnixDatagram::bind(path).and_then(|socket| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(path, Some(0), Some(gid))?;
         }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    });
+    match bound {
+        Ok(socket) => Some(socket),
         Err(e) => {
-            log::error!("control socket: {e}");
+            log::error!("request socket {path}: {e}");
+            let _ = std::fs::remove_file(path);
             None
         }
     }
@@ -494,14 +506,16 @@ impl Pid1 {
             let timeout = self.next_deadline().saturating_duration_since(Instant::now());
             let timeout = PollTimeout::try_from(timeout.as_millis().min(5000) as i32).unwrap_or(PollTimeout::MAX);
             let (mut sig_ready, mut ctl_ready, mut hb_ready, mut out_ready) = (false, false, false, false);
+            let mut upgrade_ready = false;
             {
-                let mut tags: heapless::Vec<u8, 4> = heapless::Vec::new();
-                let mut polled: heapless::Vec<PollFd, 4> = heapless::Vec::new();
+                let mut tags: heapless::Vec<u8, 5> = heapless::Vec::new();
+                let mut polled: heapless::Vec<PollFd, 5> = heapless::Vec::new();
                 let sources = [
                     (0u8, signal_fd.as_ref().map(|f| f.as_fd())),
                     (1, self.control.as_ref().map(|f| f.as_fd())),
                     (2, self.xmppd.heartbeat.as_ref().map(|f| f.as_fd())),
                     (3, self.xmppd.output.as_ref().map(|f| f.as_fd())),
+                    (4, self.upgrade_requests.as_ref().map(|f| f.as_fd())),
                 ];
                 for (tag, fd) in sources {
                     if let Some(fd) = fd {
@@ -522,7 +536,8 @@ impl Pid1 {
                         0 => sig_ready = ready,
                         1 => ctl_ready = ready,
                         2 => hb_ready = ready,
-                        _ => out_ready = ready,
+                        3 => out_ready = ready,
+                        _ => upgrade_ready = ready,
                     }
                 }
             }
@@ -547,6 +562,15 @@ impl Pid1 {
                     match Request::parse(&buf[..n]) {
                         Some(request) => self.handle_request(request),
                         None => log::warn!("control: unknown request ignored"),
+                    }
+                }
+            }
+            if upgrade_ready {
+                let mut buf = [0u8; 64];
+                while let Some(Ok(n)) = self.upgrade_requests.as_ref().map(|s| s.recv(&mut buf)) {
+                    match upgrade::UpgradeRequest::parse(&buf[..n]) {
+                        Some(request) => self.handle_upgrade(request),
+                        None => log::warn!("upgrade socket: only upgrade requests are taken there; ignored"),
                     }
                 }
             }

@@ -317,45 +317,60 @@ fn web_api(port: u16, admin_password: &str, expected_user: &str) -> TaskResult {
     }
 }
 
+/// `sshpass -p PASSWORD ssh|sftp` with options for a throwaway VM: password login only, no
+/// host key kept, to 127.0.0.1:`port`.
+fn ssh_client(program: &str, port: u16) -> Command {
+    let mut command = Command::new("sshpass");
+    command.args(["-p", ADMIN_PASSWORD, program]);
+    command.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "PreferredAuthentications=password",
+        "-o",
+        "ConnectTimeout=30",
+        "-o",
+    ]);
+    command.arg(format!("Port={port}"));
+    command.stdin(std::process::Stdio::null());
+    command
+}
+
+/// `ssh admin@node LINE`: its exit status and everything it printed.
+pub(super) fn ssh_exec(port: u16, line: &str) -> TaskResult<(Option<i32>, String)> {
+    let output = ssh_client("ssh", port)
+        .args(["admin@127.0.0.1", line])
+        .output()
+        .map_err(|e| format!("sshpass/ssh (packages sshpass, openssh-client): {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.code(), text))
+}
+
+/// On the console: SSH on the first interface's port 22, enabled, with its host key made.
+/// The listener binds once the change reached xmppd; callers retry their first connection.
+pub(super) fn enable_ssh(vm: &mut Vm, host: &str) -> TaskResult {
+    command_expect(vm, host, "ssh listen a 22", "SUCCESS")?;
+    command_expect(vm, host, "ssh enable", "SUCCESS")?;
+    wait_for_output(vm, host, "ssh status", "SHA256:")?;
+    Ok(())
+}
+
 /// OpenSSH against the appliance through the forwarded port: `xmpp status` exits 0 and a bad
 /// command 1, SFTP puts a file into the file area and gets it back, `pki list` names it.
-fn ssh_and_sftp(port: u16, admin_password: &str, work: &std::path::Path) -> TaskResult {
-    let options = |program: &str| {
-        let mut command = Command::new("sshpass");
-        command.args(["-p", admin_password, program]);
-        command.args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "PubkeyAuthentication=no",
-            "-o",
-            "PreferredAuthentications=password",
-            "-o",
-            "ConnectTimeout=30",
-            "-o",
-        ]);
-        command.arg(format!("Port={port}"));
-        command.stdin(std::process::Stdio::null());
-        command
-    };
-    let exec = |line: &str| -> TaskResult<(Option<i32>, String)> {
-        let output = options("ssh")
-            .args(["admin@127.0.0.1", line])
-            .output()
-            .map_err(|e| format!("sshpass/ssh (packages sshpass, openssh-client): {e}"))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Ok((output.status.code(), text))
-    };
+fn ssh_and_sftp(port: u16, work: &std::path::Path) -> TaskResult {
+    let exec = |line: &str| ssh_exec(port, line);
     // The listener binds once the change reached xmppd: a few bounded tries.
     let mut last = (None, String::new());
     for _ in 0..20 {
@@ -377,7 +392,7 @@ fn ssh_and_sftp(port: u16, admin_password: &str, work: &std::path::Path) -> Task
     std::fs::write(&upload, contents).map_err(|e| e.to_string())?;
     let batch = work.join("ssh-batch");
     std::fs::write(&batch, "put ssh-upload.crt\nget ssh-upload.crt ssh-download.crt\n").map_err(|e| e.to_string())?;
-    let output = options("sftp")
+    let output = ssh_client("sftp", port)
         .current_dir(work)
         .args(["-o", "BatchMode=no", "-b"])
         .arg(&batch)
@@ -518,11 +533,9 @@ fn fast_chain(manifest: &Manifest, work: &std::path::Path, report: &mut Report) 
         "fast: ssh runs commands and sftp moves files through a forwarded port",
         |_| {
             let v = need(&mut vm)?;
-            command_expect(v, &host, "ssh listen a 22", "SUCCESS")?;
-            command_expect(v, &host, "ssh enable", "SUCCESS")?;
             // The host key is made when SSH first starts, as xmppd (uid 100) in its data folder.
-            wait_for_output(v, &host, "ssh status", "SHA256:")?;
-            ssh_and_sftp(v.ports.ssh, ADMIN_PASSWORD, work)
+            enable_ssh(v, &host)?;
+            ssh_and_sftp(v.ports.ssh, work)
         },
     );
     // Left on `a` for the rest of the chain: after the reboots below, xmppd starts before the

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::build::{self, Manifest};
-use super::scenarios::{Report, command_expect, login, set_first_password, wait_ready};
+use super::scenarios::{Report, command_expect, enable_ssh, login, set_first_password, ssh_exec, wait_ready};
 use super::vm::{BootPath, Vm, fresh_disk};
 use crate::util::{TaskResult, cargo, run_output};
 
@@ -234,11 +234,24 @@ pub(super) fn upgrade_chain(manifest: &Manifest, work: &Path, report: &mut Repor
     );
     report.step(
         &mut ok,
-        "upgrade: rollback boots the other slot and commits it when healthy",
+        "upgrade: rollback over SSH boots the other slot and commits it when healthy",
         |r| {
             let v = vm.as_mut().ok_or("no VM")?;
+            // Over SSH the command runs inside xmppd (uid 100): PID 1 takes it on the upgrade
+            // socket, the one its group may write to.
+            enable_ssh(v, HOST)?;
+            let mut answer = (None, String::new());
+            for _ in 0..20 {
+                answer = ssh_exec(v.ports.ssh, "upgrade rollback")?;
+                if answer.0.is_some_and(|code| code != 255) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            if answer.0 != Some(0) || !answer.1.contains("SUCCESS") {
+                return Err(format!("ssh 'upgrade rollback' exited {:?}: {}", answer.0, answer.1));
+            }
             let begun = Instant::now();
-            command_expect(v, HOST, "upgrade rollback", "SUCCESS")?;
             back_at_console(v)?;
             let status = status_eventually(v, &format!("Slot A: {factory} (running, default)"))?;
             r.figure(format!(
