@@ -13,7 +13,7 @@ use sb_appliance::control::{self, Request};
 use sb_appliance::health::{self, Health};
 use sb_appliance::network::{Setting, parse_cidr, parse_line};
 use sb_appliance::{Board, paths};
-use sb_store::{BoardInterface, Secret};
+use sb_store::{BoardInterface, ListenTarget, Secret};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -153,6 +153,21 @@ impl ApplianceHost {
     /// An interface for `xmpp listen`, as stored. On a board: one of the board's interfaces,
     /// by its board or kernel name, stored by its board name (`eth0` becomes `a`). Off the
     /// appliance: any interface this host has now, by its kernel name.
+    /// A listen address as stored: parsed, and an interface name (`a`) the board's name for
+    /// it. A `FAILURE` text when not.
+    pub fn stored_listen_address(&self, address: &str) -> Result<String, String> {
+        let entry = ListenTarget::parse(address).map_err(|err| err.to_string())?;
+        self.stored_listen_target(&entry).map(|entry| entry.to_string())
+    }
+
+    /// [`Self::stored_listen_address`] of an entry already parsed.
+    pub fn stored_listen_target(&self, entry: &ListenTarget) -> Result<ListenTarget, String> {
+        Ok(match entry.interface() {
+            None => entry.clone(),
+            Some(name) => entry.with_interface(&self.listen_interface(name)?),
+        })
+    }
+
     pub fn listen_interface(&self, name: &str) -> Result<String, String> {
         let board = self.board_interfaces();
         if !board.is_empty() {

@@ -115,16 +115,9 @@ impl Family for SshCommand {
     fn apply(self, admin: &Admin) -> Reply {
         match self {
             SshCommand::Listen { address, port } => {
-                let entry = match ListenTarget::parse(&address) {
-                    Ok(entry) => entry,
-                    Err(err) => return Reply::failure(format!("ssh listen: {err}")),
-                };
-                let address = match entry.interface() {
-                    None => entry.to_string(),
-                    Some(name) => match admin.appliance().listen_interface(name) {
-                        Ok(name) => entry.with_interface(&name).to_string(),
-                        Err(reason) => return Reply::failure(format!("ssh listen: {reason}")),
-                    },
+                let address = match admin.appliance().stored_listen_address(&address) {
+                    Ok(address) => address,
+                    Err(reason) => return Reply::failure(format!("ssh listen: {reason}")),
                 };
                 update_node(admin, "ssh listen", |node| {
                     node.ssh.listen = address;

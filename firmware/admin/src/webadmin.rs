@@ -93,16 +93,9 @@ impl Family for WebadminCommand {
     fn apply(self, admin: &Admin) -> Reply {
         match self {
             WebadminCommand::Listen { address, port } => {
-                let entry = match ListenTarget::parse(&address) {
-                    Ok(entry) => entry,
-                    Err(err) => return Reply::failure(format!("webadmin listen: {err}")),
-                };
-                let address = match entry.interface() {
-                    None => entry.to_string(),
-                    Some(name) => match admin.appliance().listen_interface(name) {
-                        Ok(name) => entry.with_interface(&name).to_string(),
-                        Err(reason) => return Reply::failure(format!("webadmin listen: {reason}")),
-                    },
+                let address = match admin.appliance().stored_listen_address(&address) {
+                    Ok(address) => address,
+                    Err(reason) => return Reply::failure(format!("webadmin listen: {reason}")),
                 };
                 update_node(admin, "webadmin listen", |node| {
                     node.web.listen = address;

@@ -9,13 +9,18 @@
 //! [`InterfaceWatch`] keeps the interfaces' addresses, so that entries naming an interface
 //! follow them.
 //!
+//! Front ends that follow the configuration by themselves (web admin, SSH) hand a [`Follow`]
+//! to a [`FollowHandle`], which re-applies it on every change.
+//!
 //! [`tls::TlsIdentity`] is the one loader of the certificate, key and bundle the services serve.
 
+mod follow;
 pub mod interfaces;
 mod reconcile;
 mod spec;
 pub mod tls;
 
+pub use follow::{Follow, FollowHandle};
 pub use interfaces::InterfaceWatch;
 pub use reconcile::{Acceptor, ListenError, ListenerSet, ListenerStatus};
 pub use spec::{ListenEntry, ListenSpec, Refusal, Service, Target, TlsMode, Wanted, resolve};

@@ -7,7 +7,7 @@ use crate::connection::Connection;
 use crate::{SshTuning, host_key};
 use russh::keys::PrivateKey;
 use sb_admin::Admin;
-use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
+use sb_listener::{Acceptor, Follow, FollowHandle, ListenEntry, ListenSpec, Service, TlsMode};
 use sb_server::limits::AuthFailureLimiter;
 use sb_store::{InterfaceAddresses, Store};
 use std::net::SocketAddr;
@@ -17,46 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 
 /// What the rest of the daemon sees of the SSH server: its listeners and how far it has
-/// followed the change feed. Made before the admin layer (which reports it in `ssh status`),
-/// started with [`start`].
-#[derive(Clone, Default)]
-pub struct SshHandle {
-    inner: Arc<HandleInner>,
-}
-
-#[derive(Default)]
-struct HandleInner {
-    listeners: Mutex<Vec<ListenerStatus>>,
-    applied: Mutex<Option<watch::Receiver<u64>>>,
-}
-
-impl SshHandle {
-    pub fn new() -> SshHandle {
-        SshHandle::default()
-    }
-
-    pub fn status(&self) -> Vec<ListenerStatus> {
-        lock(&self.inner.listeners).clone()
-    }
-
-    /// Where it listens now.
-    pub fn bound(&self) -> Vec<SocketAddr> {
-        self.status().iter().filter_map(|l| l.bound).collect()
-    }
-
-    /// Return once the SSH server has applied its configuration as of change-feed event `seq`
-    /// (`0`: its first configuration), or after `limit`; true when it had. Immediately true
-    /// when it was never started.
-    pub async fn wait_for(&self, seq: u64, limit: std::time::Duration) -> bool {
-        let receiver = lock(&self.inner.applied).clone();
-        let Some(mut receiver) = receiver else {
-            return true;
-        };
-        tokio::time::timeout(limit, receiver.wait_for(|applied| *applied > seq))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-}
+/// followed the change feed (it reports them in `ssh status`), started with [`start`].
+pub type SshHandle = FollowHandle;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -86,11 +48,8 @@ pub fn start(
     store: Store,
     limiter: Arc<AuthFailureLimiter>,
     tuning: SshTuning,
-    mut interfaces: watch::Receiver<Arc<InterfaceAddresses>>,
+    interfaces: watch::Receiver<Arc<InterfaceAddresses>>,
 ) -> tokio::task::JoinHandle<()> {
-    let mut feed = store.subscribe();
-    let (applied_tx, applied_rx) = watch::channel(0u64);
-    *lock(&handle.inner.applied) = Some(applied_rx);
     let acceptor = Arc::new(SshAcceptor {
         connections: Arc::new(Semaphore::new(tuning.max_connections)),
         shared: Arc::new(Shared {
@@ -101,87 +60,69 @@ pub fn start(
         }),
         config: Mutex::new(None),
     });
-    let as_acceptor: Arc<dyn Acceptor> = acceptor.clone();
-    tokio::spawn(async move {
-        let mut set = ListenerSet::default();
-        let mut host_key: Option<PrivateKey> = None;
-        let mut seen = 0u64;
-        loop {
-            let addresses = interfaces.borrow().clone();
-            apply(&store, &acceptor, &mut host_key, &mut set, &as_acceptor, &addresses).await;
-            *lock(&handle.inner.listeners) = set.status();
-            // One more than the last event applied: 0 means "not applied anything yet".
-            applied_tx.send_replace(seen + 1);
-            tokio::select! {
-                event = feed.recv() => match event {
-                    Ok(published) => seen = published.seq,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                changed = interfaces.changed() => if changed.is_err() {
-                    // The interface watch is gone (shutdown): keep following the store.
-                    interfaces = watch::channel(Arc::new(InterfaceAddresses::default())).1;
-                },
-            }
-            // A burst of events (a command writes several) is applied once.
-            while let Ok(published) = feed.try_recv() {
-                seen = published.seq;
-            }
-        }
-    })
+    handle.start(
+        &store,
+        interfaces,
+        SshFollower {
+            store: store.clone(),
+            acceptor,
+            host_key: None,
+        },
+    )
 }
 
-async fn apply(
-    store: &Store,
-    acceptor: &SshAcceptor,
-    host_key: &mut Option<PrivateKey>,
-    set: &mut ListenerSet,
-    as_acceptor: &Arc<dyn Acceptor>,
-    interfaces: &InterfaceAddresses,
-) {
-    let ssh = match store.node_config() {
-        Ok(node) => node.ssh,
-        Err(err) => {
-            log::error!("ssh: cannot read the configuration: {err}");
-            return;
-        }
-    };
-    // The host key is made the first time SSH is enabled, then read once per process.
-    if ssh.enabled && host_key.is_none() {
-        let dir = acceptor.shared.admin.dir().to_owned();
-        match tokio::task::spawn_blocking(move || host_key::load_or_create(&dir)).await {
-            Ok(Ok(key)) => *host_key = Some(key),
-            Ok(Err(err)) => log::error!("ssh: {err}; not listening"),
-            Err(err) => log::error!("ssh: host key task failed: {err}; not listening"),
-        }
-    }
-    let config = match (&*host_key, ssh.enabled) {
-        (Some(key), true) => Some(Arc::new(server_config(key.clone(), &acceptor.shared.tuning))),
-        _ => None,
-    };
-    let specs = match &config {
-        None => Vec::new(),
-        Some(_) => {
-            let entry = ListenEntry::parse(&ssh.listen);
-            vec![ListenSpec {
-                service: Service::Ssh,
-                label: entry.with_port(ssh.port),
-                entry,
-                port: ssh.port,
-                // SSH brings its own transport security; the listener passes the socket as is.
-                tls: TlsMode::Direct,
-            }]
-        }
-    };
-    *lock(&acceptor.config) = config;
-    let wanted = sb_listener::resolve(&specs, interfaces);
-    if wanted != set.applied() {
-        set.reconcile(wanted, as_acceptor).await;
-        for listener in set.status() {
-            if let Some(bound) = listener.bound {
-                log::info!("ssh: listening on {bound}");
+struct SshFollower {
+    store: Store,
+    acceptor: Arc<SshAcceptor>,
+    /// Made the first time SSH is enabled, then read once per process.
+    host_key: Option<PrivateKey>,
+}
+
+impl Follow for SshFollower {
+    async fn wanted(&mut self) -> Option<Vec<ListenSpec>> {
+        let ssh = match self.store.node_config() {
+            Ok(node) => node.ssh,
+            Err(err) => {
+                log::error!("ssh: cannot read the configuration: {err}");
+                return None;
+            }
+        };
+        if ssh.enabled && self.host_key.is_none() {
+            let dir = self.acceptor.shared.admin.dir().to_owned();
+            match tokio::task::spawn_blocking(move || host_key::load_or_create(&dir)).await {
+                Ok(Ok(key)) => self.host_key = Some(key),
+                Ok(Err(err)) => log::error!("ssh: {err}; not listening"),
+                Err(err) => log::error!("ssh: host key task failed: {err}; not listening"),
             }
         }
+        let config = match (&self.host_key, ssh.enabled) {
+            (Some(key), true) => Some(Arc::new(server_config(key.clone(), &self.acceptor.shared.tuning))),
+            _ => None,
+        };
+        let specs = match &config {
+            None => Vec::new(),
+            Some(_) => {
+                let entry = ListenEntry::parse(&ssh.listen);
+                vec![ListenSpec {
+                    service: Service::Ssh,
+                    label: entry.with_port(ssh.port),
+                    entry,
+                    port: ssh.port,
+                    // SSH brings its own transport security; the listener passes the socket as is.
+                    tls: TlsMode::Direct,
+                }]
+            }
+        };
+        *lock(&self.acceptor.config) = config;
+        Some(specs)
+    }
+
+    fn acceptor(&self) -> Arc<dyn Acceptor> {
+        self.acceptor.clone()
+    }
+
+    fn bound_line(&self, bound: SocketAddr) -> String {
+        format!("ssh: listening on {bound}")
     }
 }
 

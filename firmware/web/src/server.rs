@@ -6,7 +6,7 @@
 use crate::AppState;
 use hyper::body::Incoming;
 use sb_listener::tls::TlsIdentity;
-use sb_listener::{Acceptor, ListenEntry, ListenSpec, ListenerSet, ListenerStatus, Service, TlsMode};
+use sb_listener::{Acceptor, Follow, FollowHandle, ListenEntry, ListenSpec, Service, TlsMode};
 use sb_store::{InterfaceAddresses, Store};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,46 +24,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ClientAddr(pub SocketAddr);
 
 /// What the rest of the daemon sees of the web admin: its listeners and how far it has
-/// followed the change feed. Made before the admin layer (which reports it in `webadmin
-/// status`), started with [`start`].
-#[derive(Clone, Default)]
-pub struct WebHandle {
-    inner: Arc<HandleInner>,
-}
-
-#[derive(Default)]
-struct HandleInner {
-    listeners: Mutex<Vec<ListenerStatus>>,
-    applied: Mutex<Option<watch::Receiver<u64>>>,
-}
-
-impl WebHandle {
-    pub fn new() -> WebHandle {
-        WebHandle::default()
-    }
-
-    pub fn status(&self) -> Vec<ListenerStatus> {
-        lock(&self.inner.listeners).clone()
-    }
-
-    /// Where it listens now.
-    pub fn bound(&self) -> Vec<SocketAddr> {
-        self.status().iter().filter_map(|l| l.bound).collect()
-    }
-
-    /// Return once the web admin has applied its configuration as of change-feed event `seq`
-    /// (`0`: its first configuration), or after `limit`; true when it had. Immediately true
-    /// when it was never started.
-    pub async fn wait_for(&self, seq: u64, limit: Duration) -> bool {
-        let receiver = lock(&self.inner.applied).clone();
-        let Some(mut receiver) = receiver else {
-            return true;
-        };
-        tokio::time::timeout(limit, receiver.wait_for(|applied| *applied > seq))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-}
+/// followed the change feed (it reports them in `webadmin status`), started with [`start`].
+pub type WebHandle = FollowHandle;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -75,103 +37,83 @@ pub fn start(
     handle: WebHandle,
     state: Arc<AppState>,
     store: Store,
-    mut interfaces: watch::Receiver<Arc<InterfaceAddresses>>,
+    interfaces: watch::Receiver<Arc<InterfaceAddresses>>,
 ) -> tokio::task::JoinHandle<()> {
-    let mut feed = store.subscribe();
-    let (applied_tx, applied_rx) = watch::channel(0u64);
-    *lock(&handle.inner.applied) = Some(applied_rx);
     let https = Arc::new(HttpsAcceptor {
         tls: Mutex::new(None),
         app: crate::router(Arc::clone(&state)),
         connections: Arc::new(Semaphore::new(state.tuning.max_connections)),
         handshake_timeout: state.tuning.handshake_timeout,
     });
-    let acceptor: Arc<dyn Acceptor> = https.clone();
-    tokio::spawn(async move {
-        let mut set = ListenerSet::default();
-        let mut seen = 0u64;
-        loop {
-            let addresses = interfaces.borrow().clone();
-            apply(&store, &state, &https, &mut set, &acceptor, &addresses).await;
-            *lock(&handle.inner.listeners) = set.status();
-            // One more than the last event applied: 0 means "not applied anything yet".
-            applied_tx.send_replace(seen + 1);
-            tokio::select! {
-                event = feed.recv() => match event {
-                    Ok(published) => seen = published.seq,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                changed = interfaces.changed() => if changed.is_err() {
-                    // The interface watch is gone (shutdown): keep following the store.
-                    interfaces = watch::channel(Arc::new(InterfaceAddresses::default())).1;
-                },
-            }
-            // A burst of events (a command writes several) is applied once.
-            while let Ok(published) = feed.try_recv() {
-                seen = published.seq;
-            }
-        }
-    })
+    handle.start(
+        &store,
+        interfaces,
+        WebFollower {
+            store: store.clone(),
+            state,
+            https,
+        },
+    )
 }
 
-async fn apply(
-    store: &Store,
-    state: &AppState,
-    https: &HttpsAcceptor,
-    set: &mut ListenerSet,
-    acceptor: &Arc<dyn Acceptor>,
-    interfaces: &InterfaceAddresses,
-) {
-    let config = match store.xmpp_config() {
-        Ok(config) => config,
-        Err(err) => {
-            log::error!("web: cannot read the configuration: {err}");
-            return;
-        }
-    };
-    let web = &config.web;
-    let identity = web.tls.as_ref().or(config.tls.as_ref());
-    let tls = match (web.enabled, identity) {
-        (false, _) => None,
-        (true, None) => {
-            log::error!("web: no certificate (webadmin certs or xmpp certs): not listening");
-            None
-        }
-        (true, Some(identity)) => match tls_config(&state.admin.certs_dir(), identity) {
-            Ok(config) => Some(config),
+struct WebFollower {
+    store: Store,
+    state: Arc<AppState>,
+    https: Arc<HttpsAcceptor>,
+}
+
+impl Follow for WebFollower {
+    async fn wanted(&mut self) -> Option<Vec<ListenSpec>> {
+        let config = match self.store.xmpp_config() {
+            Ok(config) => config,
             Err(err) => {
-                log::error!(
-                    "web: cannot serve {} / {}: {err}; not listening",
-                    identity.key,
-                    identity.cert
-                );
+                log::error!("web: cannot read the configuration: {err}");
+                return None;
+            }
+        };
+        let web = &config.web;
+        let identity = web.tls.as_ref().or(config.tls.as_ref());
+        let tls = match (web.enabled, identity) {
+            (false, _) => None,
+            (true, None) => {
+                log::error!("web: no certificate (webadmin certs or xmpp certs): not listening");
                 None
             }
-        },
-    };
-    let specs = match &tls {
-        None => Vec::new(),
-        Some(_) => {
-            let entry = ListenEntry::parse(&web.listen);
-            vec![ListenSpec {
-                service: Service::Web,
-                label: entry.with_port(web.port),
-                entry,
-                port: web.port,
-                tls: TlsMode::Direct,
-            }]
-        }
-    };
-    *lock(&https.tls) = tls;
-    let wanted = sb_listener::resolve(&specs, interfaces);
-    if wanted != set.applied() {
-        set.reconcile(wanted, acceptor).await;
-        for listener in set.status() {
-            if let Some(bound) = listener.bound {
-                log::info!("web admin: https://{bound}/");
+            (true, Some(identity)) => match tls_config(&self.state.admin.certs_dir(), identity) {
+                Ok(config) => Some(config),
+                Err(err) => {
+                    log::error!(
+                        "web: cannot serve {} / {}: {err}; not listening",
+                        identity.key,
+                        identity.cert
+                    );
+                    None
+                }
+            },
+        };
+        let specs = match &tls {
+            None => Vec::new(),
+            Some(_) => {
+                let entry = ListenEntry::parse(&web.listen);
+                vec![ListenSpec {
+                    service: Service::Web,
+                    label: entry.with_port(web.port),
+                    entry,
+                    port: web.port,
+                    tls: TlsMode::Direct,
+                }]
             }
-        }
+        };
+        *lock(&self.https.tls) = tls;
+        Some(specs)
+    }
+
+    fn acceptor(&self) -> Arc<dyn Acceptor> {
+        self.https.clone()
+    }
+
+    fn bound_line(&self, bound: SocketAddr) -> String {
+        format!("web admin: https://{bound}/")
     }
 }
 

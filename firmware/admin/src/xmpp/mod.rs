@@ -257,11 +257,7 @@ fn normalize_listen(words: &[&str]) -> Result<Vec<ListenTarget>, String> {
 fn check_interfaces(admin: &Admin, entries: &[ListenTarget]) -> Result<Vec<String>, String> {
     let mut stored: Vec<String> = Vec::with_capacity(entries.len());
     for entry in entries {
-        let entry = match entry.interface() {
-            None => entry.clone(),
-            Some(name) => entry.with_interface(&admin.appliance().listen_interface(name)?),
-        };
-        let text = entry.to_string();
+        let text = admin.appliance().stored_listen_target(entry)?.to_string();
         if stored.contains(&text) {
             return Err(format!("xmpp listen: address '{text}' given twice"));
         }
