@@ -15,9 +15,7 @@ use sb_appliance::network::{Setting, parse_cidr, parse_line};
 use sb_appliance::{Board, paths};
 use sb_store::{BoardInterface, ListenTarget, Secret};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const NOT_ON_APPLIANCE: &str = "not running on the appliance";
@@ -100,21 +98,8 @@ impl ApplianceHost {
     }
 
     fn write_setting(&self, name: &str, text: &str) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.settings_dir)?;
-        let path = self.settings_dir.join(name);
-        let tmp = self.settings_dir.join(format!(".{name}.tmp"));
         // Owner-only from the first byte: the admin password hash is one of these settings.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        // The rename is durable only once the directory is synced.
-        std::fs::File::open(&self.settings_dir)?.sync_all()
+        sb_appliance::files::write_atomic(&self.settings_dir.join(name), text.as_bytes(), 0o600)
     }
 
     fn read_setting(&self, name: &str) -> String {

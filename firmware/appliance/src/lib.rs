@@ -9,11 +9,13 @@
 //! - [`password`]: the admin password hash and its file.
 //! - [`control`]: requests to PID 1 over its datagram socket.
 //! - [`health`]: the keys of the health file PID 1 writes.
+//! - [`files`]: the atomic, owner-only file write every one of them uses.
 //!
 //! std, serde, toml and ring only: init is a small static binary that links this.
 
 pub mod board;
 pub mod control;
+pub mod files;
 pub mod health;
 pub mod modules;
 pub mod network;

@@ -2,7 +2,6 @@
 //! settings folder's modes); the file formats are sb-appliance's. Small text files, each
 //! replaced atomically.
 
-use std::io::Write;
 use std::path::Path;
 
 use sb_appliance::network::NetworkConfig;
@@ -33,23 +32,7 @@ pub fn load_network() -> NetworkConfig {
 /// Replaces `path` with `contents` so that a power cut leaves either the old or the new file.
 /// Owner-only (0600) from its creation: the admin password hash is one of these files.
 pub fn write_atomic(path: &str, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = Path::new(path);
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    sb_appliance::files::write_atomic(Path::new(path), contents, 0o600)
 }
 
 /// /data/appliance owner-only: releases before issue 13 wrote its files 0644, the admin

@@ -5,8 +5,6 @@
 use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
 use russh::keys::ssh_key::{HashAlg, LineEnding, PrivateKey};
 use sb_admin::ssh::{HOST_KEY_FILE, HOST_PUBLIC_KEY_FILE};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,30 +70,22 @@ fn write_public(data_dir: &Path, key: &PrivateKey) -> Result<(), HostKeyError> {
     write_owner_only(&file, format!("{line}\n").as_bytes(), 0o644)
 }
 
-/// Write through a temporary file created with `mode`, then rename: a crash leaves the old file
-/// or the new one, and the private key is never readable by others, not even for a moment.
+/// The private key is never readable by others, not even for a moment.
 fn write_owner_only(file: &Path, contents: &[u8], mode: u32) -> Result<(), HostKeyError> {
-    let failed = |source| HostKeyError::Write {
-        file: file.to_owned(),
-        source,
-    };
-    let temporary = file.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(failed)?;
-    out.write_all(contents).and_then(|()| out.sync_all()).map_err(failed)?;
-    // The umask may have narrowed the mode; the public half should stay readable.
-    std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode)).map_err(failed)?;
-    std::fs::rename(&temporary, file).map_err(failed)
+    use std::os::unix::fs::PermissionsExt;
+    sb_appliance::files::write_atomic(file, contents, mode)
+        // xmppd's umask (077) would narrow the public half, which should stay readable.
+        .and_then(|()| std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)))
+        .map_err(|source| HostKeyError::Write {
+            file: file.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_host_key_is_made_once_kept_owner_only_and_reused() {

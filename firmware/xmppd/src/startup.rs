@@ -11,7 +11,6 @@
 //!   start that served), and the maintenance modes the recovery menu runs:
 //!   `xmppd -d DIR --check-store` and `xmppd -d DIR --restore-last-good`.
 
-use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -125,19 +124,7 @@ pub fn save_last_good(store: &Store, dir: &Path) {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sb_appliance::files::write_atomic(path, bytes, 0o600)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

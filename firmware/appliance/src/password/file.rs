@@ -2,8 +2,6 @@
 //! data folder's `admin-password` on a host run. Written atomically and owner-only, read by
 //! every front end that checks the password (console login, web admin, API).
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Replace the stored hash with one of `password`: a temporary file (mode 0600 from its first
@@ -11,7 +9,7 @@ use std::path::Path;
 /// power cut.
 pub fn set(path: &Path, password: &str) -> Result<(), FileError> {
     let hash = crate::password::hash(password)?;
-    write_atomic(path, hash.as_bytes())?;
+    crate::files::replace_keeping_group_read(path, hash.as_bytes())?;
     Ok(())
 }
 
@@ -40,32 +38,6 @@ pub enum FileError {
     Hash(#[from] crate::password::PasswordError),
     #[error("cannot write the admin password file: {0}")]
     Io(#[from] std::io::Error),
-}
-
-fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("admin");
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    // A replaced file keeps its group and group read: on the appliance PID 1 lets the xmppd
-    // group read the hash (the web admin checks it), and a new password must not undo that.
-    if let Ok(previous) = std::fs::metadata(path) {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if previous.mode() & 0o040 != 0 {
-            std::os::unix::fs::fchown(&file, None, Some(previous.gid()))?;
-            file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
-        }
-    }
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
