@@ -437,20 +437,40 @@ fn print_banner(server: &Server, web: &sb_web::WebHandle, ssh: &sb_ssh::SshHandl
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        log::error!("cannot install signal handlers; stop with SIGKILL");
+/// SIGTERM and SIGINT, caught from the first moment of [`run`]: one arriving while the
+/// services start (PID 1 shutting down, a test stopping the daemon) must end in the same
+/// orderly stop as later, not in the default action's kill.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Option<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Some(StopSignals { term, int }),
+            _ => {
+                log::error!("cannot install signal handlers; stop with SIGKILL");
+                None
+            }
+        }
+    }
+}
+
+async fn wait_for_signal(signals: Option<StopSignals>) {
+    let Some(mut signals) = signals else {
         std::future::pending::<()>().await;
         return;
     };
     tokio::select! {
-        _ = term.recv() => log::info!("SIGTERM received"),
-        _ = int.recv() => log::info!("SIGINT received"),
+        _ = signals.term.recv() => log::info!("SIGTERM received"),
+        _ = signals.int.recv() => log::info!("SIGINT received"),
     }
 }
 
 async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>) -> Result<(), StartError> {
+    let stop_signals = StopSignals::install();
     let init_pipe = start_heartbeat();
     // One writer for the admin layer and the server: the local store until this node is a
     // cluster member, the replicated log after.
@@ -519,7 +539,7 @@ async fn run(options: Options, store: Store, log: Option<sb_logging::LogHandle>)
     web.wait_for(0, RECONCILE_WAIT).await;
     ssh.wait_for(0, RECONCILE_WAIT).await;
     print_banner(&server, &web, &ssh, &options.dir);
-    wait_for_signal().await;
+    wait_for_signal(stop_signals).await;
     reconciler.abort();
     federation.shutdown().await;
     server.shutdown().await;
