@@ -364,7 +364,7 @@ impl Federation {
             if was_enabled || !listeners.is_empty() {
                 log::info!("federation disabled: listeners closed, links closing");
             }
-            drop(listeners);
+            listeners.close().await;
             self.stop.send_modify(|g| *g += 1);
             return Ok(());
         }
@@ -457,7 +457,7 @@ impl Federation {
         if let Some(watcher) = watcher {
             watcher.abort();
         }
-        drop(listeners);
+        listeners.close().await;
         self.stop.send_modify(|g| *g += 1);
     }
 

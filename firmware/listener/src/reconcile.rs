@@ -139,6 +139,16 @@ impl ListenerSet {
     /// socket (a changed label or TLS mode applies to the next connection), the rest close,
     /// then the new ones bind. Bind failures are kept in the status, not returned: the other
     /// listeners still serve.
+    /// Stop every listener and return once their sockets are closed: dropping the set only
+    /// aborts their tasks, and a connection attempt could still be accepted until the runtime
+    /// gets to them.
+    pub async fn close(self) {
+        let mut set = self;
+        for listener in std::mem::take(&mut set.listeners) {
+            listener.close().await;
+        }
+    }
+
     pub async fn reconcile(&mut self, wanted: Vec<Wanted>, acceptor: &Arc<dyn Acceptor>) {
         let (mut current, unwanted): (Vec<Listener>, Vec<Listener>) =
             std::mem::take(&mut self.listeners).into_iter().partition(|l| {

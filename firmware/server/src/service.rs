@@ -262,6 +262,9 @@ impl Server {
         if !loaded.enabled {
             let stopped = std::mem::take(&mut self.state().listeners);
             if was_enabled || !stopped.is_empty() {
+                // Closed before the admin's reply: a client connecting after `xmpp disable`
+                // answered must be refused.
+                stopped.close().await;
                 log::info!("XMPP service disabled: listeners closed, sessions ended");
                 self.core.stop_all_connections();
             }
@@ -401,7 +404,7 @@ impl Server {
         if let Some(poller) = poller {
             poller.abort();
         }
-        drop(listeners);
+        listeners.close().await;
         self.core.begin_shutdown();
         let open = self.core.connections.active();
         log::info!("shutting down: closing {open} connection(s)");
