@@ -97,6 +97,24 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// The address word of a `<service> listen <iface or address> <port>` command: the port
+    /// must come as its own word.
+    pub(crate) fn listen_address(&self, address: &str) -> Result<sb_store::ListenTarget, ParseError> {
+        let target = sb_store::ListenTarget::parse(address).map_err(|e| self.invalid(e))?;
+        if target.port.is_some() {
+            return Err(self.invalid(format!(
+                "give the port as its own word: {} <address> <port>",
+                self.command
+            )));
+        }
+        Ok(target)
+    }
+
+    pub(crate) fn port(&self, word: &str) -> Result<u16, ParseError> {
+        word.parse::<u16>()
+            .map_err(|_| self.invalid(format!("'{word}' is not a port (0-65535)")))
+    }
+
     pub(crate) fn invalid(&self, reason: impl std::fmt::Display) -> ParseError {
         ParseError::Invalid {
             command: self.command,

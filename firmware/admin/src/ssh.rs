@@ -8,7 +8,7 @@ use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::xmpp::update_node;
 use crate::{Admin, Family, Reply};
 use base64::Engine;
-use sb_store::{AuthorizedKey, ListenTarget, SshConfig};
+use sb_store::{AuthorizedKey, SshConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -88,16 +88,8 @@ impl Family for SshCommand {
                 let mut args = Args::new("ssh listen", rest);
                 let address = args.required("<iface or address>")?;
                 let port = args.optional();
-                let target = ListenTarget::parse(address).map_err(|e| args.invalid(e))?;
-                if target.port.is_some() {
-                    return Err(args.invalid("give the port as its own word: ssh listen <address> <port>"));
-                }
-                let port = port
-                    .map(|port| {
-                        port.parse::<u16>()
-                            .map_err(|_| args.invalid(format!("'{port}' is not a port (0-65535)")))
-                    })
-                    .transpose()?;
+                let target = args.listen_address(address)?;
+                let port = port.map(|port| args.port(port)).transpose()?;
                 args.end()?;
                 Ok(SshCommand::Listen {
                     address: target.to_string(),

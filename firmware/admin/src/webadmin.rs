@@ -5,7 +5,7 @@
 use crate::command::{Args, ParseError, Usage, unknown_subcommand};
 use crate::xmpp::{check_identity, update_node};
 use crate::{Admin, Family, Reply, pki};
-use sb_store::{ListenTarget, TlsIdentity, WebAdminConfig};
+use sb_store::{TlsIdentity, WebAdminConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,13 +59,8 @@ impl Family for WebadminCommand {
                 let mut args = Args::new("webadmin listen", rest);
                 let address = args.required("<iface or address>")?;
                 let port = args.required("<port>")?;
-                let target = ListenTarget::parse(address).map_err(|e| args.invalid(e))?;
-                if target.port.is_some() {
-                    return Err(args.invalid("give the port as its own word: webadmin listen <address> <port>"));
-                }
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| args.invalid(format!("'{port}' is not a port (0-65535)")))?;
+                let target = args.listen_address(address)?;
+                let port = args.port(port)?;
                 args.end()?;
                 Ok(WebadminCommand::Listen {
                     address: target.to_string(),

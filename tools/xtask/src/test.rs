@@ -136,7 +136,7 @@ pub fn test(args: &[String]) -> TaskResult {
     if install {
         banner("deps: install missing Debian packages and the musl target");
         let begun = Instant::now();
-        let outcome = deps::ensure_packages(deps::TEST_PACKAGES).and_then(|()| deps::ensure_musl_target());
+        let outcome = deps::ensure_packages(&deps::test_packages()).and_then(|()| deps::ensure_musl_target());
         if selected.iter().any(|tier| tier.name == "fuzz")
             && let Err(err) = fuzz::ensure_toolchain()
         {
