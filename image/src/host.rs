@@ -13,7 +13,6 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("objcopy", "binutils"),
     ("objdump", "binutils"),
     ("xz", "xz-utils"),
-    ("zstd", "zstd"),
     ("sgdisk", "gdisk"),
     ("mformat", "mtools"),
     ("mmd", "mtools"),

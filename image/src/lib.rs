@@ -100,7 +100,6 @@ pub struct Artifacts {
     pub upgrade_key: &'static str,
     pub cmdline: String,
     pub modules: Vec<String>,
-    pub initramfs_uncompressed: u64,
 }
 
 impl Artifacts {
@@ -109,7 +108,7 @@ impl Artifacts {
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         format!(
             "vmlinuz={}\nvmlinux={}\ninitramfs={}\nuki={}\ndisk={}\nupgrade={}\nupgrade_key={}\ncmdline={}\nmodules={}\n\
-             size_vmlinuz={}\nsize_initramfs={}\nsize_initramfs_uncompressed={}\nsize_uki={}\nsize_disk={}\n",
+             size_vmlinuz={}\nsize_initramfs={}\nsize_uki={}\nsize_disk={}\n",
             self.vmlinuz.display(),
             self.vmlinux.display(),
             self.initramfs.display(),
@@ -121,7 +120,6 @@ impl Artifacts {
             self.modules.join(","),
             size(&self.vmlinuz),
             size(&self.initramfs),
-            self.initramfs_uncompressed,
             size(&self.uki),
             size(&self.disk),
         )
@@ -155,9 +153,9 @@ pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
             data: format!("{}\n", request.signing_key.public_key_hex()?).into_bytes(),
         },
     );
-    let initramfs = out.join("initramfs.cpio.zst");
-    let initramfs_uncompressed = step("initramfs", || {
-        initramfs::write_compressed(&contents.archive, request.epoch, &work, &initramfs)
+    let initramfs = out.join("initramfs.cpio");
+    step("initramfs", || {
+        initramfs::write(&contents.archive, request.epoch, &initramfs)
     })?;
 
     let vmlinuz = out.join("vmlinuz");
@@ -238,7 +236,6 @@ pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
         upgrade_key: request.signing_key.label(),
         cmdline: board.kernel.cmdline.clone(),
         modules: contents.modules,
-        initramfs_uncompressed,
     };
     std::fs::write(out.join("manifest"), artifacts.manifest()).map_err(io_err("writing the manifest"))?;
     Ok(artifacts)

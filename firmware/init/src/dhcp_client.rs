@@ -13,11 +13,21 @@ pub fn lease_file(iface: &str) -> String {
     format!("/run/switchboard/lease-{iface}")
 }
 
+/// A transaction id only has to differ from other clients' (RFC 2131 4.1), so it never waits
+/// for the kernel's pool to be seeded: GRND_INSECURE answers at once even at early boot.
 fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
-    // SAFETY: getrandom fills the 4-byte buffer it is given.
-    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 4, 0) };
-    u32::from_ne_bytes(bytes)
+    // SAFETY: getrandom fills at most the 4-byte buffer it is given.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 4, libc::GRND_INSECURE) };
+    if filled == 4 {
+        u32::from_ne_bytes(bytes)
+    } else {
+        // A kernel before 5.6 refuses the flag: the clock's nanoseconds still tell boxes apart.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id()
+    }
 }
 
 fn open_socket(iface: &str) -> std::io::Result<UdpSocket> {

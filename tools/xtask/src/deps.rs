@@ -40,7 +40,6 @@ pub const IMAGE_PACKAGES: &[&str] = &[
     "fdisk",
     "e2fsprogs",
     "cpio",
-    "zstd",
     // depmod for the image's module closure, objcopy for the UKI, xz for the kernel.
     "kmod",
     "binutils",

@@ -63,10 +63,9 @@ pub fn image(args: &[String]) -> TaskResult {
         mib("size_vmlinuz")
     );
     println!(
-        "  initramfs (zstd)         {}  ({:.1} MiB, {:.1} MiB unpacked)",
+        "  initramfs (cpio)         {}  ({:.1} MiB)",
         manifest.get("initramfs")?,
-        mib("size_initramfs"),
-        mib("size_initramfs_uncompressed")
+        mib("size_initramfs")
     );
     println!("  vmlinux (PVH, fast QEMU boots)  {}", manifest.get("vmlinux")?);
     println!("  kernel modules           {}", manifest.get("modules")?);

@@ -106,10 +106,9 @@ pub fn run(args: &[String]) -> TaskResult {
     }
     let mut report = Report::default();
     report.figure(format!(
-        "sizes: kernel bzImage {:.1} MiB, initramfs {:.1} MiB zstd ({:.1} MiB unpacked), UKI {:.1} MiB, disk {} MiB",
+        "sizes: kernel bzImage {:.1} MiB, initramfs {:.1} MiB (cpio, uncompressed), UKI {:.1} MiB, disk {} MiB",
         mib(manifest.size("size_vmlinuz")),
         mib(manifest.size("size_initramfs")),
-        mib(manifest.size("size_initramfs_uncompressed")),
         mib(manifest.size("size_uki")),
         manifest.size("size_disk") >> 20
     ));

@@ -86,6 +86,11 @@ pub fn qemu_args(
         "pvpanic",
         "-action",
         "panic=exit-failure",
+        // An entropy source, as real boards have RDRAND: without one the guest kernel's
+        // random pool is seeded only from interrupt jitter, and every getrandom() made while
+        // it starts (TLS keys in xmppd, the DHCP transaction id) waits about half a second.
+        "-device",
+        "virtio-rng-pci",
     ]
     .map(String::from)
     .to_vec();
