@@ -98,7 +98,14 @@ pub fn assemble(
     let dep_text = read_text(&kernel.modules_dir.join("modules.dep"))?;
     let builtin_text = read_text(&kernel.modules_dir.join("modules.builtin"))?;
     let table = DepTable::parse(&dep_text);
-    let modules = modules::closure(&table, &board.kernel.modules, &parse_builtin(&builtin_text))?;
+    let wanted: Vec<String> = board
+        .kernel
+        .modules
+        .iter()
+        .chain(&board.kernel.uefi_modules)
+        .cloned()
+        .collect();
+    let modules = modules::closure(&table, &wanted, &parse_builtin(&builtin_text))?;
     let module_root = format!("lib/modules/{}", board.kernel.release);
     for name in &modules {
         if let Some(rel) = table.path(name) {

@@ -40,6 +40,10 @@ pub struct KernelSpec {
     /// Kernel release string (`uname -r`), the directory name under /lib/modules.
     pub release: String,
     pub modules: Vec<String>,
+    /// Loaded only when the box booted through UEFI (efivarfs for the A/B boot slots): on a
+    /// direct kernel boot their init fails anyway, after the whole cost of loading them.
+    #[serde(default)]
+    pub uefi_modules: Vec<String>,
     pub cmdline: String,
 }
 
@@ -147,6 +151,7 @@ impl Board {
                 version: String::new(),
                 release: String::new(),
                 modules: Vec::new(),
+                uefi_modules: Vec::new(),
                 cmdline: String::new(),
             },
             console: ConsoleSpec {
@@ -179,7 +184,13 @@ impl Board {
         if self.board.name.is_empty() || !self.board.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err("board.name must be non-empty, letters, digits and '-'".into());
         }
-        if self.kernel.modules.iter().any(|m| m.contains('/') || m.is_empty()) {
+        if self
+            .kernel
+            .modules
+            .iter()
+            .chain(&self.kernel.uefi_modules)
+            .any(|m| m.contains('/') || m.is_empty())
+        {
             return Err("kernel.modules entries are module names, not paths".into());
         }
         if !self
@@ -267,6 +278,9 @@ mod tests {
                 "{name} takes the kernel pin from base.toml"
             );
             assert!(board.kernel.modules.iter().any(|m| m == "ext4"));
+            // efivarfs fails to initialise without UEFI, after costing a whole module load.
+            assert_eq!(board.kernel.uefi_modules, ["efivarfs"], "{name}");
+            assert!(!board.kernel.modules.iter().any(|m| m == "efivarfs"), "{name}");
             assert_eq!(board.kernel_iface("a"), Some("eth0"));
             assert_eq!(board.kernel_iface("eth0"), Some("eth0"));
             assert_eq!(board.kernel_iface("zz"), None);

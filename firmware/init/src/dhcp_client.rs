@@ -105,18 +105,31 @@ fn apply(iface: &str, lease: &ServerReply) {
     );
 }
 
-/// Until the kernel reports the link operational (or `limit` passed): before that its queue
-/// drops what is sent, and a lost DISCOVER costs the whole first retransmit interval.
-fn wait_for_link(iface: &str, limit: Duration) {
-    let path = format!("/sys/class/net/{iface}/operstate");
+/// The RFC 2131 first retransmit interval (randomised backoff doubles it from here).
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// The first retransmit when the DISCOVER left before the link read operational.
+const FIRST_RETRY_EARLY: Duration = Duration::from_millis(500);
+
+fn sysfs(iface: &str, file: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/{file}"))
+        .ok()
+        .map(|text| text.trim().to_owned())
+}
+
+/// Waits (up to `limit`) for carrier; returns whether the link also reads operational.
+///
+/// The kernel opens an interface's transmit queue when it goes up with carrier already
+/// present, or within milliseconds of carrier arriving later. Its operational state follows
+/// through linkwatch, which batches events up to a second apart: waiting for "up" cost the
+/// first DISCOVER over half a second on every boot. So carrier is the signal to send, and a
+/// DISCOVER sent before the state reads "up" (it may have met a queue not yet open) gets a
+/// short first retransmit.
+fn wait_for_carrier(iface: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        match std::fs::read_to_string(&path) {
-            Ok(state) if state.trim() == "up" => return,
-            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => return,
-        }
+    while Instant::now() < deadline && sysfs(iface, "carrier").as_deref() != Some("1") {
+        std::thread::sleep(Duration::from_millis(5));
     }
+    sysfs(iface, "operstate").as_deref() == Some("up")
 }
 
 /// Never returns; PID 1 kills this process when the configuration changes.
@@ -125,8 +138,8 @@ pub fn run(iface: &str, hostname: &str) -> ! {
         log::error!("dhcp: bringing {iface} up: {e}");
     }
     let mac = net::mac(iface).unwrap_or([0; 6]);
-    wait_for_link(iface, Duration::from_secs(2));
-    let mut retry = Duration::from_secs(2);
+    let operational = wait_for_carrier(iface, Duration::from_secs(2));
+    let mut retry = if operational { FIRST_RETRY } else { FIRST_RETRY_EARLY };
     loop {
         let socket = match open_socket(iface) {
             Ok(s) => s,
@@ -172,7 +185,7 @@ pub fn run(iface: &str, hostname: &str) -> ! {
             log::warn!("dhcp: server refused {}; starting over", offer.yiaddr);
             continue;
         }
-        retry = Duration::from_secs(2);
+        retry = FIRST_RETRY;
         apply(iface, &ack);
         hold_lease(iface, &socket, mac, hostname, ack);
         // The lease ran out without a renewal: drop the address and start from DISCOVER.

@@ -15,8 +15,9 @@ pub fn load(path: &str) -> Result<(), String> {
     }
 }
 
-/// Loads the board's modules from /lib/modules/<release>; returns how many loaded.
-pub fn load_board_modules(release: &str, wanted: &[String]) -> usize {
+/// Loads the board's modules from /lib/modules/<release>, dependencies first, calling
+/// `after_each` after every one; returns how many loaded.
+pub fn load_board_modules(release: &str, wanted: &[String], mut after_each: impl FnMut()) -> usize {
     let root = format!("/lib/modules/{release}");
     let dep = match std::fs::read_to_string(format!("{root}/modules.dep")) {
         Ok(text) => text,
@@ -37,6 +38,7 @@ pub fn load_board_modules(release: &str, wanted: &[String]) -> usize {
                 Ok(()) => loaded += 1,
                 Err(e) => log::warn!("module {name}: {e}"),
             }
+            after_each();
         }
     }
     loaded

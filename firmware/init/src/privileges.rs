@@ -98,12 +98,19 @@ pub fn hand_over_data_dir(dir: &Path) -> usize {
 }
 
 fn chown_tree(path: &Path, depth: usize) -> usize {
+    use std::os::unix::fs::MetadataExt;
     let mut failures = 0;
-    if let Err(e) = std::os::unix::fs::lchown(path, Some(XMPPD_UID), Some(XMPPD_GID)) {
+    let meta = std::fs::symlink_metadata(path).ok();
+    // Only what is not xmppd's already: an unconditional chown rewrites every inode, a journal
+    // write per file at every boot.
+    let owned = meta
+        .as_ref()
+        .is_some_and(|m| m.uid() == XMPPD_UID && m.gid() == XMPPD_GID);
+    if !owned && let Err(e) = std::os::unix::fs::lchown(path, Some(XMPPD_UID), Some(XMPPD_GID)) {
         log::warn!("chown {}: {e}", path.display());
         failures += 1;
     }
-    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    let is_dir = meta.is_some_and(|m| m.is_dir());
     if is_dir && depth < 16 {
         for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
             failures += chown_tree(&entry.path(), depth + 1);

@@ -210,13 +210,18 @@ pub fn run() -> ! {
         Board::fallback()
     });
 
-    let loaded = kmod::load_board_modules(&board.kernel.release, &board.kernel.modules);
-    log::info!("loaded {loaded} kernel modules for board {}", board.board.name);
-    // Links up now: the kernel activates a link's queue some time after carrier (linkwatch),
-    // and that wait then overlaps /data's mount instead of delaying the first DHCP packet.
-    for iface in &board.network.interfaces {
-        let _ = net::link_up(&iface.kernel);
+    let mut wanted = board.kernel.modules.clone();
+    if std::path::Path::new("/sys/firmware/efi").exists() {
+        wanted.extend(board.kernel.uefi_modules.iter().cloned());
     }
+    // Each link goes up as soon as its driver made the interface: the kernel then settles the
+    // link (carrier, queue, operational state) while the other modules load and /data mounts,
+    // instead of delaying the first DHCP packet.
+    let mut links_down: Vec<&str> = board.network.interfaces.iter().map(|i| i.kernel.as_str()).collect();
+    let loaded = kmod::load_board_modules(&board.kernel.release, &wanted, || {
+        links_down.retain(|iface| net::link_up(iface).is_err());
+    });
+    log::info!("loaded {loaded} kernel modules for board {}", board.board.name);
 
     set_hostname(read_to_string("/etc/hostname").trim());
     let _ = net::link_up("lo");
