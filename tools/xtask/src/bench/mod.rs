@@ -44,7 +44,8 @@ then --rate msg/s (half each way, both at once) for the latency p50/p99 per dire
   --debug                   use debug builds instead of release
   --keep                    keep the temporary directories (configs, logs, data)
   --boot [--boots N]        instead: the PVH boot's breakdown per phase under QEMU (TCG), median
-                            of N boots (default 5) after a first boot
+                            of N boots (default 5) after a first boot; --ovmf: through the UEFI
+                            firmware and the UKI instead
   --cluster                 instead: the cluster's figures (routing and logins against a single
                             node, one replicated write, failover over --kills N kills, default 20);
                             --clients sets the routing clients (default 200 there)
