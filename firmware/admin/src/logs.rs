@@ -390,7 +390,9 @@ sb_server               : debug
 sled                    : warn
 tokio_rustls            : warn
 sled                    : at most info (sled writes stored values, secrets among them, into its debug and trace \
-             lines)"
+             lines)
+russh                   : at most info (russh logs every packet at debug: `syslog follow` over SSH would log its \
+             own output without end)"
         );
         // A module that bypassed parse (JSON over the socket) is still checked.
         let reply = admin.execute(Command::Log(LogCommand::Level {

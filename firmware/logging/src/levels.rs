@@ -14,11 +14,18 @@ pub struct Ceiling {
 /// sled 0.34 prints the pages it links and replaces at trace (`{:?}` of keys *and values*, as
 /// lists of bytes) and unexpected pages at debug; stored values include Call Bridge secrets and
 /// SCRAM keys. sb-admin's `tests/redaction.rs` fails without this ceiling.
-pub const DEFAULT_CEILINGS: &[Ceiling] = &[Ceiling {
-    module: "sled",
-    level: LevelFilter::Info,
-    reason: "sled writes stored values, secrets among them, into its debug and trace lines",
-}];
+pub const DEFAULT_CEILINGS: &[Ceiling] = &[
+    Ceiling {
+        module: "sled",
+        level: LevelFilter::Info,
+        reason: "sled writes stored values, secrets among them, into its debug and trace lines",
+    },
+    Ceiling {
+        module: "russh",
+        level: LevelFilter::Info,
+        reason: "russh logs every packet at debug: `syslog follow` over SSH would log its own output without end",
+    },
+];
 
 /// One entry of a level listing; `module: None` is the default level.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,8 +8,22 @@ use crate::line_editor::{Key, LineEditor, crlf};
 use russh::ChannelMsg;
 use russh::server::Msg;
 use sb_admin::{Admin, Command, HostnameCommand, Reply, Secret, SecretPrompt};
+use sb_logging::FollowEvent;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Lines `syslog follow` may have queued for a slow client before the logger waits.
+const FOLLOW_QUEUE: usize = 256;
+/// How often the thread reading the log notices that the session stopped following.
+const FOLLOW_POLL: Duration = Duration::from_millis(250);
+const CTRL_C: u8 = 0x03;
+
+/// What woke a session that follows the log.
+enum FollowInput {
+    Line(Option<String>),
+    Channel(Option<ChannelMsg>),
+}
 
 /// What one read of the client's input gave.
 enum Input {
@@ -103,7 +117,7 @@ impl Console {
             Err(err) => return Reply::from(err),
         };
         if command.is_streaming() {
-            return Reply::failure("this command streams until interrupted: use it at the console or with mmp");
+            return self.follow(&command).await;
         }
         let command = match command.secret_request() {
             None => command,
@@ -113,6 +127,93 @@ impl Console {
             },
         };
         execute(&self.admin, command).await
+    }
+
+    /// `syslog follow`: recent lines, then new ones as they are logged, until Ctrl-C (with a
+    /// pty), the client closing the channel, or the logger going away. Without a pty the
+    /// client's end of input does not stop it (`ssh node 'syslog follow' </dev/null` follows,
+    /// as `tail -f` does); ending the ssh client does.
+    async fn follow(&mut self, command: &Command) -> Reply {
+        let (admin, command) = (Arc::clone(&self.admin), command.clone());
+        let mut follower = match tokio::task::spawn_blocking(move || admin.follow(&command)).await {
+            Ok(Ok(follower)) => follower,
+            Ok(Err(reply)) => return reply,
+            Err(e) => return Reply::failure(format!("syslog follow: {e}")),
+        };
+        // The history first, so an interrupt typed ahead still shows it.
+        while let Some(line) = follower.try_recv() {
+            if !self.write(&format!("{line}\n")).await {
+                return Reply::failure("the session closed");
+            }
+        }
+        // The follower blocks: a blocking thread hands its lines over until this session
+        // drops the receiver (it notices within one poll interval).
+        let (lines, mut received) = tokio::sync::mpsc::channel::<String>(FOLLOW_QUEUE);
+        let pump = tokio::task::spawn_blocking(move || {
+            loop {
+                match follower.recv_timeout(FOLLOW_POLL) {
+                    FollowEvent::Line(line) => {
+                        if lines.blocking_send(line).is_err() {
+                            return;
+                        }
+                    }
+                    FollowEvent::Timeout if lines.is_closed() => return,
+                    FollowEvent::Timeout => {}
+                    FollowEvent::Closed => return,
+                }
+            }
+        });
+        let mut reply = Reply {
+            ok: true,
+            text: String::new(),
+        };
+        loop {
+            // Ctrl-C typed ahead of the command, or with the last input.
+            if self.pty
+                && let Some(at) = self.pending.iter().position(|&byte| byte == CTRL_C)
+            {
+                // What was typed up to the interrupt is dropped, as a terminal's line is;
+                // what follows it is the next command.
+                self.pending.drain(..=at);
+                self.write("^C\n").await;
+                break;
+            }
+            let event = tokio::select! {
+                line = received.recv() => FollowInput::Line(line),
+                message = self.channel.wait() => FollowInput::Channel(message),
+            };
+            match event {
+                FollowInput::Line(Some(line)) => {
+                    if !self.write(&format!("{line}\n")).await {
+                        break;
+                    }
+                }
+                FollowInput::Line(None) => {
+                    reply = Reply::failure("the log ended (the daemon is stopping)");
+                    break;
+                }
+                FollowInput::Channel(Some(ChannelMsg::Data { data })) => {
+                    // Without a pty the input is not ours to act on while following.
+                    if self.pty {
+                        self.pending.extend(data.iter().copied());
+                    }
+                }
+                FollowInput::Channel(Some(ChannelMsg::Eof)) => {
+                    self.input_closed = true;
+                    if self.pty {
+                        break;
+                    }
+                }
+                FollowInput::Channel(Some(ChannelMsg::Close) | None) => {
+                    self.input_closed = true;
+                    break;
+                }
+                FollowInput::Channel(Some(_)) => {}
+            }
+        }
+        drop(received);
+        let _ = pump.await;
+        reply
     }
 
     /// The secret, asked twice when the command wants a confirmation (as mmp asks it).

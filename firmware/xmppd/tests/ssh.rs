@@ -322,6 +322,29 @@ fn the_prompt_edits_lines_and_never_echoes_a_secret() {
 }
 
 #[test]
+fn syslog_follow_streams_the_log_until_ctrl_c_and_the_prompt_carries_on() {
+    let (_daemon, addr) = daemon();
+    let mut command = tool("sshpass");
+    command.args(["-p", ADMIN_PASSWORD, "ssh", "-tt"]);
+    command.args(common_options(addr, None));
+    command.args(["-o", "PreferredAuthentications=password"]);
+    command.arg(format!("admin@{}", addr.ip()));
+    // Ctrl-C typed ahead with the command still ends the follow; the next line is a command.
+    let output = run(command, b"syslog follow\r\x03hostname\rexit\r");
+    let shown = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{shown}");
+    let followed = shown.split_once("syslog follow").map_or("", |(_, rest)| rest);
+    // The history it starts with: the daemon's recent lines, this session's login among them.
+    assert!(followed.contains("ssh: admin from"), "{shown}");
+    // russh's per-packet debug lines stay out even at debug level (the test daemon's), or
+    // each line sent would log another.
+    assert!(!followed.contains("russh"), "{shown}");
+    let after = followed.split_once("^C").map_or("", |(_, rest)| rest);
+    assert!(after.contains("> hostname"), "the prompt did not come back:\n{shown}");
+    assert!(!shown.contains("FAILURE"), "{shown}");
+}
+
+#[test]
 fn sftp_stays_in_the_file_area_and_under_the_size_limit() {
     let (daemon, addr) = daemon();
     let work = tempfile::tempdir().unwrap();
