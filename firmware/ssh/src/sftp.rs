@@ -12,6 +12,7 @@ use russh_sftp::server::StatusReply;
 use std::collections::HashMap;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Open handles per session: enough for any client, bounded against one that never closes.
 const MAX_HANDLES: usize = 16;
@@ -19,7 +20,7 @@ const MAX_HANDLES: usize = 16;
 const MAX_READ_BYTES: u32 = 256 * 1024;
 
 enum Open {
-    File { file: std::fs::File, name: String },
+    File { file: Arc<std::fs::File>, name: String },
     Dir { listed: bool },
 }
 
@@ -49,6 +50,18 @@ fn io_error(name: &str, err: &std::io::Error) -> StatusReply {
         // ELOOP from O_NOFOLLOW: the name is a symbolic link.
         _ if err.raw_os_error() == Some(libc::ELOOP) => symlink_refused(name),
         _ => refuse(StatusCode::Failure, format!("{name}: {err}")),
+    }
+}
+
+/// File I/O on a blocking thread: a slow disk (the fsync that ends a large upload) must not
+/// stall a runtime worker, which serves XMPP sessions too.
+async fn blocking<T: Send + 'static>(
+    name: &str,
+    operation: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, StatusReply> {
+    match tokio::task::spawn_blocking(operation).await {
+        Ok(result) => result.map_err(|e| io_error(name, &e)),
+        Err(e) => Err(refuse(StatusCode::Failure, format!("{name}: {e}"))),
     }
 }
 
@@ -243,7 +256,10 @@ impl russh_sftp::server::Handler for FileArea {
                 format!("{name}: not a plain file"),
             ));
         }
-        let handle = self.new_handle(Open::File { file, name })?;
+        let handle = self.new_handle(Open::File {
+            file: Arc::new(file),
+            name,
+        })?;
         Ok(Handle { id, handle })
     }
 
@@ -251,8 +267,13 @@ impl russh_sftp::server::Handler for FileArea {
         let Some(Open::File { file, name }) = self.handles.get(&handle) else {
             return Err(refuse(StatusCode::Failure, "no such file handle"));
         };
+        let file = Arc::clone(file);
         let mut buffer = vec![0u8; len.min(MAX_READ_BYTES) as usize];
-        let count = file.read_at(&mut buffer, offset).map_err(|e| io_error(name, &e))?;
+        let (count, mut buffer) = blocking(name, move || {
+            let count = file.read_at(&mut buffer, offset)?;
+            Ok((count, buffer))
+        })
+        .await?;
         if count == 0 {
             return Err(StatusCode::Eof.into());
         }
@@ -278,14 +299,15 @@ impl russh_sftp::server::Handler for FileArea {
                 ),
             ));
         }
-        file.write_all_at(&data, offset).map_err(|e| io_error(name, &e))?;
+        let file = Arc::clone(file);
+        blocking(name, move || file.write_all_at(&data, offset)).await?;
         Ok(ok(id))
     }
 
     async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
         match self.handles.remove(&handle) {
             Some(Open::File { file, name }) => {
-                file.sync_all().map_err(|e| io_error(&name, &e))?;
+                blocking(&name, move || file.sync_all()).await?;
                 Ok(ok(id))
             }
             Some(Open::Dir { .. }) => Ok(ok(id)),
