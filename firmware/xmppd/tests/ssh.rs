@@ -137,6 +137,16 @@ fn ssh_password(addr: SocketAddr, password: &str, from: &str, line: &str) -> Out
     run(command, b"")
 }
 
+/// The MMP prompt through `ssh -tt` (a pty, so keys arrive raw), typing `keys`.
+fn ssh_prompt(addr: SocketAddr, keys: &[u8]) -> Output {
+    let mut command = tool("sshpass");
+    command.args(["-p", ADMIN_PASSWORD, "ssh", "-tt"]);
+    command.args(common_options(addr, None));
+    command.args(["-o", "PreferredAuthentications=password"]);
+    command.arg(format!("admin@{}", addr.ip()));
+    run(command, keys)
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -301,15 +311,9 @@ fn an_authorized_key_logs_in_and_a_deleted_one_no_longer_does() {
 #[test]
 fn the_prompt_edits_lines_and_never_echoes_a_secret() {
     let (daemon, addr) = daemon();
-    let mut command = tool("sshpass");
-    command.args(["-p", ADMIN_PASSWORD, "ssh", "-tt"]);
-    command.args(common_options(addr, None));
-    command.args(["-o", "PreferredAuthentications=password"]);
-    command.arg(format!("admin@{}", addr.ip()));
     // Keys as a terminal sends them: a typo erased with Backspace, then a command that asks for
     // a password twice, then a listing, then exit.
-    let keys = b"user addd\x7f bob\rsecret-pw-1\rsecret-pw-1\ruser list\rexit\r";
-    let output = run(command, keys);
+    let output = ssh_prompt(addr, b"user addd\x7f bob\rsecret-pw-1\rsecret-pw-1\ruser list\rexit\r");
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(0), "{shown}");
     // The typo and its erasure, echoed as a terminal shows them.
@@ -324,13 +328,8 @@ fn the_prompt_edits_lines_and_never_echoes_a_secret() {
 #[test]
 fn syslog_follow_streams_the_log_until_ctrl_c_and_the_prompt_carries_on() {
     let (_daemon, addr) = daemon();
-    let mut command = tool("sshpass");
-    command.args(["-p", ADMIN_PASSWORD, "ssh", "-tt"]);
-    command.args(common_options(addr, None));
-    command.args(["-o", "PreferredAuthentications=password"]);
-    command.arg(format!("admin@{}", addr.ip()));
     // Ctrl-C typed ahead with the command still ends the follow; the next line is a command.
-    let output = run(command, b"syslog follow\r\x03hostname\rexit\r");
+    let output = ssh_prompt(addr, b"syslog follow\r\x03hostname\rexit\r");
     let shown = text(&output);
     assert_eq!(output.status.code(), Some(0), "{shown}");
     let followed = shown.split_once("syslog follow").map_or("", |(_, rest)| rest);
