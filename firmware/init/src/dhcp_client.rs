@@ -105,7 +105,7 @@ fn apply(iface: &str, lease: &ServerReply) {
     );
 }
 
-/// The RFC 2131 first retransmit interval (randomised backoff doubles it from here).
+/// The first retransmit interval (RFC 2131 4.1); each timeout doubles it, up to 64 s.
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// The first retransmit when the DISCOVER left before the link read operational.
 const FIRST_RETRY_EARLY: Duration = Duration::from_millis(500);
