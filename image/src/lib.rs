@@ -163,26 +163,14 @@ pub fn build(request: &BuildRequest) -> Result<Artifacts, ImageError> {
     copy_file(&kernel.vmlinuz, &vmlinuz)?;
     copy_file(&kernel.vmlinux, &vmlinux)?;
 
-    let osrel = work.join("os-release");
-    let cmdline_file = work.join("cmdline");
-    std::fs::write(
-        &osrel,
-        format!(
-            "NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{}\"\n",
-            request.version
-        ),
-    )
-    .map_err(io_err("writing os-release"))?;
-    std::fs::write(&cmdline_file, &board.kernel.cmdline).map_err(io_err("writing the command line"))?;
     let uki = out.join("switchboard.efi");
     step("UKI", || {
-        uki::build(
-            &uki::UkiParts {
-                osrel: &osrel,
-                cmdline: &cmdline_file,
-                linux: &kernel.vmlinuz,
-                initrd: &initramfs,
-            },
+        build_uki(
+            &work,
+            &request.version,
+            &board.kernel.cmdline,
+            &kernel.vmlinuz,
+            &initramfs,
             &uki,
             request.epoch,
         )
@@ -257,26 +245,14 @@ pub struct BundleRequest {
 pub fn build_bundle(request: &BundleRequest) -> Result<sb_upgrade::bundle::Manifest, ImageError> {
     let (board, _) = board::load(&request.board_file)?;
     let work = tempfile_dir(&request.out)?;
-    let osrel = work.join("os-release");
-    std::fs::write(
-        &osrel,
-        format!(
-            "NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{}\"\n",
-            request.version
-        ),
-    )
-    .map_err(io_err("writing os-release"))?;
-    let cmdline_file = work.join("cmdline");
     let cmdline = format!("{} {}", board.kernel.cmdline, request.cmdline_append);
-    std::fs::write(&cmdline_file, cmdline.trim()).map_err(io_err("writing the command line"))?;
     let uki = work.join("switchboard.efi");
-    uki::build(
-        &uki::UkiParts {
-            osrel: &osrel,
-            cmdline: &cmdline_file,
-            linux: &request.vmlinuz,
-            initrd: &request.initramfs,
-        },
+    build_uki(
+        &work,
+        &request.version,
+        cmdline.trim(),
+        &request.vmlinuz,
+        &request.initramfs,
         &uki,
         request.epoch,
     )?;
@@ -294,6 +270,37 @@ pub fn build_bundle(request: &BundleRequest) -> Result<sb_upgrade::bundle::Manif
     )?;
     std::fs::remove_dir_all(&work).map_err(io_err("removing the bundle's work folder"))?;
     Ok(manifest)
+}
+
+/// The UKI of `version` booting `linux` (a bzImage) and `initrd` with `cmdline`: its
+/// os-release and command line are written into `work` first, as the sections objcopy adds.
+fn build_uki(
+    work: &Path,
+    version: &str,
+    cmdline: &str,
+    linux: &Path,
+    initrd: &Path,
+    out: &Path,
+    epoch: u32,
+) -> Result<(), ImageError> {
+    let osrel = work.join("os-release");
+    std::fs::write(
+        &osrel,
+        format!("NAME=\"Switchboard\"\nID=switchboard\nVERSION_ID=\"{version}\"\n"),
+    )
+    .map_err(io_err("writing os-release"))?;
+    let cmdline_file = work.join("cmdline");
+    std::fs::write(&cmdline_file, cmdline).map_err(io_err("writing the command line"))?;
+    uki::build(
+        &uki::UkiParts {
+            osrel: &osrel,
+            cmdline: &cmdline_file,
+            linux,
+            initrd,
+        },
+        out,
+        epoch,
+    )
 }
 
 /// A scratch folder next to `out`.

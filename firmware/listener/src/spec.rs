@@ -125,6 +125,20 @@ pub struct ListenSpec {
     pub tls: TlsMode,
 }
 
+impl ListenSpec {
+    /// `service` on the addresses of `entry` at a `port` of its own (an entry's port is the
+    /// client service's): status labels it with that port.
+    pub fn at_port(service: Service, entry: ListenEntry, port: u16, tls: TlsMode) -> ListenSpec {
+        ListenSpec {
+            service,
+            label: entry.with_port(port),
+            entry,
+            port,
+            tls,
+        }
+    }
+}
+
 /// Why an entry cannot listen at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

@@ -106,17 +106,17 @@ impl ListenPlan {
             if self.component_port == 0 {
                 continue;
             }
-            specs.push(ListenSpec {
-                service: Service::Component,
-                entry: entry.clone(),
-                label: entry.with_port(self.component_port),
-                port: self.component_port,
-                tls: if self.component_plain {
-                    TlsMode::Plain
-                } else {
-                    TlsMode::Direct
-                },
-            });
+            let tls = if self.component_plain {
+                TlsMode::Plain
+            } else {
+                TlsMode::Direct
+            };
+            specs.push(ListenSpec::at_port(
+                Service::Component,
+                entry.clone(),
+                self.component_port,
+                tls,
+            ));
         }
         specs
     }

@@ -101,17 +101,13 @@ impl Follow for SshFollower {
         };
         let specs = match &config {
             None => Vec::new(),
-            Some(_) => {
-                let entry = ListenEntry::parse(&ssh.listen);
-                vec![ListenSpec {
-                    service: Service::Ssh,
-                    label: entry.with_port(ssh.port),
-                    entry,
-                    port: ssh.port,
-                    // SSH brings its own transport security; the listener passes the socket as is.
-                    tls: TlsMode::Direct,
-                }]
-            }
+            // SSH brings its own transport security; the listener passes the socket as is.
+            Some(_) => vec![ListenSpec::at_port(
+                Service::Ssh,
+                ListenEntry::parse(&ssh.listen),
+                ssh.port,
+                TlsMode::Direct,
+            )],
         };
         *lock(&self.acceptor.config) = config;
         Some(specs)

@@ -121,6 +121,20 @@ pub fn digest_stream(
     Ok(out)
 }
 
+/// Reads the manifest's payload size from `input` (copying it to `copy_to`); `Corrupt` unless
+/// the bytes have the manifest's digest.
+fn stream_payload(
+    input: &mut impl Read,
+    manifest: &Manifest,
+    copy_to: Option<&mut dyn Write>,
+) -> Result<(), BundleError> {
+    let digest = digest_stream(input, manifest.payload_size, copy_to)?;
+    if crate::hex(&digest) != manifest.payload_sha256 {
+        return Err(BundleError::Corrupt);
+    }
+    Ok(())
+}
+
 /// Writes a signed image: `manifest` must already carry the payload's size and digest.
 pub fn write(
     manifest: &Manifest,
@@ -140,11 +154,7 @@ pub fn write(
     let signature = pair.sign(&signed);
     out.write_all(&signed)?;
     out.write_all(signature.as_ref())?;
-    let digest = digest_stream(payload, manifest.payload_size, Some(out))?;
-    if crate::hex(&digest) != manifest.payload_sha256 {
-        return Err(BundleError::Corrupt);
-    }
-    Ok(())
+    stream_payload(payload, manifest, Some(out))
 }
 
 /// Checks a whole image of `file_len` bytes against `public_key` and `board`.
@@ -157,10 +167,7 @@ pub fn verify(
 ) -> Result<Verified, BundleError> {
     let verified = verify_header(file, file_len, public_key, board, payload_limit)?;
     file.seek(SeekFrom::Start(verified.payload_offset))?;
-    let digest = digest_stream(file, verified.manifest.payload_size, None)?;
-    if crate::hex(&digest) != verified.manifest.payload_sha256 {
-        return Err(BundleError::Corrupt);
-    }
+    stream_payload(file, &verified.manifest, None)?;
     Ok(verified)
 }
 
@@ -251,11 +258,7 @@ pub fn copy_payload(
     out: &mut dyn Write,
 ) -> Result<(), BundleError> {
     file.seek(SeekFrom::Start(verified.payload_offset))?;
-    let digest = digest_stream(file, verified.manifest.payload_size, Some(out))?;
-    if crate::hex(&digest) != verified.manifest.payload_sha256 {
-        return Err(BundleError::Corrupt);
-    }
-    Ok(())
+    stream_payload(file, &verified.manifest, Some(out))
 }
 
 fn read_up_to(input: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {

@@ -93,16 +93,12 @@ impl Follow for WebFollower {
         };
         let specs = match &tls {
             None => Vec::new(),
-            Some(_) => {
-                let entry = ListenEntry::parse(&web.listen);
-                vec![ListenSpec {
-                    service: Service::Web,
-                    label: entry.with_port(web.port),
-                    entry,
-                    port: web.port,
-                    tls: TlsMode::Direct,
-                }]
-            }
+            Some(_) => vec![ListenSpec::at_port(
+                Service::Web,
+                ListenEntry::parse(&web.listen),
+                web.port,
+                TlsMode::Direct,
+            )],
         };
         *lock(&self.https.tls) = tls;
         Some(specs)
